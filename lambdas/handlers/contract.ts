@@ -1,0 +1,118 @@
+/**
+ * The contract between the workflow definition (lib/workflow.ts) and the task handlers.
+ * Payloads carry names, S3 keys and cursors only, never row data or the whole plan
+ * (Step Functions limits a payload to 256 KB).
+ */
+
+/** Execution input, as documented in the README. Validated by Preflight. */
+export interface ExecutionInput {
+  readonly runId?: string;
+  readonly sourceSchema?: string;
+  readonly targetSchema?: string;
+  /** Only these target tables (default: all eight). */
+  readonly tables?: string[];
+  /** Source tables to leave out of the analysis (they are still backed up). */
+  readonly skipTables?: string[];
+  readonly batchSize?: number;
+  readonly cutover?: boolean;
+  /** Stop after Analyse: backup + plan, nothing written to the target. */
+  readonly dryRun?: boolean;
+  /** S3 key of a user mapping file in the backup bucket. */
+  readonly mappingKey?: string;
+  /** Application schema the cutover moves the new tables into (default `public`). */
+  readonly appSchema?: string;
+}
+
+/** The run as every task after Preflight sees it: resolved defaults, no secrets. */
+export interface RunContext {
+  readonly runId: string;
+  readonly sourceSchema: string;
+  readonly targetSchema: string;
+  readonly appSchema: string;
+  readonly tables: string[] | null;
+  readonly skipTables: string[];
+  readonly batchSize: number;
+  readonly cutover: boolean;
+  readonly dryRun: boolean;
+  readonly mappingKey: string | null;
+  /** Migration time (UTC ISO): replaces missing timestamps, fixed for the whole run so reruns agree. */
+  readonly runTime: string;
+  /** S3 prefix of this run's objects: `runs/<runId>/`. */
+  readonly prefix: string;
+}
+
+/** A resumable unit of work returns a cursor until it is done. `cursor` is opaque to the workflow. */
+export interface StepProgress {
+  readonly done: boolean;
+  readonly cursor: string | null;
+}
+
+export interface PreflightEvent { readonly input: ExecutionInput; readonly executionName?: string }
+export interface PreflightResult {
+  readonly run: RunContext;
+  /** Every table of the source schema: all are backed up, mapped or not. */
+  readonly backupTables: string[];
+}
+
+export interface BackupTableEvent { readonly run: RunContext; readonly table: string; readonly cursor: string | null }
+export type BackupTableResult = StepProgress & { readonly table: string; readonly rows: number };
+
+export interface RunEvent { readonly run: RunContext }
+export interface FinalizeBackupResult { readonly manifestKey: string; readonly tables: number; readonly rows: number }
+
+export interface AnalyseResult {
+  readonly planKey: string;
+  /** Migration steps in foreign-key order: `prepare`, one per target table, `finalize`. */
+  readonly steps: string[];
+  readonly decisions: number;
+  readonly warnings: number;
+}
+
+export interface MigrateStepEvent { readonly run: RunContext; readonly step: string; readonly cursor: string | null }
+export type MigrateStepResult = StepProgress & {
+  readonly step: string;
+  readonly migrated: number;
+  readonly rejected: number;
+  readonly batches: number;
+};
+
+export interface VerifyResult { readonly passed: boolean; readonly reportKey: string; readonly failedChecks: string[] }
+export interface CutoverResult { readonly status: 'cut-over' | 'already-cut-over'; readonly legacySchema: string }
+export interface ReportResult {
+  readonly runId: string;
+  readonly status: string;
+  readonly reportKey: string;
+  readonly tables: Record<string, { migrated: number; rejected: number; derived: number }>;
+}
+
+/** State names of the workflow's tasks; the local runner binds each to its handler. */
+export const TASK_STATES = {
+  preflight: 'Preflight',
+  backupTable: 'BackupTable',
+  finalizeBackup: 'FinalizeBackup',
+  analyse: 'Analyse',
+  createSchema: 'CreateSchema',
+  migrateStep: 'MigrateStep',
+  verify: 'Verify',
+  cutover: 'Cutover',
+  report: 'Report',
+} as const;
+export type TaskKey = keyof typeof TASK_STATES;
+
+/**
+ * Environment the handlers read (set by the stack; the local runner sets the same names):
+ * - SOURCE_SECRET_ARN / TARGET_SECRET_ARN (AWS) or SOURCE_DATABASE_URL / TARGET_DATABASE_URL (local)
+ * - BACKUP_BUCKET, BACKUP_PREFIX (default ''), BACKUP_KMS_KEY_ID (optional)
+ * - S3_ENDPOINT (local S3 only), TIME_BUDGET_MS (default 600000 = 10 of the Lambda's 15 minutes)
+ */
+export const ENV = {
+  sourceSecretArn: 'SOURCE_SECRET_ARN',
+  targetSecretArn: 'TARGET_SECRET_ARN',
+  sourceUrl: 'SOURCE_DATABASE_URL',
+  targetUrl: 'TARGET_DATABASE_URL',
+  bucket: 'BACKUP_BUCKET',
+  prefix: 'BACKUP_PREFIX',
+  kmsKeyId: 'BACKUP_KMS_KEY_ID',
+  s3Endpoint: 'S3_ENDPOINT',
+  timeBudgetMs: 'TIME_BUDGET_MS',
+} as const;
