@@ -1,0 +1,167 @@
+import { pbkdf2 as pbkdf2Callback, randomInt, scrypt as scryptCallback, timingSafeEqual } from 'node:crypto';
+import type { BinaryLike, ScryptOptions } from 'node:crypto';
+
+/**
+ * Password hashes the TraceTrack application (Flask + werkzeug.security) can check.
+ *
+ * `hashPasswordWerkzeug` produces exactly what werkzeug's `generate_password_hash(password)` does
+ * by default: `scrypt:32768:8:1$<16-char salt>$<128 hex>`, where the key is
+ * `hashlib.scrypt(password.encode(), salt=salt.encode(), n=32768, r=8, p=1)` (dklen 64).
+ * `checkPasswordWerkzeug` mirrors `check_password_hash` for the scrypt and pbkdf2 methods.
+ *
+ * The regexes are POSIX-compatible (no escapes, `$` inside brackets) so the same string works in
+ * JavaScript (`new RegExp`) and in PostgreSQL (`password ~ $1`).
+ */
+
+/** werkzeug's `SALT_CHARS`. */
+const SALT_CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+const SALT_LENGTH = 16;
+
+/** werkzeug's default scrypt cost parameters (`scrypt` with no arguments). */
+export const WERKZEUG_SCRYPT_DEFAULTS = { N: 32768, r: 8, p: 1, keyLength: 64 } as const;
+/** werkzeug 3's `DEFAULT_PBKDF2_ITERATIONS`, used when a `pbkdf2:<hash>` method names no count. */
+export const WERKZEUG_DEFAULT_PBKDF2_ITERATIONS = 600_000;
+
+/** `scrypt:N:r:p$salt$hex`; werkzeug's scrypt key is always 64 bytes, so 128 hex digits. */
+export const WERKZEUG_SCRYPT_HASH_REGEX = '^scrypt:[0-9]+:[0-9]+:[0-9]+[$][^$]+[$][0-9a-f]{128}$';
+/** `pbkdf2:<hash>[:iterations]$salt$hex` (dklen = digest size). */
+export const WERKZEUG_PBKDF2_HASH_REGEX = '^pbkdf2:sha(1|224|256|384|512)(:[0-9]+)?[$][^$]+[$][0-9a-f]+$';
+/** Either werkzeug method: a value matching this is copied verbatim. */
+export const WERKZEUG_HASH_REGEX =
+  '^(scrypt:[0-9]+:[0-9]+:[0-9]+[$][^$]+[$][0-9a-f]{128}|pbkdf2:sha(1|224|256|384|512)(:[0-9]+)?[$][^$]+[$][0-9a-f]+)$';
+/** Modular-crypt bcrypt: `$2b$12$` + 22 chars salt + 31 chars hash. */
+export const BCRYPT_HASH_REGEX = '^[$]2[abxy]?[$][0-9]{2}[$][./A-Za-z0-9]{53}$';
+
+export type PasswordValueKind = 'werkzeug-scrypt' | 'werkzeug-pbkdf2' | 'bcrypt' | 'empty' | 'other';
+
+const SCRYPT_RE = new RegExp(WERKZEUG_SCRYPT_HASH_REGEX);
+const PBKDF2_RE = new RegExp(WERKZEUG_PBKDF2_HASH_REGEX);
+const BCRYPT_RE = new RegExp(BCRYPT_HASH_REGEX);
+
+/**
+ * What a legacy password column holds. `other` is a plaintext password or a placeholder
+ * (`'RESET'`, `'!'`); telling those apart is the caller's decision (the column's name says which).
+ *
+ * - `null`, `''`, `'   '` → `empty`
+ * - `'scrypt:32768:8:1$abc…$<128 hex>'` → `werkzeug-scrypt`
+ * - `'pbkdf2:sha256:600000$salt$<hex>'` → `werkzeug-pbkdf2`
+ * - `'$2b$12$<53 chars>'` → `bcrypt`
+ * - `'hunter2'`, `'RESET'` → `other`
+ */
+export function classifyPasswordValue(value: string | null): PasswordValueKind {
+  if (value === null || value.trim() === '') return 'empty';
+  if (SCRYPT_RE.test(value)) return 'werkzeug-scrypt';
+  if (PBKDF2_RE.test(value)) return 'werkzeug-pbkdf2';
+  if (BCRYPT_RE.test(value)) return 'bcrypt';
+  return 'other';
+}
+
+function scrypt(password: BinaryLike, salt: BinaryLike, keyLength: number, options: ScryptOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    scryptCallback(password, salt, keyLength, options, (err, key) => (err ? reject(err) : resolve(key))),
+  );
+}
+
+function pbkdf2(password: BinaryLike, salt: BinaryLike, iterations: number, keyLength: number, digest: string): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    pbkdf2Callback(password, salt, iterations, keyLength, digest, (err, key) => (err ? reject(err) : resolve(key))),
+  );
+}
+
+/** Node refuses scrypt when 128·N·r exceeds `maxmem` (default 32 MiB, exactly werkzeug's default need). */
+function scryptMaxmem(N: number, r: number, p: number): number {
+  return 256 * N * r * p + 16 * 1024 * 1024;
+}
+
+function generateSalt(length = SALT_LENGTH): string {
+  let salt = '';
+  for (let i = 0; i < length; i++) salt += SALT_CHARS[randomInt(SALT_CHARS.length)];
+  return salt;
+}
+
+/** The werkzeug scrypt key of `plain` for `salt`, as hex. */
+export async function scryptHex(plain: string, salt: string, N: number, r: number, p: number): Promise<string> {
+  const key = await scrypt(Buffer.from(plain, 'utf8'), Buffer.from(salt, 'utf8'), WERKZEUG_SCRYPT_DEFAULTS.keyLength, {
+    N,
+    r,
+    p,
+    maxmem: scryptMaxmem(N, r, p),
+  });
+  return key.toString('hex');
+}
+
+/** `generate_password_hash(plain)` of werkzeug ≥ 3.0: `scrypt:32768:8:1$<salt>$<hex>`. */
+export async function hashPasswordWerkzeug(plain: string): Promise<string> {
+  const { N, r, p } = WERKZEUG_SCRYPT_DEFAULTS;
+  const salt = generateSalt();
+  return `scrypt:${N}:${r}:${p}$${salt}$${await scryptHex(plain, salt, N, r, p)}`;
+}
+
+const PBKDF2_DIGEST_BYTES: Record<string, number> = { sha1: 20, sha224: 28, sha256: 32, sha384: 48, sha512: 64 };
+/** Refuse cost parameters that would let a hostile hash value exhaust memory or CPU. */
+const MAX_SCRYPT_N = 1 << 20;
+const MAX_SCRYPT_R = 32;
+const MAX_SCRYPT_P = 16;
+const MAX_PBKDF2_ITERATIONS = 10_000_000;
+
+function hexEquals(actualHex: string, expectedHex: string): boolean {
+  const a = Buffer.from(actualHex, 'utf8');
+  const b = Buffer.from(expectedHex, 'utf8');
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * `check_password_hash(hash, plain)` for the scrypt and pbkdf2 methods; false for anything else
+ * (bcrypt, placeholders, malformed values, absurd cost parameters). Never throws on bad input.
+ */
+export async function checkPasswordWerkzeug(hash: string, plain: string): Promise<boolean> {
+  const parts = hash.split('$');
+  if (parts.length < 3) return false;
+  // werkzeug: `method, salt, hashval = pwhash.split("$", 2)`.
+  const [method, salt] = parts as [string, string];
+  const hashval = parts.slice(2).join('$');
+  const [name, ...args] = method.split(':');
+  const password = Buffer.from(plain, 'utf8');
+  try {
+    if (name === 'scrypt') {
+      let N: number = WERKZEUG_SCRYPT_DEFAULTS.N;
+      let r: number = WERKZEUG_SCRYPT_DEFAULTS.r;
+      let p: number = WERKZEUG_SCRYPT_DEFAULTS.p;
+      if (args.length === 3 && args.every((a) => /^[0-9]+$/.test(a))) [N, r, p] = args.map(Number) as [number, number, number];
+      else if (args.length !== 0) return false;
+      if (N < 2 || N > MAX_SCRYPT_N || (N & (N - 1)) !== 0 || r < 1 || r > MAX_SCRYPT_R || p < 1 || p > MAX_SCRYPT_P) return false;
+      return hexEquals(await scryptHex(plain, salt, N, r, p), hashval);
+    }
+    if (name === 'pbkdf2') {
+      const digest = args[0] ?? 'sha256';
+      const keyLength = PBKDF2_DIGEST_BYTES[digest];
+      if (keyLength === undefined || args.length > 2) return false;
+      const iterations = args.length === 2 ? (/^[0-9]+$/.test(args[1]!) ? Number(args[1]) : NaN) : WERKZEUG_DEFAULT_PBKDF2_ITERATIONS;
+      if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_PBKDF2_ITERATIONS) return false;
+      const key = await pbkdf2(password, Buffer.from(salt, 'utf8'), iterations, keyLength, digest);
+      return hexEquals(key.toString('hex'), hashval);
+    }
+  } catch {
+    return false;
+  }
+  return false;
+}
+
+/**
+ * Hashes each value with `hashPasswordWerkzeug`, at most `concurrency` at a time (async scrypt runs
+ * on the libuv thread pool, 4 threads unless UV_THREADPOOL_SIZE says otherwise; each needs 32 MiB).
+ * The result is in input order.
+ */
+export async function hashPasswords(values: readonly string[], concurrency = 4): Promise<string[]> {
+  const limit = Math.max(1, Math.floor(concurrency));
+  const out = new Array<string>(values.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < values.length) {
+      const i = next++;
+      out[i] = await hashPasswordWerkzeug(values[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, values.length) }, worker));
+  return out;
+}
