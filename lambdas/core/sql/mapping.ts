@@ -1,0 +1,443 @@
+import type { ColumnMapping, DerivedLinkPlan, SourcePlan, TablePlan } from '../planner';
+import {
+  BCRYPT_HASH_PATTERN,
+  IMPLIED_BAG_TYPE,
+  PARENT_QR_PATTERN,
+  PLACEHOLDER_EMAIL_DOMAIN,
+  ROLE_RULES,
+  SECRET_COLUMNS,
+  UNIQUE_KEYS,
+  WERKZEUG_HASH_PATTERN,
+  type TargetTable,
+} from '../rules';
+import { escapeIdentifier as id, escapeLiteral as lit, Params, qualified, type SqlQuery } from './ident';
+
+/**
+ * SQL builders for the set-based migration: one mapping SELECT per source table (the transforms
+ * expressed in SQL, so no row passes through Node), used both to load a batch and, unchanged,
+ * to compute the source side of the content checksums.
+ *
+ * Shape of a mapping SELECT (level 1 reads and transforms, level 2 collects the reasons):
+ *   SELECT q.*, COALESCE(q._p1, q._p2, …) AS _reject FROM (
+ *     SELECT <key> AS _key, <target id> AS id, <value> AS "col", …, <problem> AS _p1, …
+ *     FROM source s LEFT JOIN … WHERE <key range>) q
+ */
+
+export interface MappingContext {
+  /** Schema the source tables are read from (the source schema, or the staging copy). */
+  readonly sourceSchema: string;
+  readonly targetSchema: string;
+  /** Id offset per source table (0 where ids are kept). */
+  readonly offsets: Readonly<Record<string, number>>;
+  /** `load`: self references taken as they are (fixed after the table is complete); `checksum`: resolved. */
+  readonly mode: 'load' | 'checksum';
+}
+
+export interface KeyRange {
+  /** Exclusive lower bound (null: from the start). */
+  readonly lo: number | null;
+  /** Inclusive upper bound (null: to the end). */
+  readonly hi: number | null;
+}
+
+/** Plaintext passwords hashed in Node for this batch, joined by source key. */
+export interface PasswordHashes {
+  readonly keys: number[];
+  readonly hashes: string[];
+}
+
+interface Built {
+  readonly level1: string[];
+  readonly problems: string[];
+  readonly joins: string[];
+  readonly where: string[];
+  readonly outputColumns: string[];
+}
+
+const NUMBER_TYPES = ['int2', 'int4', 'int8', 'numeric', 'float4', 'float8'];
+const INT_TYPES = ['int2', 'int4', 'int8'];
+
+function offsetOf(ctx: MappingContext, source: string | null): number {
+  return source ? ctx.offsets[source] ?? 0 : 0;
+}
+
+function plus(expr: string, offset: number): string {
+  return offset === 0 ? expr : `(${expr} + ${offset})`;
+}
+
+/** An integer read from any column type; text that is not an integer yields NULL. */
+function asBigint(expr: string, udt: string | null): string {
+  if (udt && INT_TYPES.includes(udt)) return `${expr}::bigint`;
+  if (udt && NUMBER_TYPES.includes(udt)) return `CASE WHEN ${expr} = trunc(${expr}) THEN ${expr}::bigint END`;
+  return `CASE WHEN btrim(${expr}::text) ~ '^[+-]?[0-9]{1,18}$' THEN btrim(${expr}::text)::bigint END`;
+}
+
+function timestampExpr(ctx: MappingContext, expr: string, udt: string | null): string {
+  switch (udt) {
+    case 'timestamp': return expr;
+    case 'timestamptz': return `(${expr} AT TIME ZONE 'UTC')`;
+    case 'date': return `${expr}::timestamp`;
+    case 'int4': case 'int8': case 'numeric': case 'float8': return `(to_timestamp(${expr}) AT TIME ZONE 'UTC')`;
+    default: return `${qualified(ctx.targetSchema, '_mig_try_timestamp')}(${expr}::text)`;
+  }
+}
+
+const WEIGHT_REGEX = "'^\\s*([+-]?([0-9]+([.,][0-9]*)?|[.,][0-9]+))\\s*(kg|kgs|kilo|kilos|kilogram|kilograms)?\\s*$'";
+
+function floatExpr(expr: string, udt: string | null): string {
+  if (udt && NUMBER_TYPES.includes(udt)) return `${expr}::float8`;
+  return `replace(substring(${expr}::text from ${WEIGHT_REGEX.replace("'^", "'(?i)^")}), ',', '.')::float8`;
+}
+
+/** The target id of the row being read. */
+export function targetIdExpr(source: SourcePlan, ctx: MappingContext): string {
+  if (!source.key) return plus('s._rownum', offsetOf(ctx, source.table));
+  return plus(`s.${id(source.key)}::bigint`, offsetOf(ctx, source.table));
+}
+
+function keyExpr(source: SourcePlan): string {
+  return source.key ? `s.${id(source.key)}::bigint` : 's._rownum';
+}
+
+/** FROM clause: keyless tables get a stable row number (ordered by the whole row's text). */
+function fromClause(source: SourcePlan, ctx: MappingContext): string {
+  const table = qualified(ctx.sourceSchema, source.table);
+  if (source.key) return `${table} s`;
+  return `(SELECT t.*, row_number() OVER (ORDER BY t::text) AS _rownum FROM ${table} t) s`;
+}
+
+function rangeWhere(source: SourcePlan, range: KeyRange | null, params: Params): string[] {
+  if (!source.key || !range) return [];
+  const out: string[] = [];
+  const k = `s.${id(source.key)}`;
+  if (range.lo !== null) out.push(`${k} > ${params.add(range.lo, 'bigint')}`);
+  if (range.hi !== null) out.push(`${k} <= ${params.add(range.hi, 'bigint')}`);
+  return out;
+}
+
+function roleExpr(expr: string): string {
+  const whens = ROLE_RULES.map((r) => `WHEN lower(btrim(${expr}::text)) IN (${r.from.map(lit).join(', ')}) THEN ${lit(r.to)}`);
+  return `CASE ${whens.join(' ')} ELSE 'dispatcher' END`;
+}
+
+/** Folded QR of a bag source row (before duplicate renaming). */
+export function foldedQrExpr(source: SourcePlan, ctx: MappingContext): string {
+  const qr = source.columns.find((c) => c.target === 'qr_id');
+  const idText = `${targetIdExpr(source, ctx)}::text`;
+  if (!qr?.source) return idText;
+  return `COALESCE(NULLIF(upper(btrim(s.${id(qr.source)}::text)), ''), ${idText})`;
+}
+
+/** Builds the level-1 value (and its problem) of one column. */
+function buildColumn(
+  m: ColumnMapping,
+  table: TablePlan,
+  source: SourcePlan,
+  ctx: MappingContext,
+  params: Params,
+  b: Built,
+  n: number,
+  passwords: PasswordHashes | null,
+): void {
+  const col = m.source ? `s.${id(m.source)}` : null;
+  const name = id(m.target);
+  const label = (text: string) => lit(`${m.target}${m.source && m.source !== m.target ? ` (${m.source})` : ''}: ${text}`);
+  const raw = `_r${n}`;
+  let value: string;
+  switch (m.kind) {
+    case 'text':
+      value = col ? `${col}::text` : 'NULL::text';
+      break;
+    case 'int':
+      value = col ? `(${asBigint(col, m.sourceType)})` : m.constantWhenMissing ? `${m.constantWhenMissing}::bigint` : 'NULL::bigint';
+      if (col) {
+        b.level1.push(`${col} AS ${raw}`);
+        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND ${name} IS NULL THEN ${label('not an integer: ')} || left(${raw}::text, 40) WHEN ${name} NOT BETWEEN -2147483648 AND 2147483647 THEN ${label('out of range')} END`);
+        if (m.constantWhenMissing) value = `COALESCE(${value}, ${m.constantWhenMissing})`;
+      }
+      break;
+    case 'float':
+    case 'weight':
+      value = col ? `(${floatExpr(col, m.sourceType)})` : 'NULL::float8';
+      if (col) {
+        b.level1.push(`${col} AS ${raw}`);
+        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND ${name} IS NULL THEN ${label('unparseable weight ')} || quote_literal(left(${raw}::text, 40)) WHEN ${name} < 0 THEN ${label('negative weight ')} || ${name}::text WHEN ${name} = 'NaN'::float8 OR ${name} IN ('Infinity'::float8, '-Infinity'::float8) THEN ${label('not a number')} END`);
+      }
+      break;
+    case 'bool':
+      if (!col) value = m.constantWhenMissing ? `${m.constantWhenMissing.toUpperCase()}::boolean` : 'NULL::boolean';
+      else if (m.sourceType === 'bool') value = col;
+      else if (m.sourceType && NUMBER_TYPES.includes(m.sourceType)) value = `(${col} <> 0)`;
+      else {
+        value = `CASE WHEN lower(btrim(${col}::text)) IN ('t','true','1','yes','y','on') THEN TRUE WHEN lower(btrim(${col}::text)) IN ('f','false','0','no','n','off') THEN FALSE END`;
+        b.level1.push(`${col} AS ${raw}`);
+        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND ${name} IS NULL THEN ${label('not a boolean: ')} || quote_literal(left(${raw}::text, 40)) END`);
+      }
+      break;
+    case 'timestamp': {
+      const parsed = col ? timestampExpr(ctx, col, m.sourceType) : 'NULL::timestamp';
+      value = m.defaultNow ? `COALESCE(${parsed}, $1::timestamp)` : parsed;
+      if (col && !['timestamp', 'timestamptz', 'date'].includes(m.sourceType ?? '')) {
+        b.level1.push(`${col} AS ${raw}`, `${parsed} AS _t${n}`);
+        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND _t${n} IS NULL THEN ${label('unparseable timestamp ')} || quote_literal(left(${raw}::text, 40)) END`);
+      }
+      break;
+    }
+    case 'ref': {
+      const ref = m.ref!;
+      if (!col) {
+        value = 'NULL::bigint';
+        break;
+      }
+      const translated = plus(asBigint(col, m.sourceType), offsetOf(ctx, ref.sourceTable));
+      b.level1.push(`${translated} AS ${raw}`);
+      const selfRef = ref.target === table.target;
+      if (selfRef && ctx.mode === 'load') {
+        // Resolved after the whole table is loaded (the referenced row may be in a later batch).
+        value = translated;
+      } else {
+        const alias = `r${n}`;
+        b.joins.push(`LEFT JOIN ${qualified(ctx.targetSchema, ref.target)} ${alias} ON ${alias}.id = ${translated}`);
+        value = `${alias}.id::bigint`;
+      }
+      if (ref.onOrphan === 'reject') {
+        b.problems.push(`CASE WHEN ${raw} IS NULL THEN ${label('missing')} WHEN ${name} IS NULL THEN ${label(`${ref.target} `)} || ${raw}::text || ' does not exist or was rejected' END`);
+      }
+      break;
+    }
+    case 'qr': {
+      const renameAlias = `qr${n}`;
+      b.joins.push(`LEFT JOIN ${qualified(ctx.targetSchema, '_mig_qr_rename')} ${renameAlias} ON ${renameAlias}.target_id = ${targetIdExpr(source, ctx)}`);
+      value = `COALESCE(${renameAlias}.qr_id, ${foldedQrExpr(source, ctx)})`;
+      break;
+    }
+    case 'bag_type':
+      value = bagTypeExpr(m, source, ctx, b);
+      b.problems.push(`CASE WHEN ${name} IS NULL THEN ${lit('type: cannot tell whether the bag is a parent or a child (no type, no children, no parent, QR not like SB#####)')} END`);
+      break;
+    case 'role':
+      value = col ? roleExpr(col) : `'dispatcher'`;
+      break;
+    case 'password':
+      value = passwordExpr(m, col, passwords, params, b, ctx);
+      break;
+    case 'email': {
+      const username = source.columns.find((c) => c.target === 'username');
+      const fallback = username?.source ? `(s.${id(username.source)}::text || '@${PLACEHOLDER_EMAIL_DOMAIN}')` : 'NULL::text';
+      value = col ? `COALESCE(NULLIF(btrim(${col}::text), ''), ${fallback})` : fallback;
+      break;
+    }
+    case 'bill_business_id': {
+      const generated = `('BILL-' || lpad(${targetIdExpr(source, ctx)}::text, 6, '0'))`;
+      value = col ? `COALESCE(NULLIF(btrim(${col}::text), ''), ${generated})` : generated;
+      break;
+    }
+    case 'promotion_reason': {
+      const fromRole = m.requestedRoleColumn ? `'Requested role: ' || s.${id(m.requestedRoleColumn)}::text` : 'NULL::text';
+      value = `COALESCE(${col ? `NULLIF(btrim(${col}::text), ''), ` : ''}${fromRole}, 'Migrated without a reason')`;
+      break;
+    }
+  }
+  b.level1.push(`${value} AS ${name}`);
+  b.outputColumns.push(m.target);
+  if (m.maxLength) b.problems.push(`CASE WHEN length(${name}) > ${m.maxLength} THEN ${label(`longer than ${m.maxLength} characters`)} END`);
+  if (m.nonNegative) b.problems.push(`CASE WHEN ${name} < 0 THEN ${label('negative')} END`);
+  if (m.required && m.kind !== 'ref') b.problems.push(`CASE WHEN ${name} IS NULL THEN ${label('missing')} END`);
+}
+
+function bagTypeExpr(m: ColumnMapping, source: SourcePlan, ctx: MappingContext, b: Built): string {
+  const implied = IMPLIED_BAG_TYPE[source.table] ?? source.impliedBagType;
+  if (implied) return lit(implied);
+  const tid = targetIdExpr(source, ctx);
+  const chain: string[] = [];
+  if (m.source) {
+    const col = `s.${id(m.source)}`;
+    if (m.sourceType === 'bool') chain.push(`WHEN ${col} IS NOT NULL THEN CASE WHEN ${col} THEN 'parent' ELSE 'child' END`);
+    else {
+      const v = `lower(btrim(${col}::text))`;
+      chain.push(`WHEN ${v} IN ('parent','p','parent_bag','parent bag') THEN 'parent'`, `WHEN ${v} IN ('child','c','child_bag','child bag') THEN 'child'`);
+      chain.push(`WHEN ${v} IN ('true','t','1','yes') THEN 'parent'`, `WHEN ${v} IN ('false','f','0','no') THEN 'child'`);
+    }
+  }
+  b.joins.push(
+    `LEFT JOIN ${qualified(ctx.targetSchema, '_mig_bag_parent')} bp ON bp.target_id = ${tid}`,
+    `LEFT JOIN ${qualified(ctx.targetSchema, '_mig_bag_child')} bc ON bc.target_id = ${tid}`,
+  );
+  chain.push(`WHEN bp.target_id IS NOT NULL THEN 'parent'`);
+  const parent = source.columns.find((c) => c.target === 'parent_id' && c.source);
+  chain.push(`WHEN bc.target_id IS NOT NULL${parent ? ` OR s.${id(parent.source!)} IS NOT NULL` : ''} THEN 'child'`);
+  chain.push(`WHEN ${foldedQrExpr(source, ctx)} ~ ${lit(PARENT_QR_PATTERN)} THEN 'parent'`);
+  return `CASE ${chain.join(' ')} END`;
+}
+
+function passwordExpr(m: ColumnMapping, col: string | null, passwords: PasswordHashes | null, params: Params, b: Built, ctx: MappingContext): string {
+  if (!col) return `''`;
+  const isHash = `(${col}::text ~ ${lit(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${lit(BCRYPT_HASH_PATTERN)})`;
+  if (m.passwordSource !== 'plaintext-column') return `COALESCE(${col}::text, '')`;
+  if (ctx.mode === 'checksum') {
+    // Rehashed values carry a random salt: the checksum covers verbatim hashes only.
+    return `CASE WHEN ${isHash} THEN ${col}::text ELSE NULL END`;
+  }
+  const keys = params.add(passwords?.keys ?? [], 'bigint[]');
+  const hashes = params.add(passwords?.hashes ?? [], 'text[]');
+  b.joins.push(`LEFT JOIN unnest(${keys}, ${hashes}) AS pw(key, hash) ON pw.key = s._pwkey`);
+  // Plaintext never reaches the target: a plaintext without its hash rejects the row.
+  b.problems.push(`CASE WHEN NOT ${isHash} AND COALESCE(${col}::text, '') <> '' AND pw.hash IS NULL THEN 'password_hash: plaintext password was not hashed (internal error)' END`);
+  return `CASE WHEN ${isHash} THEN ${col}::text WHEN COALESCE(${col}::text, '') = '' THEN '' ELSE pw.hash END`;
+}
+
+/** Columns compared by the content checksum (randomly salted rehashes excluded). */
+export function checksumColumns(table: TablePlan): string[] {
+  const cols = new Set<string>();
+  for (const s of table.sources) for (const c of s.columns) cols.add(c.target);
+  if (table.target === 'link') ['parent_bag_id', 'child_bag_id', 'created_at'].forEach((c) => cols.add(c));
+  return ['id', ...cols];
+}
+
+/** The mapping SELECT of one source table for one key range. */
+export function buildMappingSelect(
+  table: TablePlan,
+  source: SourcePlan,
+  ctx: MappingContext,
+  params: Params,
+  range: KeyRange | null,
+  passwords: PasswordHashes | null = null,
+): { text: string; columns: string[] } {
+  const b: Built = { level1: [], problems: [], joins: [], where: [], outputColumns: [] };
+  b.level1.push(`${keyExpr(source)} AS _key`, `${targetIdExpr(source, ctx)} AS id`);
+  source.columns.forEach((m, i) => buildColumn(m, table, source, ctx, params, b, i + 1, passwords));
+  if (source.singleBag) addSingleBagScan(source, ctx, b);
+  if (table.target === 'scan' && !source.singleBag) {
+    b.problems.push(`CASE WHEN parent_bag_id IS NULL AND child_bag_id IS NULL THEN 'scan references no existing bag' END`);
+  }
+  if (table.target === 'link') b.problems.push(`CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END`);
+  b.where.push(...rangeWhere(source, range, params));
+  let from = fromClause(source, ctx);
+  if (source.columns.some((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column') && ctx.mode === 'load') {
+    from = `(SELECT t.*, ${source.key ? `t.${id(source.key)}::bigint` : 'NULL::bigint'} AS _pwkey FROM ${qualified(ctx.sourceSchema, source.table)} t) s`;
+  }
+  const inner = `SELECT ${b.level1.join(',\n    ')}\n  FROM ${from}\n  ${b.joins.join('\n  ')}${b.where.length ? `\n  WHERE ${b.where.join(' AND ')}` : ''}`;
+  const problems = b.problems.length ? `COALESCE(${b.problems.join(',\n    ')})` : 'NULL::text';
+  return { text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n) q`, columns: ['id', ...b.outputColumns] };
+}
+
+function addSingleBagScan(source: SourcePlan, ctx: MappingContext, b: Built): void {
+  const single = source.singleBag!;
+  const translated = plus(asBigint(`s.${id(single.column)}`, null), offsetOf(ctx, single.refSource));
+  b.joins.push(`LEFT JOIN ${qualified(ctx.targetSchema, 'bag')} sb ON sb.id = ${translated}`);
+  b.level1.push(
+    `CASE WHEN sb.type = 'parent' THEN sb.id::bigint END AS parent_bag_id`,
+    `CASE WHEN sb.type = 'child' THEN sb.id::bigint END AS child_bag_id`,
+    `${translated} AS _rb`,
+  );
+  b.outputColumns.push('parent_bag_id', 'child_bag_id');
+  b.problems.push(`CASE WHEN sb.id IS NULL THEN 'scan references bag ' || COALESCE(_rb::text, 'NULL') || ', which does not exist or was rejected' END`);
+}
+
+/** The mapping SELECT of links derived from a bag source's parent reference. */
+export function buildDerivedLinkSelect(
+  link: DerivedLinkPlan,
+  bagSource: SourcePlan,
+  ctx: MappingContext,
+  params: Params,
+  range: KeyRange | null,
+): { text: string; columns: string[] } {
+  const derivedOffset = ctx.offsets[derivedSourceName(link)] ?? 0;
+  const childId = targetIdExpr(bagSource, ctx);
+  const parentRaw = plus(`s.${id(link.parentColumn)}::bigint`, offsetOf(ctx, link.parentSource));
+  const linkTable = qualified(ctx.targetSchema, 'link');
+  const bag = qualified(ctx.targetSchema, 'bag');
+  const where = [`s.${id(link.parentColumn)} IS NOT NULL`, ...rangeWhere(bagSource, range, params)];
+  // Derived only where no link row of a link table already says so.
+  where.push(`NOT EXISTS (SELECT 1 FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.parent_bag_id = ${parentRaw} AND l.id <> ${derivedOffset} + ${childId})`);
+  const inner = `SELECT s.${id(link.key)}::bigint AS _key, ${derivedOffset} + ${childId} AS id,
+    rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, $1::timestamp AS created_at, ${parentRaw} AS _rp
+  FROM ${fromClause(bagSource, ctx)}
+  LEFT JOIN ${bag} rc ON rc.id = ${childId}
+  LEFT JOIN ${bag} rp ON rp.id = ${parentRaw}
+  WHERE ${where.join(' AND ')}`;
+  const problems = `COALESCE(
+    CASE WHEN rc_missing THEN 'child bag was not migrated (rejected)' END,
+    CASE WHEN parent_bag_id IS NULL THEN 'parent bag ' || _rp::text || ' does not exist or was rejected' END,
+    CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END)`;
+  return {
+    text: `SELECT q.*, ${problems} AS _reject FROM (SELECT i.*, i.child_bag_id IS NULL AS rc_missing FROM (\n  ${inner}\n) i) q`,
+    columns: ['id', 'parent_bag_id', 'child_bag_id', 'created_at'],
+  };
+}
+
+export function derivedSourceName(link: DerivedLinkPlan): string {
+  return `${link.fromSource}.${link.parentColumn} (derived link)`;
+}
+
+/** Source-row JSON for the reject store, without secrets. */
+function rejectRowJson(sourceSchema: string, source: SourcePlan): string {
+  const strip = SECRET_COLUMNS.map((c) => ` - ${lit(c)}`).join('');
+  if (!source.key) return `NULL::jsonb`;
+  return `(SELECT to_jsonb(x)${strip} FROM ${qualified(sourceSchema, source.table)} x WHERE x.${id(source.key)}::bigint = m._key LIMIT 1)`;
+}
+
+function conflictReason(target: TargetTable, schema: string): string {
+  const checks: string[] = [];
+  for (const key of UNIQUE_KEYS[target]) {
+    const cond = (alias: string) =>
+      key.columns
+        .map((c) => (key.expr ? `${key.expr.replace('%s', `${alias}.${id(c)}`)} = ${key.expr.replace('%s', `m.${id(c)}`)}` : `${alias}.${id(c)} = m.${id(c)}`))
+        .join(' AND ');
+    const shown = key.columns.map((c) => `coalesce(m.${id(c)}::text, 'NULL')`).join(` || '/' || `);
+    checks.push(
+      `WHEN EXISTS (SELECT 1 FROM ins i WHERE ${cond('i')}) OR EXISTS (SELECT 1 FROM ${qualified(schema, target)} t WHERE ${cond('t')}) THEN ${lit(`duplicate ${key.name}: `)} || ${shown} || ' is already used by another row'`,
+    );
+  }
+  return `CASE ${checks.join(' ')} ELSE 'duplicate id ' || m.id::text END`;
+}
+
+export interface BatchInsertOptions {
+  readonly runId: string;
+  readonly target: TargetTable;
+  /** Name recorded in the reject store (the source table, or the derived-link source). */
+  readonly sourceLabel: string;
+  readonly mapping: { text: string; columns: string[] };
+  readonly sourceSchema: string;
+  readonly targetSchema: string;
+  readonly source: SourcePlan | null;
+}
+
+/**
+ * One batch: insert the good rows, reject the bad ones with their reason, in one statement.
+ * Rows whose id is already in the target (an earlier run) are left alone and counted as `already`.
+ */
+export function buildBatchInsert(options: BatchInsertOptions, params: Params): SqlQuery {
+  const { target, mapping } = options;
+  const targetTable = qualified(options.targetSchema, target);
+  const cols = mapping.columns.map(id).join(', ');
+  const uniqueCols = new Set(['id', ...UNIQUE_KEYS[target].flatMap((k) => k.columns)]);
+  const returning = [...uniqueCols].map(id).join(', ');
+  const run = params.add(options.runId);
+  const label = params.add(options.sourceLabel);
+  const rowJson = options.source ? rejectRowJson(options.sourceSchema, options.source) : 'NULL::jsonb';
+  const text = `WITH m AS MATERIALIZED (${mapping.text}),
+pre AS (SELECT m.id FROM m JOIN ${targetTable} t ON t.id = m.id),
+ins AS (
+  INSERT INTO ${targetTable} (${cols})
+  SELECT ${mapping.columns.map((c) => `m.${id(c)}`).join(', ')} FROM m
+  WHERE m._reject IS NULL AND NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = m.id)
+  ORDER BY m.id
+  ON CONFLICT DO NOTHING
+  RETURNING ${returning}
+),
+rej AS (
+  INSERT INTO ${qualified(options.targetSchema, '_migration_reject')} (run_id, target_table, source_table, source_key, reason, row_data)
+  SELECT ${run}, ${lit(target)}, ${label}, m._key::text, COALESCE(m._reject, ${conflictReason(target, options.targetSchema)}), ${rowJson}
+  FROM m
+  WHERE m._reject IS NOT NULL
+     OR (NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = m.id) AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = m.id))
+  ON CONFLICT (run_id, source_table, source_key) DO NOTHING
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins)::bigint AS migrated,
+       (SELECT count(*) FROM rej)::bigint AS rejected,
+       (SELECT count(*) FROM pre)::bigint AS already,
+       (SELECT count(*) FROM m)::bigint AS read`;
+  return { text, values: params.values };
+}
