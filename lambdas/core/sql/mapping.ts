@@ -282,7 +282,8 @@ function passwordExpr(m: ColumnMapping, col: string | null, passwords: PasswordH
   const hashes = params.add(passwords?.hashes ?? [], 'text[]');
   b.joins.push(`LEFT JOIN unnest(${keys}, ${hashes}) AS pw(key, hash) ON pw.key = s._pwkey`);
   // Plaintext never reaches the target: a plaintext without its hash rejects the row.
-  b.problems.push(`CASE WHEN NOT ${isHash} AND COALESCE(${col}::text, '') <> '' AND pw.hash IS NULL THEN 'password_hash: plaintext password was not hashed (internal error)' END`);
+  b.level1.push(`(NOT ${isHash} AND COALESCE(${col}::text, '') <> '' AND pw.hash IS NULL) AS _pwbad`);
+  b.problems.push(`CASE WHEN _pwbad THEN 'password_hash: plaintext password was not hashed (internal error)' END`);
   return `CASE WHEN ${isHash} THEN ${col}::text WHEN COALESCE(${col}::text, '') = '' THEN '' ELSE pw.hash END`;
 }
 
@@ -389,7 +390,8 @@ function conflictReason(target: TargetTable, schema: string): string {
       `WHEN EXISTS (SELECT 1 FROM ins i WHERE ${cond('i')}) OR EXISTS (SELECT 1 FROM ${qualified(schema, target)} t WHERE ${cond('t')}) THEN ${lit(`duplicate ${key.name}: `)} || ${shown} || ' is already used by another row'`,
     );
   }
-  return `CASE ${checks.join(' ')} ELSE 'duplicate id ' || m.id::text END`;
+  const fallback = `'duplicate id ' || m.id::text`;
+  return checks.length ? `CASE ${checks.join(' ')} ELSE ${fallback} END` : fallback;
 }
 
 export interface BatchInsertOptions {
@@ -440,4 +442,21 @@ SELECT (SELECT count(*) FROM ins)::bigint AS migrated,
        (SELECT count(*) FROM pre)::bigint AS already,
        (SELECT count(*) FROM m)::bigint AS read`;
   return { text, values: params.values };
+}
+
+/** The mapped `created_at` of a bag source row (the age that decides which duplicate QR keeps its code). */
+export function createdAtExpr(source: SourcePlan, ctx: MappingContext): string {
+  const m = source.columns.find((c) => c.target === 'created_at');
+  if (!m?.source) return 'NULL::timestamp';
+  return timestampExpr(ctx, `s.${id(m.source)}`, m.sourceType);
+}
+
+/** FROM clause of a source table for the prepare step. */
+export function sourceFrom(source: SourcePlan, ctx: MappingContext): string {
+  return fromClause(source, ctx);
+}
+
+/** A source reference column translated to a target id (offset of the referenced source added). */
+export function translatedRefExpr(m: ColumnMapping, ctx: MappingContext, alias = 's'): string {
+  return plus(asBigint(`${alias}.${id(m.source!)}`, m.sourceType), offsetOf(ctx, m.ref?.sourceTable ?? null));
 }

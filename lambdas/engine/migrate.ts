@@ -1,0 +1,388 @@
+import type pg from 'pg';
+import { MigrationBatchError, MigrationError } from '../core/errors';
+import type { Plan, SourcePlan, TablePlan } from '../core/planner';
+import { TARGET_ORDER, WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN, type TargetTable } from '../core/rules';
+import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
+import {
+  buildBatchInsert,
+  buildDerivedLinkSelect,
+  buildMappingSelect,
+  createdAtExpr,
+  derivedSourceName,
+  foldedQrExpr,
+  sourceFrom,
+  targetIdExpr,
+  translatedRefExpr,
+  type KeyRange,
+  type MappingContext,
+  type PasswordHashes,
+} from '../core/sql/mapping';
+import { renderCreateTables, renderPostLoad, renderResetSequence } from '../core/sql/target-ddl';
+import { withTransaction, toMigrationError } from '../io/pg';
+import { claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
+
+/** What every migration step needs to know about its run. */
+export interface EngineRun {
+  readonly runId: string;
+  readonly sourceSchema: string;
+  readonly targetSchema: string;
+  /** Migration time (UTC, ISO without zone): replaces missing timestamps. */
+  readonly runTime: string;
+  readonly batchSize: number;
+}
+
+export interface Progress {
+  readonly step: string;
+  readonly source: string;
+  readonly batchNo: number;
+  readonly keyHi: number | null;
+  readonly migrated: number;
+  readonly rejected: number;
+  readonly rowEstimate: number;
+  readonly seconds: number;
+}
+
+export type PasswordHasher = (plaintexts: string[]) => Promise<string[]>;
+
+export interface StepOptions {
+  /** Connection to the target database (the source tables are read through `readSchema` there). */
+  readonly client: pg.ClientBase;
+  readonly run: EngineRun;
+  readonly plan: Plan;
+  /** Stop starting new batches after this time (epoch ms); the step returns a cursor. */
+  readonly deadline: number;
+  readonly hashPasswords: PasswordHasher;
+  readonly onProgress?: (p: Progress) => void;
+  /** Where the source tables are read from in the target database (default: the source schema). */
+  readonly readSchema?: string;
+  /** Asked between batches, like the deadline (tests use it to interrupt a run). */
+  readonly shouldStop?: () => boolean;
+}
+
+export interface StepResult {
+  readonly done: boolean;
+  readonly cursor: string | null;
+  readonly migrated: number;
+  readonly rejected: number;
+  readonly batches: number;
+}
+
+const STEP_DONE_SOURCE = '*';
+
+function outOfTime(o: StepOptions): boolean {
+  return Date.now() >= o.deadline || (o.shouldStop?.() ?? false);
+}
+
+/** Creates the eight target tables (keys and checks only; indexes and FKs come after the load). */
+export async function createTargetTables(client: pg.ClientBase, schema: string): Promise<void> {
+  await withTransaction(client, async () => {
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:${schema}`]);
+    for (const sql of renderCreateTables(schema)) await client.query(sql);
+  });
+}
+
+export async function loadOffsets(client: pg.ClientBase, schema: string): Promise<Record<string, number>> {
+  const r = await client.query(`SELECT source_table, id_offset FROM ${qualified(schema, '_migration_id_offset')}`);
+  return Object.fromEntries(r.rows.map((row) => [row.source_table, Number(row.id_offset)]));
+}
+
+function mappingContext(run: EngineRun, readSchema: string, offsets: Record<string, number>, mode: MappingContext['mode']): MappingContext {
+  return { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode };
+}
+
+async function stepIsDone(o: StepOptions, step: string): Promise<boolean> {
+  const cp = await lastCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, STEP_DONE_SOURCE);
+  return cp?.batchNo === COMPLETE;
+}
+
+async function markStepDone(o: StepOptions, step: string, extra: Record<string, unknown> = {}): Promise<void> {
+  await claimCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null });
+  await recordStep(o.client, o.run.targetSchema, o.run.runId, `migrate:${step}`, { status: 'done', finishedAt: new Date().toISOString(), ...extra });
+}
+
+/** Runs one workflow migration step (`prepare`, a target table, or `finalize`) until done or out of time. */
+export async function runMigrateStep(o: StepOptions, step: string): Promise<StepResult> {
+  if (await stepIsDone(o, step)) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
+  if (step === 'prepare') return prepare(o);
+  if (step === 'finalize') return finalize(o);
+  const table = o.plan.tables.find((t) => t.target === step);
+  if (!table) throw new MigrationBatchError(`Step "${step}" is not in the plan of run ${o.run.runId} (steps: ${o.plan.steps.join(', ')}).`);
+  return migrateTable(o, table);
+}
+
+// ---------------------------------------------------------------- prepare
+
+async function maxKey(client: pg.ClientBase, schema: string, source: SourcePlan): Promise<number> {
+  if (!source.key) {
+    const r = await client.query(`SELECT count(*)::bigint AS n FROM ${qualified(schema, source.table)}`);
+    return Number(r.rows[0].n);
+  }
+  const r = await client.query(`SELECT COALESCE(max(${id(source.key)}), 0)::bigint AS m FROM ${qualified(schema, source.table)}`);
+  return Number(r.rows[0].m);
+}
+
+/**
+ * Before any row moves: id offsets for merged sources (persistent, so reruns reuse them), the id
+ * map, QR codes that collide after folding, and which bags are parents or children in the data.
+ * One transaction with its checkpoint.
+ */
+async function prepare(o: StepOptions): Promise<StepResult> {
+  const { client, run, plan } = o;
+  const schema = run.targetSchema;
+  const readSchema = o.readSchema ?? run.sourceSchema;
+  const started = Date.now();
+  const stats: Record<string, unknown> = {};
+  await withTransaction(client, async () => {
+    if (!(await claimCheckpoint(client, schema, run.runId, 'prepare', STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null }))) return;
+    const offsetTable = qualified(schema, '_migration_id_offset');
+    for (const table of plan.tables) {
+      let next = 0;
+      for (const source of table.sources) {
+        const off = table.merged || !source.key ? next : 0;
+        await client.query(`INSERT INTO ${offsetTable} (source_table, target_table, id_offset) VALUES ($1, $2, $3) ON CONFLICT (source_table) DO NOTHING`, [source.table, table.target, off]);
+        const stored = (await client.query(`SELECT id_offset FROM ${offsetTable} WHERE source_table = $1`, [source.table])).rows[0].id_offset;
+        next = Math.max(next, Number(stored) + (await maxKey(client, readSchema, source)));
+      }
+      for (const derived of table.derivedLinks) {
+        await client.query(`INSERT INTO ${offsetTable} (source_table, target_table, id_offset) VALUES ($1, 'link', $2) ON CONFLICT (source_table) DO NOTHING`, [derivedSourceName(derived), next]);
+      }
+    }
+    const offsets = await loadOffsets(client, schema);
+    const ctx = mappingContext(run, readSchema, offsets, 'load');
+
+    // The persistent id map of merged tables.
+    let mapped = 0;
+    for (const table of plan.tables.filter((t) => t.merged)) {
+      for (const source of table.sources.filter((s) => s.key)) {
+        const r = await client.query(
+          `INSERT INTO ${qualified(schema, '_migration_id_map')} (source_table, source_key, target_table, target_id)
+           SELECT $1, s.${id(source.key!)}::bigint, $2, ${targetIdExpr(source, ctx)} FROM ${sourceFrom(source, ctx)}
+           ON CONFLICT (source_table, source_key) DO NOTHING`,
+          [source.table, table.target],
+        );
+        mapped += r.rowCount ?? 0;
+      }
+    }
+    stats.idMapRows = mapped;
+
+    const bag = plan.tables.find((t) => t.target === 'bag');
+    await client.query(`TRUNCATE ${qualified(schema, '_mig_qr_rename')}, ${qualified(schema, '_mig_bag_parent')}, ${qualified(schema, '_mig_bag_child')}`);
+    if (bag) {
+      const union = bag.sources
+        .map((s) => `SELECT ${targetIdExpr(s, ctx)} AS target_id, ${foldedQrExpr(s, ctx)} AS folded, ${createdAtExpr(s, ctx)} AS created_at FROM ${sourceFrom(s, ctx)}`)
+        .join('\nUNION ALL\n');
+      const r = await client.query(
+        `WITH u AS MATERIALIZED (${union}),
+              d AS (SELECT folded FROM u GROUP BY folded HAVING count(*) > 1)
+         INSERT INTO ${qualified(schema, '_mig_qr_rename')} (target_id, qr_id)
+         SELECT target_id, folded || '_DUP_' || target_id FROM (
+           SELECT u.target_id, u.folded, row_number() OVER (PARTITION BY u.folded ORDER BY u.created_at NULLS LAST, u.target_id) AS rn
+             FROM u JOIN d ON d.folded = u.folded) x
+         WHERE rn > 1`,
+      );
+      stats.qrRenamed = r.rowCount ?? 0;
+      if (bag.sources.some((s) => !s.impliedBagType)) await computeBagRoles(client, plan, ctx);
+    }
+  });
+  await recordStep(client, schema, run.runId, 'migrate:prepare', { status: 'done', seconds: (Date.now() - started) / 1000, ...stats });
+  return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 1 };
+}
+
+/** Which bags the data says are parents (someone's parent) or children (someone's child). */
+async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingContext): Promise<void> {
+  const parents: string[] = [];
+  const children: string[] = [];
+  for (const table of plan.tables.filter((t) => t.target === 'bag' || t.target === 'link')) {
+    for (const s of table.sources) {
+      const parent = s.columns.find((c) => (c.target === 'parent_id' || c.target === 'parent_bag_id') && c.source);
+      const child = s.columns.find((c) => c.target === 'child_bag_id' && c.source);
+      if (parent) parents.push(`SELECT ${translatedRefExpr(parent, ctx)} AS id FROM ${sourceFrom(s, ctx)} WHERE s.${id(parent.source!)} IS NOT NULL`);
+      if (child) children.push(`SELECT ${translatedRefExpr(child, ctx)} AS id FROM ${sourceFrom(s, ctx)} WHERE s.${id(child.source!)} IS NOT NULL`);
+    }
+  }
+  const schema = ctx.targetSchema;
+  if (parents.length) {
+    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_parent')} (target_id) SELECT DISTINCT id FROM (${parents.join(' UNION ALL ')}) x WHERE id IS NOT NULL ON CONFLICT DO NOTHING`);
+  }
+  if (children.length) {
+    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_child')} (target_id) SELECT DISTINCT id FROM (${children.join(' UNION ALL ')}) x WHERE id IS NOT NULL ON CONFLICT DO NOTHING`);
+  }
+}
+
+// ---------------------------------------------------------------- table steps
+
+interface SourceUnit {
+  readonly label: string;
+  readonly source: SourcePlan;
+  readonly build: (ctx: MappingContext, params: Params, range: KeyRange | null, passwords: PasswordHashes | null) => { text: string; columns: string[] };
+  /** Only rows of the source table matching this are read (derived links: rows with a parent). */
+  readonly filter?: string;
+}
+
+function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
+  const units: SourceUnit[] = table.sources.map((source) => ({
+    label: source.table,
+    source,
+    build: (ctx, params, range, passwords) => buildMappingSelect(table, source, ctx, params, range, passwords),
+  }));
+  const bag = plan.tables.find((t) => t.target === 'bag');
+  for (const derived of table.derivedLinks) {
+    const source = bag?.sources.find((s) => s.table === derived.fromSource);
+    if (!source) continue;
+    units.push({
+      label: derivedSourceName(derived),
+      source,
+      build: (ctx, params, range) => buildDerivedLinkSelect(derived, source, ctx, params, range),
+      filter: `s.${id(derived.parentColumn)} IS NOT NULL`,
+    });
+  }
+  return units;
+}
+
+async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResult> {
+  const totals = { migrated: 0, rejected: 0, batches: 0 };
+  const offsets = await loadOffsets(o.client, o.run.targetSchema);
+  for (const unit of unitsOf(o.plan, table)) {
+    const r = await migrateUnit(o, table, unit, offsets, totals);
+    if (!r.done) return { ...totals, done: false, cursor: r.cursor };
+  }
+  const extra: Record<string, unknown> = {};
+  await withTransaction(o.client, async () => {
+    if (table.target === 'bag') extra.parentIdsNulled = await resolveBagParents(o);
+    await markStepDone(o, table.target, extra);
+  });
+  return { ...totals, done: true, cursor: null };
+}
+
+/** bag.parent_id was loaded as read; a parent that was never migrated becomes NULL (link rows say why). */
+async function resolveBagParents(o: StepOptions): Promise<number> {
+  const bag = qualified(o.run.targetSchema, 'bag');
+  const r = await o.client.query(
+    `UPDATE ${bag} b SET parent_id = NULL WHERE b.parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${bag} p WHERE p.id = b.parent_id)`,
+  );
+  return r.rowCount ?? 0;
+}
+
+async function nextBatchHi(o: StepOptions, unit: SourceUnit, readSchema: string, lo: number | null): Promise<number | null> {
+  const key = id(unit.source.key!);
+  const where = [lo === null ? 'TRUE' : `s.${key} > $1`, unit.filter ?? 'TRUE'].join(' AND ');
+  const values: unknown[] = lo === null ? [] : [lo];
+  values.push(o.run.batchSize);
+  const r = await o.client.query(
+    `SELECT max(k)::bigint AS hi FROM (SELECT s.${key} AS k FROM ${qualified(readSchema, unit.source.table)} s WHERE ${where} ORDER BY s.${key} LIMIT $${values.length}) x`,
+    values,
+  );
+  return r.rows[0].hi === null ? null : Number(r.rows[0].hi);
+}
+
+async function migrateUnit(
+  o: StepOptions,
+  table: TablePlan,
+  unit: SourceUnit,
+  offsets: Record<string, number>,
+  totals: { migrated: number; rejected: number; batches: number },
+): Promise<{ done: boolean; cursor: string | null }> {
+  const { client, run } = o;
+  const schema = run.targetSchema;
+  const readSchema = o.readSchema ?? run.sourceSchema;
+  const step = table.target;
+  const ctx = mappingContext(run, readSchema, offsets, 'load');
+  for (;;) {
+    const last = await lastCheckpoint(client, schema, run.runId, step, unit.label);
+    if (last?.batchNo === COMPLETE) return { done: true, cursor: null };
+    if (outOfTime(o)) return { done: false, cursor: `${step}:${unit.label}:${last?.keyHi ?? ''}` };
+    const batchNo = (last?.batchNo ?? 0) + 1;
+    let range: KeyRange | null = null;
+    if (unit.source.key) {
+      const lo = last?.keyHi ?? null;
+      const hi = await nextBatchHi(o, unit, readSchema, lo);
+      if (hi === null) {
+        await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
+        return { done: true, cursor: null };
+      }
+      range = { lo, hi };
+    } else if (last) {
+      await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo: COMPLETE, keyLo: null, keyHi: null });
+      return { done: true, cursor: null };
+    }
+    const started = Date.now();
+    const passwords = await hashPlaintextPasswords(o, unit.source, readSchema, range);
+    let counts: { migrated: number; rejected: number; already: number };
+    try {
+      counts = await withTransaction(client, async () => {
+        if (!(await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo, keyLo: range?.lo ?? null, keyHi: range?.hi ?? null }))) {
+          return { migrated: 0, rejected: 0, already: -1 };
+        }
+        const params = new Params();
+        params.add(run.runTime, 'timestamp');
+        const mapping = unit.build(ctx, params, range, passwords);
+        const q = buildBatchInsert(
+          { runId: run.runId, target: table.target, sourceLabel: unit.label, mapping, sourceSchema: readSchema, targetSchema: schema, source: unit.source },
+          params,
+        );
+        const r = await client.query(q.text, q.values);
+        const row = r.rows[0];
+        const c = { migrated: Number(row.migrated), rejected: Number(row.rejected), already: Number(row.already) };
+        await completeCheckpoint(client, schema, run.runId, step, unit.label, batchNo, { ...c, seconds: (Date.now() - started) / 1000 });
+        return c;
+      });
+    } catch (err) {
+      const e = toMigrationError(err, `Migrating ${table.target} from ${unit.label}, batch ${batchNo} (keys ${range ? `${range.lo ?? 'start'}–${range.hi}` : 'all'})`);
+      if (e instanceof MigrationError && e.retryable) throw e;
+      throw new MigrationBatchError(`${e.message}. Nothing of this batch was written. Fix the cause and redrive (or rerun with the same --run-id).`, { cause: err });
+    }
+    if (counts.already === -1) continue; // another invocation did this batch meanwhile
+    totals.migrated += counts.migrated;
+    totals.rejected += counts.rejected;
+    totals.batches += 1;
+    o.onProgress?.({
+      step, source: unit.label, batchNo, keyHi: range?.hi ?? null,
+      migrated: counts.migrated, rejected: counts.rejected, rowEstimate: unit.source.rowEstimate, seconds: (Date.now() - started) / 1000,
+    });
+    if (!unit.source.key) {
+      await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo: COMPLETE, keyLo: null, keyHi: null });
+      return { done: true, cursor: null };
+    }
+  }
+}
+
+/** Legacy plaintext passwords of one batch, hashed in Node (werkzeug scrypt); never logged. */
+async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSchema: string, range: KeyRange | null): Promise<PasswordHashes | null> {
+  const pw = source.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
+  if (!pw?.source || !source.key) return null;
+  const col = id(pw.source);
+  const key = id(source.key);
+  const values: unknown[] = [WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN];
+  const where = [`${col} IS NOT NULL`, `${col}::text <> ''`, `NOT (${col}::text ~ $1 OR ${col}::text ~ $2)`];
+  if (range?.lo !== null && range?.lo !== undefined) { values.push(range.lo); where.push(`${key} > $${values.length}`); }
+  if (range?.hi !== null && range?.hi !== undefined) { values.push(range.hi); where.push(`${key} <= $${values.length}`); }
+  const r = await o.client.query(`SELECT ${key}::bigint AS k, ${col}::text AS p FROM ${qualified(readSchema, source.table)} WHERE ${where.join(' AND ')}`, values);
+  if (r.rows.length === 0) return { keys: [], hashes: [] };
+  const hashes = await o.hashPasswords(r.rows.map((row) => row.p as string));
+  return { keys: r.rows.map((row) => Number(row.k)), hashes };
+}
+
+// ---------------------------------------------------------------- finalize
+
+/** After the load: secondary indexes, foreign keys, sequences past the largest id, statistics. */
+async function finalize(o: StepOptions): Promise<StepResult> {
+  const { client, run } = o;
+  const schema = run.targetSchema;
+  let batches = 0;
+  for (const table of TARGET_ORDER) {
+    if (outOfTime(o)) return { done: false, cursor: `finalize:${table}`, migrated: 0, rejected: 0, batches };
+    const started = Date.now();
+    await withTransaction(client, async () => {
+      if (!(await claimCheckpoint(client, schema, run.runId, 'finalize', table, { batchNo: 1, keyLo: null, keyHi: null }))) return;
+      for (const sql of renderPostLoad(schema, table as TargetTable)) await client.query(sql);
+      await client.query(renderResetSequence(schema, table as TargetTable));
+      await client.query(`ANALYZE ${qualified(schema, table)}`);
+      await completeCheckpoint(client, schema, run.runId, 'finalize', table, 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
+      batches++;
+    }).catch((err) => {
+      throw toMigrationError(err, `Finalizing ${table} (indexes, foreign keys, sequence)`);
+    });
+  }
+  await withTransaction(client, () => markStepDone(o, 'finalize'));
+  return { done: true, cursor: null, migrated: 0, rejected: 0, batches };
+}
