@@ -1,0 +1,178 @@
+import { Duration } from 'aws-cdk-lib';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { Construct } from 'constructs';
+import { RETRYABLE_ERROR_NAMES } from '../lambdas/core/errors';
+import { TASK_STATES, type TaskKey } from '../lambdas/handlers/contract';
+
+/**
+ * The one definition of the migration workflow. The stack deploys it; the local runner
+ * (lib/runner/state-machine.ts) runs the same definition taken from the synthesized template.
+ *
+ * State data, top level (every payload is names, keys and cursors, never rows):
+ *   after Preflight       { run, backupTables }                  (= PreflightResult)
+ *   after FinalizeBackup  + backup: FinalizeBackupResult
+ *   after Analyse         + analysis: AnalyseResult
+ *   after Verify          + verification: VerifyResult
+ *   after Cutover         + cutover: CutoverResult
+ *   after Report          ReportResult                           (the execution's output)
+ * Inside the Backup and Migrate iterations:
+ *   { run, table | step, progress: StepProgress }  — the task is re-entered with progress.cursor until progress.done.
+ *
+ * Failures are not caught: a failed task fails the execution, which can then be redriven from
+ * the failed state (every task is idempotent and resumes from its own checkpoint).
+ */
+
+/** Errors of the Lambda service itself (not of our code): always worth a retry. */
+export const LAMBDA_SERVICE_ERRORS: readonly string[] = [
+  'Lambda.ServiceException',
+  'Lambda.AWSLambdaException',
+  'Lambda.SdkClientException',
+  'Lambda.TooManyRequestsException',
+];
+
+/** Retry policy shared by every task. Anything not listed here fails the execution at once. */
+export const TASK_RETRIES: readonly sfn.RetryProps[] = [
+  {
+    errors: [...RETRYABLE_ERROR_NAMES],
+    interval: Duration.seconds(5),
+    backoffRate: 2,
+    maxAttempts: 5,
+    maxDelay: Duration.minutes(2),
+    jitterStrategy: sfn.JitterType.FULL,
+  },
+  {
+    errors: [...LAMBDA_SERVICE_ERRORS],
+    interval: Duration.seconds(2),
+    backoffRate: 2,
+    maxAttempts: 5,
+    maxDelay: Duration.minutes(1),
+    jitterStrategy: sfn.JitterType.FULL,
+  },
+];
+
+/** Parallel table backups (each holds one source connection and one S3 upload). */
+export const BACKUP_MAX_CONCURRENCY = 2;
+/** Migration steps run one at a time: they are in foreign-key order. */
+export const MIGRATE_MAX_CONCURRENCY = 1;
+
+/** Names of the workflow's non-task states (task states are TASK_STATES). */
+export const FLOW_STATES = {
+  backup: 'Backup',
+  isTableBackedUp: 'IsTableBackedUp',
+  tableBackedUp: 'TableBackedUp',
+  isDryRun: 'IsDryRun',
+  dryRunDone: 'DryRunDone',
+  migrate: 'Migrate',
+  isStepMigrated: 'IsStepMigrated',
+  stepMigrated: 'StepMigrated',
+  isCutoverRequested: 'IsCutoverRequested',
+} as const;
+
+export interface MigrationWorkflowProps {
+  /** The function behind each task state. */
+  readonly functions: Readonly<Record<TaskKey, lambda.IFunction>>;
+}
+
+export class MigrationWorkflow extends Construct {
+  /** Start of the workflow, for `DefinitionBody.fromChainable`. */
+  readonly definition: sfn.IChainable;
+  readonly tasks: Readonly<Record<TaskKey, tasks.LambdaInvoke>>;
+  readonly backupMap: sfn.Map;
+  readonly migrateMap: sfn.Map;
+  readonly isTableBackedUp: sfn.Choice;
+  readonly isStepMigrated: sfn.Choice;
+
+  constructor(scope: Construct, id: string, props: MigrationWorkflowProps) {
+    super(scope, id);
+    const run = { run: sfn.JsonPath.objectAt('$.run') };
+    const invoke = (key: TaskKey, payload: Record<string, unknown>, resultPath?: string) => {
+      const task = new tasks.LambdaInvoke(this, TASK_STATES[key], {
+        stateName: TASK_STATES[key],
+        lambdaFunction: props.functions[key],
+        // The task's output is exactly the handler's return value, locally and in AWS.
+        payloadResponseOnly: true,
+        retryOnServiceExceptions: false,
+        payload: sfn.TaskInput.fromObject(payload),
+        resultPath,
+      });
+      for (const retry of TASK_RETRIES) task.addRetry(retry);
+      return task;
+    };
+
+    const t = {
+      preflight: invoke('preflight', {
+        input: sfn.JsonPath.objectAt('$$.Execution.Input'),
+        executionName: sfn.JsonPath.stringAt('$$.Execution.Name'),
+      }),
+      backupTable: invoke(
+        'backupTable',
+        { ...run, table: sfn.JsonPath.stringAt('$.table'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') },
+        '$.progress',
+      ),
+      finalizeBackup: invoke('finalizeBackup', run, '$.backup'),
+      analyse: invoke('analyse', run, '$.analysis'),
+      createSchema: invoke('createSchema', run, sfn.JsonPath.DISCARD),
+      migrateStep: invoke(
+        'migrateStep',
+        { ...run, step: sfn.JsonPath.stringAt('$.step'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') },
+        '$.progress',
+      ),
+      verify: invoke('verify', run, '$.verification'),
+      cutover: invoke('cutover', run, '$.cutover'),
+      report: invoke('report', run),
+    } satisfies Record<TaskKey, tasks.LambdaInvoke>;
+    this.tasks = t;
+
+    // A resumable task loops on itself until it reports done; each pass is one Lambda invocation
+    // of up to TIME_BUDGET_MS, which keeps the execution history short (see README).
+    this.isTableBackedUp = new sfn.Choice(this, FLOW_STATES.isTableBackedUp)
+      .when(
+        sfn.Condition.booleanEquals('$.progress.done', true),
+        new sfn.Succeed(this, FLOW_STATES.tableBackedUp, { outputPath: '$.progress' }),
+      )
+      .otherwise(t.backupTable);
+    this.backupMap = new sfn.Map(this, FLOW_STATES.backup, {
+      itemsPath: '$.backupTables',
+      itemSelector: {
+        ...run,
+        table: sfn.JsonPath.stringAt('$$.Map.Item.Value'),
+        progress: { done: false, cursor: null },
+      },
+      maxConcurrency: BACKUP_MAX_CONCURRENCY,
+      // Per-table results stay out of the state (256 KB payload limit); FinalizeBackup reads the checkpoints.
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    this.backupMap.itemProcessor(t.backupTable.next(this.isTableBackedUp));
+
+    this.isStepMigrated = new sfn.Choice(this, FLOW_STATES.isStepMigrated)
+      .when(
+        sfn.Condition.booleanEquals('$.progress.done', true),
+        new sfn.Succeed(this, FLOW_STATES.stepMigrated, { outputPath: '$.progress' }),
+      )
+      .otherwise(t.migrateStep);
+    this.migrateMap = new sfn.Map(this, FLOW_STATES.migrate, {
+      itemsPath: '$.analysis.steps',
+      itemSelector: {
+        ...run,
+        step: sfn.JsonPath.stringAt('$$.Map.Item.Value'),
+        progress: { done: false, cursor: null },
+      },
+      maxConcurrency: MIGRATE_MAX_CONCURRENCY,
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    this.migrateMap.itemProcessor(t.migrateStep.next(this.isStepMigrated));
+
+    const isCutoverRequested = new sfn.Choice(this, FLOW_STATES.isCutoverRequested)
+      .when(sfn.Condition.booleanEquals('$.run.cutover', true), t.cutover.next(t.report))
+      .otherwise(t.report);
+
+    const migrateAndVerify = t.createSchema.next(this.migrateMap).next(t.verify).next(isCutoverRequested);
+    const isDryRun = new sfn.Choice(this, FLOW_STATES.isDryRun)
+      .when(sfn.Condition.booleanEquals('$.run.dryRun', true), new sfn.Succeed(this, FLOW_STATES.dryRunDone))
+      .otherwise(migrateAndVerify);
+
+    this.definition = t.preflight.next(this.backupMap).next(t.finalizeBackup).next(t.analyse).next(isDryRun);
+  }
+}
