@@ -466,7 +466,7 @@ export async function writeLegacyJsonBackup(options: LegacyJsonBackupOptions): P
           const order = await primaryKeyOrder(client, schema, name);
           yield `${i ? ',' : ''}\n  ${JSON.stringify(name)}: [`;
           await client.query(
-            `DECLARE legacy_backup NO SCROLL CURSOR FOR SELECT row_to_json(t)::text AS j FROM ${qualified(schema, name)} t${order}`,
+            `DECLARE legacy_backup NO SCROLL CURSOR FOR SELECT row_to_json(t.*)::text AS j FROM ${qualified(schema, name)} t${order}`,
           );
           let first = true;
           for (;;) {
@@ -504,7 +504,7 @@ export async function writeLegacyJsonBackup(options: LegacyJsonBackupOptions): P
 
 async function primaryKeyOrder(client: pg.ClientBase, schema: string, table: string): Promise<string> {
   const pk = await client.query<{ name: string }>(
-    `SELECT a.attname AS name
+    `SELECT a.attname::text AS name
        FROM pg_constraint con
        JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY k(attnum, i)

@@ -42,7 +42,7 @@ interface KeyRow { conrelid: number; name: string; columns: string[]; ref_schema
 async function readTables(client: pg.ClientBase, schema: string, onlyTable: string | null): Promise<TableInfo[]> {
   const tables = (
     await client.query<TableRow>(
-      `SELECT c.oid::int8 AS oid, c.relname AS name,
+      `SELECT c.oid::int8 AS oid, c.relname::text AS name,
               CASE WHEN c.relkind = 'p' THEN
                 COALESCE((SELECT sum(GREATEST(p.reltuples, 0))::float8 FROM pg_partition_tree(c.oid) t
                           JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf), -1)
@@ -59,9 +59,9 @@ async function readTables(client: pg.ClientBase, schema: string, onlyTable: stri
 
   const columns = (
     await client.query<ColumnRow>(
-      `SELECT a.attrelid::int8 AS attrelid, a.attname AS name,
+      `SELECT a.attrelid::int8 AS attrelid, a.attname::text AS name,
               format_type(a.atttypid, a.atttypmod) AS data_type,
-              COALESCE(bt.typname, ty.typname) AS udt_name,
+              COALESCE(bt.typname, ty.typname)::text AS udt_name,
               NOT a.attnotnull AS nullable,
               CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END AS default_expr,
               a.attnum::int AS ordinal
@@ -77,12 +77,12 @@ async function readTables(client: pg.ClientBase, schema: string, onlyTable: stri
 
   const keys = (
     await client.query<KeyRow>(
-      `SELECT con.conrelid::int8 AS conrelid, con.conname AS name,
-              ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
+      `SELECT con.conrelid::int8 AS conrelid, con.conname::text AS name,
+              ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
                       JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.i) AS columns,
-              rn.nspname AS ref_schema, rc.relname AS ref_table,
+              rn.nspname::text AS ref_schema, rc.relname::text AS ref_table,
               CASE WHEN con.contype = 'f' THEN
-                ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, i)
+                ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(attnum, i)
                         JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.i)
               END AS ref_columns
          FROM pg_constraint con

@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import {
@@ -181,34 +181,29 @@ function describeLoadFailure(err: unknown): string {
 
 /**
  * The newest run with a finished backup (a manifest) under `<prefix>runs/`, by the manifest's
- * last-modified time; null when there is none.
+ * last-modified time (ties: the greater run id); null when there is none. Lists every key under
+ * `runs/` (1,000 per request): the local S3 server cannot list nested common prefixes.
  */
 export async function findLatestRunId(s3: S3Client, bucket: string, prefix: string): Promise<string | null> {
   const runsPrefix = `${prefix}runs/`;
-  const runIds: string[] = [];
+  const manifestPath = /^([^/]+)\/backup\/manifest\.json$/;
+  let latest: { runId: string; at: number } | null = null;
   let token: string | undefined;
   do {
+    let out;
     try {
-      const out = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: runsPrefix, Delimiter: '/', ContinuationToken: token }));
-      for (const p of out.CommonPrefixes ?? []) {
-        if (p.Prefix) runIds.push(p.Prefix.slice(runsPrefix.length).replace(/\/$/, ''));
-      }
-      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+      out = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: runsPrefix, ContinuationToken: token }));
     } catch (err) {
       throw toStorageError(err, `Listing the runs under s3://${bucket}/${runsPrefix}`, RestoreError);
     }
-  } while (token);
-  let latest: { runId: string; at: number } | null = null;
-  for (const runId of runIds) {
-    try {
-      const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: manifestKey(prefix, runId) }));
-      const at = head.LastModified?.getTime() ?? 0;
+    for (const object of out.Contents ?? []) {
+      const match = manifestPath.exec((object.Key ?? '').slice(runsPrefix.length));
+      if (!match) continue;
+      const runId = match[1]!;
+      const at = object.LastModified?.getTime() ?? 0;
       if (!latest || at > latest.at || (at === latest.at && runId > latest.runId)) latest = { runId, at };
-    } catch (err) {
-      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-      if (e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404) continue;
-      throw toStorageError(err, `Reading the manifest of run ${runId}`, RestoreError);
     }
-  }
+    token = out.IsTruncated ? out.NextContinuationToken : undefined;
+  } while (token);
   return latest?.runId ?? null;
 }
