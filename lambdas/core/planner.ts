@@ -225,6 +225,9 @@ export function planMigration(catalog: Catalog, options: PlanOptions): Plan {
         const col = aliases.map((a) => findColumn(table, a)).find((c): c is ColumnInfo => c !== undefined && c.name !== keyInfo.key);
         const mapping = buildColumnMapping(rule, col ?? null, table, target, resolveRefSource);
         if (col) markUsed(sourceName, col.name);
+        if (!col && rule.required) {
+          problems.push(`Table "${sourceName}" has no column for ${target}.${rule.target} (looked for ${aliases.join(', ')}); every row would be rejected. Name the column in a mapping file: "columns": { "${target}": { "${rule.target}": ["<column>"] } }.`);
+        }
         if (mapping.requestedRoleColumn) markUsed(sourceName, mapping.requestedRoleColumn);
         columns.push(mapping);
         const from = col ? `${sourceName}.${col.name}${userColumns[rule.target]?.includes(col.name) ? ' (mapping file)' : ''}` : missingText(rule, mapping);

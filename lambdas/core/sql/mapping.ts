@@ -295,6 +295,19 @@ export function checksumColumns(table: TablePlan): string[] {
   return ['id', ...cols];
 }
 
+const ALWAYS_COMPUTED: readonly string[] = ['qr', 'bag_type', 'role', 'password', 'email', 'bill_business_id', 'promotion_reason'];
+
+/**
+ * Whether a column is written: a column with no source is left out so the target's own default
+ * applies (bag.status → 'pending'), unless the rules compute it (qr, role, …), give it a constant
+ * (verified → TRUE) or the migration time.
+ */
+export function includedColumn(m: ColumnMapping, source: SourcePlan): boolean {
+  if (source.singleBag && (m.target === 'parent_bag_id' || m.target === 'child_bag_id') && !m.source) return false;
+  if (m.source) return true;
+  return ALWAYS_COMPUTED.includes(m.kind) || m.constantWhenMissing !== undefined || (m.kind === 'timestamp' && m.defaultNow === true) || m.required === true;
+}
+
 /** The mapping SELECT of one source table for one key range. */
 export function buildMappingSelect(
   table: TablePlan,
@@ -306,7 +319,10 @@ export function buildMappingSelect(
 ): { text: string; columns: string[] } {
   const b: Built = { level1: [], problems: [], joins: [], where: [], outputColumns: [] };
   b.level1.push(`${keyExpr(source)} AS _key`, `${targetIdExpr(source, ctx)} AS id`);
-  source.columns.forEach((m, i) => buildColumn(m, table, source, ctx, params, b, i + 1, passwords));
+  source.columns.forEach((m, i) => {
+    if (!includedColumn(m, source)) return;
+    buildColumn(m, table, source, ctx, params, b, i + 1, passwords);
+  });
   if (source.singleBag) addSingleBagScan(source, ctx, b);
   if (table.target === 'scan' && !source.singleBag) {
     b.problems.push(`CASE WHEN parent_bag_id IS NULL AND child_bag_id IS NULL THEN 'scan references no existing bag' END`);
@@ -330,9 +346,10 @@ function addSingleBagScan(source: SourcePlan, ctx: MappingContext, b: Built): vo
     `CASE WHEN sb.type = 'parent' THEN sb.id::bigint END AS parent_bag_id`,
     `CASE WHEN sb.type = 'child' THEN sb.id::bigint END AS child_bag_id`,
     `${translated} AS _rb`,
+    `sb.id IS NULL AS _sbmissing`,
   );
   b.outputColumns.push('parent_bag_id', 'child_bag_id');
-  b.problems.push(`CASE WHEN sb.id IS NULL THEN 'scan references bag ' || COALESCE(_rb::text, 'NULL') || ', which does not exist or was rejected' END`);
+  b.problems.push(`CASE WHEN _sbmissing THEN 'scan references bag ' || COALESCE(_rb::text, 'NULL') || ', which does not exist or was rejected' END`);
 }
 
 /** The mapping SELECT of links derived from a bag source's parent reference. */

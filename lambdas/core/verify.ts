@@ -1,0 +1,116 @@
+import type { TargetTable } from './rules';
+import { escapeIdentifier as id } from './sql/ident';
+import { TARGET_TABLE_DDL } from './sql/target-ddl';
+
+/**
+ * Verification logic that needs no database: canonical column types for checksums, the row-hash
+ * expression, bucket comparison and the result model. The engine runs the queries.
+ */
+
+export interface CheckResult {
+  /** e.g. `counts:bag:bags`, `checksum:scan:scan`, `orphans:scan.parent_bag_id`, `sequence:bag`, `passwords`. */
+  readonly name: string;
+  readonly passed: boolean;
+  readonly detail: string;
+  readonly data?: Record<string, unknown>;
+}
+
+export interface SourceCounts {
+  readonly rows: number;
+  readonly migrated: number;
+  readonly rejected: number;
+  readonly missing: number;
+  readonly both: number;
+  readonly missingSample: number[];
+}
+
+export interface TableCounts {
+  readonly targetRows: number;
+  readonly migrated: number;
+  readonly rejected: number;
+  readonly derived: number;
+  readonly sources: Record<string, SourceCounts & { readonly kind: 'source' | 'derived'; readonly redundant?: number }>;
+}
+
+export interface Readiness {
+  readonly usersNeedingPasswordReset: { id: number; username: string }[];
+  readonly usersNotVerified: { id: number; username: string }[];
+  readonly dispatchersWithoutArea: { id: number; username: string }[];
+  readonly bagsWithRejectedParentLink: number[];
+  readonly billsWithRejectedBags: number[];
+  readonly counts: Record<string, number>;
+}
+
+export interface VerificationResult {
+  readonly runId: string;
+  readonly passed: boolean;
+  readonly verifiedAt: string;
+  readonly checks: CheckResult[];
+  readonly tables: Record<string, TableCounts>;
+  readonly readiness: Readiness;
+}
+
+/** Canonical SQL type per target column, so both sides hash the same text. */
+export function canonicalType(table: TargetTable, column: string): string {
+  const line = TARGET_TABLE_DDL[table].columns
+    .split('\n')
+    .map((l) => l.trim())
+    .find((l) => l.replace(/"/g, '').split(/\s+/)[0] === column);
+  const type = (line ?? '').replace(/"/g, '').split(/\s+/).slice(1).join(' ').toUpperCase();
+  if (column === 'id' || type.startsWith('INTEGER') || type.startsWith('SERIAL')) return 'bigint';
+  if (type.startsWith('DOUBLE')) return 'float8';
+  if (type.startsWith('TIMESTAMP')) return 'timestamp';
+  if (type.startsWith('BOOLEAN')) return 'boolean';
+  return 'text';
+}
+
+/** A 64-bit hash of a row's listed columns (NULL and '' differ); summed per bucket, so order does not matter. */
+export function rowHashExpr(alias: string, table: TargetTable, columns: readonly string[]): string {
+  const fields = columns.map((c) => `${alias}.${id(c)}::${canonicalType(table, c)}`).join(', ');
+  return `('x' || substr(md5(ROW(${fields})::text), 1, 16))::bit(64)::bigint::numeric`;
+}
+
+export interface Bucket {
+  readonly bucket: number;
+  readonly rows: number;
+  readonly hash: string;
+}
+
+export interface BucketMismatch {
+  readonly bucket: number;
+  readonly sourceRows: number;
+  readonly targetRows: number;
+}
+
+export function compareBuckets(source: readonly Bucket[], target: readonly Bucket[]): BucketMismatch[] {
+  const t = new Map(target.map((b) => [b.bucket, b]));
+  const s = new Map(source.map((b) => [b.bucket, b]));
+  const out: BucketMismatch[] = [];
+  for (const key of new Set([...s.keys(), ...t.keys()])) {
+    const a = s.get(key);
+    const b = t.get(key);
+    if (!a || !b || a.rows !== b.rows || a.hash !== b.hash) out.push({ bucket: key, sourceRows: a?.rows ?? 0, targetRows: b?.rows ?? 0 });
+  }
+  return out.sort((x, y) => x.bucket - y.bucket);
+}
+
+export function countsCheck(target: string, source: string, c: SourceCounts & { redundant?: number }, kind: 'source' | 'derived'): CheckResult {
+  const passed = c.missing === 0 && c.both === 0;
+  const accounted = kind === 'derived'
+    ? `${c.rows} candidate rows = ${c.migrated} derived + ${c.rejected} rejected + ${c.redundant ?? 0} already linked`
+    : `${c.rows} source rows = ${c.migrated} migrated + ${c.rejected} rejected`;
+  const detail = passed
+    ? accounted
+    : `${c.rows} source rows but ${c.migrated} migrated + ${c.rejected} rejected: ${c.missing} missing${c.both ? `, ${c.both} both migrated and rejected` : ''}${c.missingSample.length ? ` (e.g. keys ${c.missingSample.join(', ')})` : ''}`;
+  return { name: `counts:${target}:${source}`, passed, detail, data: { ...c } };
+}
+
+export function summarise(checks: readonly CheckResult[]): { passed: boolean; failed: string[] } {
+  const failed = checks.filter((c) => !c.passed).map((c) => c.name);
+  return { passed: failed.length === 0, failed };
+}
+
+/** One line per failed check, for an error message or stderr. */
+export function renderFailures(checks: readonly CheckResult[]): string {
+  return checks.filter((c) => !c.passed).map((c) => `  - ${c.name}: ${c.detail}`).join('\n');
+}
