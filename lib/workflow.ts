@@ -18,7 +18,8 @@ import { TASK_STATES, type TaskKey } from '../lambdas/handlers/contract';
  *   after Cutover         + cutover: CutoverResult
  *   after Report          ReportResult                           (the execution's output)
  * Inside the Backup and Migrate iterations:
- *   { run, table | step, progress: StepProgress }  — the task is re-entered with progress.cursor until progress.done.
+ *   { run, table | step, progress: StepProgress }  — progress starts as { done: false, cursor: null };
+ *   the task is re-entered with progress.cursor until progress.done.
  *
  * Failures are not caught: a failed task fails the execution, which can then be redriven from
  * the failed state (every task is idempotent and resumes from its own checkpoint).
@@ -60,15 +61,28 @@ export const MIGRATE_MAX_CONCURRENCY = 1;
 /** Names of the workflow's non-task states (task states are TASK_STATES). */
 export const FLOW_STATES = {
   backup: 'Backup',
+  startTableBackup: 'StartTableBackup',
   isTableBackedUp: 'IsTableBackedUp',
   tableBackedUp: 'TableBackedUp',
   isDryRun: 'IsDryRun',
   dryRunDone: 'DryRunDone',
   migrate: 'Migrate',
+  startStep: 'StartStep',
   isStepMigrated: 'IsStepMigrated',
   stepMigrated: 'StepMigrated',
   isCutoverRequested: 'IsCutoverRequested',
 } as const;
+
+/**
+ * Seeds `progress` with a null cursor. A Pass state, because CDK drops `null` values from
+ * an ItemSelector, and `$.progress.cursor` must exist for the task's payload.
+ */
+function startProgress(scope: Construct, name: string): sfn.Pass {
+  return new sfn.Pass(scope, name, {
+    result: sfn.Result.fromObject({ done: false, cursor: null }),
+    resultPath: '$.progress',
+  });
+}
 
 export interface MigrationWorkflowProps {
   /** The function behind each task state. */
@@ -138,13 +152,14 @@ export class MigrationWorkflow extends Construct {
       itemSelector: {
         ...run,
         table: sfn.JsonPath.stringAt('$$.Map.Item.Value'),
-        progress: { done: false, cursor: null },
       },
       maxConcurrency: BACKUP_MAX_CONCURRENCY,
       // Per-table results stay out of the state (256 KB payload limit); FinalizeBackup reads the checkpoints.
       resultPath: sfn.JsonPath.DISCARD,
     });
-    this.backupMap.itemProcessor(t.backupTable.next(this.isTableBackedUp));
+    this.backupMap.itemProcessor(
+      startProgress(this, FLOW_STATES.startTableBackup).next(t.backupTable).next(this.isTableBackedUp),
+    );
 
     this.isStepMigrated = new sfn.Choice(this, FLOW_STATES.isStepMigrated)
       .when(
@@ -157,12 +172,11 @@ export class MigrationWorkflow extends Construct {
       itemSelector: {
         ...run,
         step: sfn.JsonPath.stringAt('$$.Map.Item.Value'),
-        progress: { done: false, cursor: null },
       },
       maxConcurrency: MIGRATE_MAX_CONCURRENCY,
       resultPath: sfn.JsonPath.DISCARD,
     });
-    this.migrateMap.itemProcessor(t.migrateStep.next(this.isStepMigrated));
+    this.migrateMap.itemProcessor(startProgress(this, FLOW_STATES.startStep).next(t.migrateStep).next(this.isStepMigrated));
 
     const isCutoverRequested = new sfn.Choice(this, FLOW_STATES.isCutoverRequested)
       .when(sfn.Condition.booleanEquals('$.run.cutover', true), t.cutover.next(t.report))
