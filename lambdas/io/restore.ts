@@ -170,7 +170,7 @@ async function openObject(s3: S3Client, bucket: string, key: string, doing: stri
 function describeLoadFailure(err: unknown): string {
   const e = err as { code?: string; message?: string; errno?: number };
   if (isStorageError(err)) return `reading it from S3 failed (${(err as Error).name})`;
-  if (typeof e?.code === 'string' && e.code.startsWith('Z_') || /incorrect header check|unexpected end of file|invalid .* (length|distance|code)|incorrect data check|too many length/i.test(e?.message ?? '')) {
+  if ((typeof e?.code === 'string' && e.code.startsWith('Z_')) || /incorrect header check|unexpected end of file|invalid .* (length|distance|code)|incorrect data check|too many length/i.test(e?.message ?? '')) {
     return `the gzip data is damaged or cut short (zlib: ${e.message})`;
   }
   if (typeof e?.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) {
