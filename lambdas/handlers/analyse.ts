@@ -1,4 +1,8 @@
-// Placeholder so the stack synthesizes before the engine team's handler lands; replace freely.
-export async function handler(_event: unknown): Promise<never> {
-  throw new Error('not implemented');
+import { analyseTask } from '../engine/tasks';
+import type { AnalyseResult, RunEvent } from './contract';
+import { runtimeDeps } from './deps';
+
+/** Analyse: read the source catalog, plan every mapping decision, write the plan to S3. */
+export async function handler(event: RunEvent): Promise<AnalyseResult> {
+  return analyseTask(event, runtimeDeps());
 }

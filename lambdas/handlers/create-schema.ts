@@ -1,4 +1,9 @@
-// Placeholder so the stack synthesizes before the engine team's handler lands; replace freely.
-export async function handler(_event: unknown): Promise<never> {
-  throw new Error('not implemented');
+import { createSchemaTask } from '../engine/tasks';
+import type { RunEvent } from './contract';
+import { runtimeDeps } from './deps';
+
+/** CreateSchema: the eight target tables in their own schema (idempotent). */
+export async function handler(event: RunEvent): Promise<{ created: true }> {
+  await createSchemaTask(event, runtimeDeps());
+  return { created: true };
 }

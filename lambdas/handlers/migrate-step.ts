@@ -1,4 +1,8 @@
-// Placeholder so the stack synthesizes before the engine team's handler lands; replace freely.
-export async function handler(_event: unknown): Promise<never> {
-  throw new Error('not implemented');
+import { migrateStepTask } from '../engine/tasks';
+import type { MigrateStepEvent, MigrateStepResult } from './contract';
+import { runtimeDeps } from './deps';
+
+/** MigrateStep: checkpointed batches of one step until done or the time budget is spent. */
+export async function handler(event: MigrateStepEvent): Promise<MigrateStepResult> {
+  return migrateStepTask(event, runtimeDeps());
 }

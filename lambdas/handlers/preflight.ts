@@ -1,4 +1,8 @@
-// Placeholder so the stack synthesizes before the engine team's handler lands; replace freely.
-export async function handler(_event: unknown): Promise<never> {
-  throw new Error('not implemented');
+import { preflightTask } from '../engine/tasks';
+import type { PreflightEvent, PreflightResult } from './contract';
+import { runtimeDeps } from './deps';
+
+/** Preflight: validate the input, connect, check privileges, take the run lease, record the run. */
+export async function handler(event: PreflightEvent): Promise<PreflightResult> {
+  return preflightTask(event, runtimeDeps(event.executionName ?? 'lambda'));
 }

@@ -1,4 +1,8 @@
-// Placeholder so the stack synthesizes before the engine team's handler lands; replace freely.
-export async function handler(_event: unknown): Promise<never> {
-  throw new Error('not implemented');
+import { reportTask } from '../engine/tasks';
+import type { ReportResult, RunEvent } from './contract';
+import { runtimeDeps } from './deps';
+
+/** Report: the run's JSON report and rejected rows to S3; completes the run and releases its lease. */
+export async function handler(event: RunEvent): Promise<ReportResult> {
+  return reportTask(event, runtimeDeps());
 }

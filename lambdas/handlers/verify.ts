@@ -1,4 +1,8 @@
-// Placeholder so the stack synthesizes before the engine team's handler lands; replace freely.
-export async function handler(_event: unknown): Promise<never> {
-  throw new Error('not implemented');
+import { verifyTask } from '../engine/tasks';
+import type { RunEvent, VerifyResult } from './contract';
+import { runtimeDeps } from './deps';
+
+/** Verify: counts, checksums, orphans, sequences, passwords; throws VerificationFailedError on any difference. */
+export async function handler(event: RunEvent): Promise<VerifyResult> {
+  return verifyTask(event, runtimeDeps());
 }

@@ -73,7 +73,7 @@ export function toStorageError(err: unknown, doing: string, fallback: ErrorClass
     return new fallback(`${doing} was refused by S3 (${name}). Grant the function's role access to the bucket (and its KMS key), then rerun.`, { cause: err });
   }
   if (name === 'NoSuchBucket') {
-    return new fallback(`${doing} failed: the bucket does not exist (${name}). Check ${'BACKUP_BUCKET'}.`, { cause: err });
+    return new fallback(`${doing} failed: the bucket does not exist (${name}). Check BACKUP_BUCKET.`, { cause: err });
   }
   return new fallback(`${doing} failed (${name}${status ? `, HTTP ${status}` : ''}).`, { cause: err });
 }
@@ -163,7 +163,7 @@ function qualified(schema: string, table: string): string {
 }
 
 /** Streams `source` into one S3 object (multipart), aborting the upload if the stream fails. */
-async function uploadStream(input: {
+export async function uploadStream(input: {
   s3: S3Client;
   bucket: string;
   key: string;
