@@ -10,6 +10,8 @@ export interface RestoreEvent {
   readonly tables?: string[];
   /** Default: `restored_<runId>`. */
   readonly schema?: string;
+  /** Required to restore into the backup's own source schema (replaces live tables). */
+  readonly allowSourceSchema?: boolean;
   /** Database to restore into (default `source`, where the backed-up tables came from). */
   readonly database?: 'source' | 'target';
 }
@@ -24,6 +26,6 @@ export async function handler(event: RestoreEvent): Promise<RestoreResult> {
   if (!runId) throw new RestoreError(`No finished backup under s3://${bucket}/${prefix}runs/. Run a backup first, or pass runId.`);
   const config = await resolveDatabaseConfig(event.database ?? 'source');
   return withClient(config, (client) =>
-    restoreTables({ client, s3, bucket, prefix, runId, tables: event.tables, schema: event.schema }),
+    restoreTables({ client, s3, bucket, prefix, runId, tables: event.tables, schema: event.schema, allowSourceSchema: event.allowSourceSchema }),
   { applicationName: 'tracetrack-migrate:restore' });
 }

@@ -29,6 +29,8 @@ export interface RestoreTablesOptions {
   readonly tables?: readonly string[];
   /** Schema to restore into (default `restored_<runId>`); created when missing. */
   readonly schema?: string;
+  /** Restoring into the backup's own source schema replaces live tables: refused unless this is true. */
+  readonly allowSourceSchema?: boolean;
 }
 
 export interface RestoredTable {
@@ -74,6 +76,11 @@ export async function restoreTables(options: RestoreTablesOptions): Promise<Rest
   const { client, s3, bucket, prefix, runId } = options;
   const manifest = await readBackupManifest(s3, bucket, prefix, runId);
   const schema = options.schema ?? defaultRestoreSchema(runId);
+  if (schema === manifest.sourceSchema && !options.allowSourceSchema) {
+    throw new RestoreError(
+      `Restoring into ${JSON.stringify(schema)}, the schema the backup was taken from, would drop and replace live tables. Restore into another schema (the default is ${defaultRestoreSchema(runId)}), or pass allowSourceSchema: true if replacing them is intended.`,
+    );
+  }
   const wanted = options.tables ?? manifest.tables.map((t) => t.name);
   const unknown = wanted.filter((name) => !manifest.tables.some((t) => t.name === name));
   if (unknown.length) {

@@ -155,6 +155,12 @@ describe('backup and restore', () => {
     expect(one.tables).toEqual([{ name: WEIRD, rows: 4, parts: 1 }]);
     expect(await differences(SRC, 'Other Schema', WEIRD)).toBe(0);
     expect(await findLatestRunId(s3env.s3, s3env.bucket, PREFIX)).toBe('roundtrip');
+    await expect(restoreTables({ client, s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId: 'roundtrip', schema: SRC }))
+      .rejects.toThrow(/would drop and replace live tables/);
+    await expect(restoreTables({ client, s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId: 'nope' }))
+      .rejects.toThrow(/Run nope has no backup manifest/);
+    await expect(restoreTables({ client, s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId: 'roundtrip', tables: ['missing'] }))
+      .rejects.toThrow(/has no table "missing"/);
   });
 
   it('resumes under a tiny time budget to the same parts as a one-shot backup, never writing a part twice', async () => {
