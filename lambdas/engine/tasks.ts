@@ -13,6 +13,7 @@ import type {
   PreflightEvent,
   PreflightResult,
   ReportResult,
+  CutoverResult,
   RunContext,
   RunEvent,
   VerifyResult,
@@ -36,6 +37,7 @@ import {
   updateRun,
 } from './runs';
 import { verifyRun } from './verify';
+import { cutoverRun } from './cutover';
 
 /**
  * The workflow's tasks as plain functions over their dependencies. Lambda handlers and the local
@@ -288,4 +290,12 @@ export async function reportTask(event: RunEvent, deps: TaskDeps): Promise<Repor
   }).catch((err) => {
     throw toMigrationError(err, `Writing the report of run ${run.runId}`);
   });
+}
+
+/** Cutover (only when the execution input asks for it): one transaction, refused unless Verify passed. */
+export async function cutoverTask(event: RunEvent, deps: TaskDeps): Promise<CutoverResult> {
+  const { run } = event;
+  const outcome = await withTarget(deps, run, (c) => cutoverRun({ client: c, targetSchema: run.targetSchema, appSchema: run.appSchema, runId: run.runId }));
+  deps.log?.(`Cutover: ${outcome.status}; legacy tables in "${outcome.legacySchema}"`);
+  return { status: outcome.status === 'cut-over' ? 'cut-over' : 'already-cut-over', legacySchema: outcome.legacySchema };
 }

@@ -1,4 +1,8 @@
-// Placeholder so the stack synthesizes before the engine team's handler lands; replace freely.
-export async function handler(_event: unknown): Promise<never> {
-  throw new Error('not implemented');
+import { cutoverTask } from '../engine/tasks';
+import type { CutoverResult, RunEvent } from './contract';
+import { runtimeDeps } from './deps';
+
+/** Cutover: legacy tables to legacy_<run>, the new tables into the application schema, in one transaction. */
+export async function handler(event: RunEvent): Promise<CutoverResult> {
+  return cutoverTask(event, runtimeDeps());
 }
