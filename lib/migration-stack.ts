@@ -148,17 +148,17 @@ function assertProps(props: MigrationStackProps): string[] {
     if (!SECRET_ARN.test(arn)) problems.push(`${name} must be a Secrets Manager secret ARN, got '${arn}'.`);
   }
   const inVpc = props.vpcId !== undefined;
-  if (props.vpcId !== undefined && !/^vpc-[0-9a-f]+$/.test(props.vpcId)) {
+  if (props.vpcId !== undefined && !/^vpc-([0-9a-f]{8}|[0-9a-f]{17})$/.test(props.vpcId)) {
     problems.push(`vpcId must look like 'vpc-0123abcd', got '${props.vpcId}'.`);
   }
   if (inVpc && !props.subnetIds?.length) problems.push('vpcId needs subnetIds: the subnets to place the functions in.');
   if (!inVpc && props.subnetIds?.length) problems.push('subnetIds needs vpcId: the VPC the subnets belong to.');
   if (!inVpc && props.securityGroupIds?.length) problems.push('securityGroupIds needs vpcId and subnetIds.');
   for (const id of props.subnetIds ?? []) {
-    if (!/^subnet-[0-9a-f]+$/.test(id)) problems.push(`subnetIds: '${id}' is not a subnet id.`);
+    if (!/^subnet-([0-9a-f]{8}|[0-9a-f]{17})$/.test(id)) problems.push(`subnetIds: '${id}' is not a subnet id.`);
   }
   for (const id of props.securityGroupIds ?? []) {
-    if (!/^sg-[0-9a-f]+$/.test(id)) problems.push(`securityGroupIds: '${id}' is not a security group id.`);
+    if (!/^sg-([0-9a-f]{8}|[0-9a-f]{17})$/.test(id)) problems.push(`securityGroupIds: '${id}' is not a security group id.`);
   }
   if (props.notifyEmail !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(props.notifyEmail)) {
     problems.push(`notifyEmail is not an e-mail address: '${props.notifyEmail}'.`);
@@ -410,7 +410,18 @@ export class MigrationStack extends Stack {
       vpcId: props.vpcId,
       availabilityZones: Fn.getAzs(),
     });
-    const subnets = (props.subnetIds ?? []).map((id, i) => ec2.Subnet.fromSubnetId(this, `Subnet${i}`, id));
+    Validations.of(vpc).acknowledge({
+      id: 'Annotation::@aws-cdk/aws-ec2:vpcAttributeIsListTokenavailabilityZones',
+      reason: 'The functions are placed by explicit subnet ids; the VPC\'s zones are never needed at synthesis.',
+    });
+    const subnets = (props.subnetIds ?? []).map((id, i) => {
+      const subnet = ec2.Subnet.fromSubnetId(this, `Subnet${i}`, id);
+      Validations.of(subnet).acknowledge({
+        id: 'Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId',
+        reason: 'Only the subnet id is used (Lambda VpcConfig); nothing reads its route table.',
+      });
+      return subnet;
+    });
     const securityGroups = props.securityGroupIds?.length
       ? props.securityGroupIds.map((id, i) => ec2.SecurityGroup.fromSecurityGroupId(this, `SecurityGroup${i}`, id))
       : [
