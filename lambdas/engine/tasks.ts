@@ -38,6 +38,7 @@ import {
 } from './runs';
 import { verifyRun } from './verify';
 import { cutoverRun } from './cutover';
+import { compareStaged, dropStaging, runStageStep, stagingSchema } from './stage';
 
 /**
  * The workflow's tasks as plain functions over their dependencies. Lambda handlers and the local
@@ -63,7 +64,7 @@ export const DEFAULT_BATCH_SIZE = 50_000;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_$ -]{0,62}$/;
 
 /** Validates the execution input; every problem is reported at once. */
-export function resolveExecutionInput(input: unknown, fallbackRunId: () => string): Omit<RunContext, 'runTime'> {
+export function resolveExecutionInput(input: unknown, fallbackRunId: () => string): Omit<RunContext, 'runTime' | 'crossDatabase'> {
   const raw = (input ?? {}) as Record<string, unknown>;
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
@@ -165,8 +166,9 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
   const source = await deps.source();
   const backupTables = await withClient(source, (c) => assertSourceReadable(c, base.sourceSchema), { statementTimeoutMs: 60_000 });
   let runTime = new Date().toISOString().replace('Z', '');
+  const target = await deps.target();
+  const crossDatabase = !sameDatabase(source, target);
   if (!base.dryRun) {
-    const target = await deps.target();
     runTime = await withClient(target, async (c) => {
       await assertTargetWritable(c, base.targetSchema);
       await ensureInternalTables(c, base.targetSchema);
@@ -183,7 +185,17 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
     });
   }
   deps.log?.(`Preflight: run ${base.runId}, ${backupTables.length} source tables in "${base.sourceSchema}"${base.dryRun ? ' (dry run)' : ''}`);
-  return { run: { ...base, runTime }, backupTables };
+  return { run: { ...base, runTime, crossDatabase }, backupTables };
+}
+
+function sameDatabase(a: DatabaseConfig, b: DatabaseConfig): boolean {
+  const host = (h: string) => (h === 'localhost' || h === '::1' ? '127.0.0.1' : h);
+  return host(a.host) === host(b.host) && a.port === b.port && a.database === b.database;
+}
+
+/** Where the migration reads the source tables in the target database. */
+function readSchemaOf(run: RunContext): string | undefined {
+  return run.crossDatabase ? stagingSchema(run.targetSchema) : undefined;
 }
 
 function schemaTable(schema: string, table: string): string {
@@ -215,7 +227,8 @@ export async function analyseTask(event: RunEvent, deps: TaskDeps): Promise<Anal
     });
   }
   deps.log?.(`Analyse: ${plan.tables.length} target tables from ${plan.tables.flatMap((t) => t.sources).length} source tables; ${plan.warnings.length} warnings`);
-  return { planKey, steps: plan.steps, decisions: plan.decisions.length, warnings: plan.warnings.length };
+  const steps = run.crossDatabase ? ['stage', ...plan.steps] : plan.steps;
+  return { planKey, steps, decisions: plan.decisions.length, warnings: plan.warnings.length };
 }
 
 /** Every task after Preflight works on the target under the run's lease. */
@@ -245,7 +258,11 @@ export async function migrateStepTask(event: MigrateStepEvent, deps: TaskDeps): 
   const deadline = Date.now() + deps.timeBudgetMs;
   return withTarget(deps, run, async (c) => {
     const plan = await loadPlan(c, run);
-    const r = await runMigrateStep({ client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress }, step);
+    if (step === 'stage') {
+      const r = await withClient(await deps.source(), (src) => runStageStep({ source: src, target: c, run: engineRun(run), plan, deadline }));
+      return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: 0, batches: r.batches };
+    }
+    const r = await runMigrateStep({ client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run) }, step);
     return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: r.rejected, batches: r.batches };
   });
 }
@@ -255,7 +272,19 @@ export async function verifyTask(event: RunEvent, deps: TaskDeps): Promise<Verif
   const { run } = event;
   const { result, reportKey } = await withTarget(deps, run, async (c) => {
     const plan = await loadPlan(c, run);
-    const result = await verifyRun({ client: c, run: engineRun(run), plan });
+    let result = await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) });
+    if (run.crossDatabase) {
+      const staged = await withClient(await deps.source(), (src) => compareStaged(src, c, engineRun(run), plan));
+      const checks = [
+        ...staged.map((t) => ({
+          name: `staged:${t.table}`,
+          passed: t.match,
+          detail: t.match ? `${t.sourceRows} rows copied from the source database, content identical` : `source has ${t.sourceRows} rows, the staged copy ${t.stagedRows}, or their content differs: the source changed during the run, or the copy is incomplete`,
+        })),
+        ...result.checks,
+      ];
+      result = { ...result, checks, passed: checks.every((x) => x.passed) };
+    }
     const reportKey = runKey(deps, run, 'verification.json');
     await putJsonObject(deps.s3, deps.bucket, reportKey, result, deps.kmsKeyId);
     await updateRun(c, run.targetSchema, run.runId, { verification: result, status: result.passed ? 'verified' : 'verification-failed' });
@@ -285,6 +314,7 @@ export async function reportTask(event: RunEvent, deps: TaskDeps): Promise<Repor
     await putJsonObject(deps.s3, deps.bucket, reportKey, report, deps.kmsKeyId);
     await updateRun(c, run.targetSchema, run.runId, { status: report.status, finished: true });
     await recordStep(c, run.targetSchema, run.runId, 'report', { status: 'done', at: new Date().toISOString(), reportKey });
+    if (run.crossDatabase && report.status === 'completed') await dropStaging(c, run.targetSchema);
     await releaseLease(c, run.targetSchema, run.runId);
     return { runId: run.runId, status: report.status, reportKey, tables: report.tables };
   }).catch((err) => {

@@ -39,6 +39,8 @@ export interface RunContext {
   readonly runTime: string;
   /** S3 prefix of this run's objects: `runs/<runId>/`. */
   readonly prefix: string;
+  /** Source and target are different databases: the source tables are first staged with COPY. */
+  readonly crossDatabase: boolean;
 }
 
 /** A resumable unit of work returns a cursor until it is done. `cursor` is opaque to the workflow. */

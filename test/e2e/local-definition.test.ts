@@ -17,6 +17,7 @@ function runContext(input: ExecutionInput): RunContext {
     sourceSchema: 'public',
     targetSchema: 'tracetrack',
     appSchema: 'public',
+    crossDatabase: false,
     tables: null,
     skipTables: [],
     batchSize: 1000,
