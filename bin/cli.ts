@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+import { CleanupStack, EXIT, type CliContext } from '../lib/cli/common';
+import { main } from '../lib/cli/main';
+
+/** tracetrack-migrate: the only place that exits the process. */
+const cleanups = new CleanupStack();
+const ctx: CliContext = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  env: process.env,
+  tty: process.stdout.isTTY === true,
+  cwd: process.cwd(),
+  cleanups,
+};
+
+let interrupted = false;
+const onSignal = (signal: NodeJS.Signals) => {
+  if (interrupted) process.exit(EXIT.interrupted);
+  interrupted = true;
+  process.stderr.write(`\n${signal}: stopping what was started (press Ctrl-C again to exit at once)…\n`);
+  void cleanups
+    .runAll((label, err) => process.stderr.write(`Stopping the ${label} failed: ${(err as Error).message}\n`))
+    .finally(() => {
+      process.stderr.write('Interrupted. A run can be resumed with the same --run-id.\n');
+      process.exit(EXIT.interrupted);
+    });
+};
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+
+main(process.argv.slice(2), ctx).then(
+  (code) => {
+    if (!interrupted) process.exit(code);
+  },
+  (err: unknown) => {
+    process.stderr.write(`Unexpected failure: ${(err as Error)?.message ?? String(err)}\n`);
+    process.exit(EXIT.failed);
+  },
+);

@@ -1,0 +1,197 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { ENV, TASK_STATES, type ExecutionInput, type ReportResult, type TaskKey } from '../../lambdas/handlers/contract';
+import { resetRuntime } from '../../lambdas/io/runtime';
+import { silentProgress, type ProgressSink } from './progress';
+import { LocalExecutionFailedError, runLocally, synthesizeDefinition, type LocalTaskHandler } from './state-machine';
+
+/**
+ * The local runner: the deployed workflow definition (synthesized from the CDK stack) executed
+ * in-process, each task state bound to the `handler` export of its lambdas/handlers module.
+ * The handlers read their configuration from the environment exactly as in Lambda, so this
+ * module sets those variables for the duration of the run and restores them afterwards.
+ */
+
+/** Task → handler module (lambdas/handlers/<module>.ts). */
+export const HANDLER_MODULES: Readonly<Record<TaskKey, string>> = {
+  preflight: 'preflight',
+  backupTable: 'backup-table',
+  finalizeBackup: 'finalize-backup',
+  analyse: 'analyse',
+  createSchema: 'create-schema',
+  migrateStep: 'migrate-step',
+  verify: 'verify',
+  cutover: 'cutover',
+  report: 'report',
+};
+
+const HANDLERS_DIR = path.join(__dirname, '..', '..', 'lambdas', 'handlers');
+
+/** A short budget locally: the BackupTable/MigrateStep loops return often, which gives progress. */
+export const LOCAL_TIME_BUDGET_MS = 5000;
+
+export interface LocalRunOptions {
+  readonly sourceUrl: string;
+  /** @default sourceUrl */
+  readonly targetUrl?: string;
+  readonly bucket: string;
+  /** S3-compatible endpoint (the local s3rver); AWS S3 when omitted. */
+  readonly s3Endpoint?: string;
+  /** BACKUP_PREFIX. @default '' */
+  readonly prefix?: string;
+  readonly input: ExecutionInput;
+  /** @default LOCAL_TIME_BUDGET_MS */
+  readonly timeBudgetMs?: number;
+  readonly executionName?: string;
+  readonly progress?: ProgressSink;
+}
+
+export interface StepSummary {
+  /** Migration step: `prepare`, a target table, `finalize`. */
+  readonly step: string;
+  migrated: number;
+  rejected: number;
+  batches: number;
+  invocations: number;
+  /** Time spent in the step's task invocations. */
+  seconds: number;
+}
+
+export interface LocalRunTrace {
+  readonly steps: StepSummary[];
+  /** Rows backed up per source table. */
+  readonly backups: Record<string, number>;
+  /** The task that was running last (the failing one when the run fails). */
+  lastTask?: string;
+  readonly seconds: number;
+}
+
+export type LocalRunOutcome =
+  | { readonly ok: true; readonly output: ReportResult; readonly trace: LocalRunTrace }
+  | { readonly ok: false; readonly failure: LocalExecutionFailedError; readonly trace: LocalRunTrace };
+
+type Handler = (event: unknown) => Promise<unknown>;
+
+/** Loads the `handler` of every task module present; a missing module (a task not written yet) fails when it is reached. */
+export function loadTaskHandlers(dir = HANDLERS_DIR): Record<string, Handler> {
+  const handlers: Record<string, Handler> = {};
+  for (const [task, moduleName] of Object.entries(HANDLER_MODULES) as [TaskKey, string][]) {
+    const state = TASK_STATES[task];
+    const file = path.join(dir, moduleName);
+    if (existsSync(`${file}.ts`) || existsSync(`${file}.js`)) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const mod = require(file) as { handler?: Handler };
+      if (typeof mod.handler !== 'function') throw new Error(`${file} has no 'handler' export.`);
+      handlers[state] = mod.handler;
+    } else {
+      handlers[state] = async () => {
+        throw Object.assign(new Error(`The ${state} task has no handler in this build (lambdas/handlers/${moduleName}.ts).`), { name: 'InputError' });
+      };
+    }
+  }
+  return handlers;
+}
+
+function withEnv(values: Record<string, string | undefined>): () => void {
+  const saved = Object.fromEntries(Object.keys(values).map((k) => [k, process.env[k]]));
+  for (const [k, v] of Object.entries(values)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  resetRuntime();
+  return () => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    resetRuntime();
+  };
+}
+
+/** Routes the handlers' console.log lines through the progress sink while the run lasts. */
+function captureConsole(progress: ProgressSink): () => void {
+  const { log, info } = console;
+  console.log = (...args: unknown[]) => progress.log(args.map(String).join(' '));
+  console.info = console.log;
+  return () => {
+    console.log = log;
+    console.info = info;
+  };
+}
+
+/** Runs the whole workflow locally; resolves with the Report task's output or the failure (never throws for a failed execution). */
+export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalRunOutcome> {
+  const progress = options.progress ?? silentProgress;
+  const started = Date.now();
+  const stepMap = new Map<string, StepSummary>();
+  const trace: { -readonly [K in keyof LocalRunTrace]: LocalRunTrace[K] } = { steps: [], backups: {}, seconds: 0 };
+  const handlers = loadTaskHandlers();
+
+  const bound: Record<string, LocalTaskHandler> = {};
+  for (const [state, handler] of Object.entries(handlers)) {
+    bound[state] = (async (event: Record<string, unknown>) => {
+      trace.lastTask = state;
+      const t0 = Date.now();
+      const result = (await handler(event)) as Record<string, unknown>;
+      const seconds = (Date.now() - t0) / 1000;
+      if (state === TASK_STATES.backupTable) {
+        const table = String(result.table);
+        trace.backups[table] = Number(result.rows);
+        const key = `backup ${table}`;
+        if (result.done) progress.finish(key, Number(result.rows));
+        else progress.update(key, Number(result.rows));
+      } else if (state === TASK_STATES.migrateStep) {
+        const step = String(result.step);
+        let s = stepMap.get(step);
+        if (!s) {
+          s = { step, migrated: 0, rejected: 0, batches: 0, invocations: 0, seconds: 0 };
+          stepMap.set(step, s);
+          trace.steps.push(s);
+        }
+        s.migrated += Number(result.migrated);
+        s.rejected += Number(result.rejected);
+        s.batches += Number(result.batches);
+        s.invocations++;
+        s.seconds += seconds;
+        const key = `migrate ${step}`;
+        const extra = s.rejected ? `${s.rejected} rejected` : undefined;
+        if (result.done) progress.finish(key, s.migrated, extra);
+        else progress.update(key, s.migrated, extra);
+      } else if (state !== TASK_STATES.preflight) {
+        progress.log(`${state} done (${seconds.toFixed(1)} s)`);
+      }
+      return result;
+    }) as LocalTaskHandler;
+  }
+
+  const definition = synthesizeDefinition();
+  const restoreEnv = withEnv({
+    [ENV.sourceUrl]: options.sourceUrl,
+    [ENV.targetUrl]: options.targetUrl ?? options.sourceUrl,
+    [ENV.sourceSecretArn]: undefined,
+    [ENV.targetSecretArn]: undefined,
+    [ENV.bucket]: options.bucket,
+    [ENV.prefix]: options.prefix ?? '',
+    [ENV.s3Endpoint]: options.s3Endpoint,
+    [ENV.timeBudgetMs]: String(options.timeBudgetMs ?? LOCAL_TIME_BUDGET_MS),
+  });
+  const restoreConsole = captureConsole(progress);
+  try {
+    const result = await runLocally({
+      definition,
+      input: options.input,
+      handlers: bound,
+      executionName: options.executionName,
+    });
+    trace.seconds = (Date.now() - started) / 1000;
+    return { ok: true, output: result.output as ReportResult, trace };
+  } catch (err) {
+    trace.seconds = (Date.now() - started) / 1000;
+    if (err instanceof LocalExecutionFailedError) return { ok: false, failure: err, trace };
+    throw err;
+  } finally {
+    restoreConsole();
+    progress.close();
+    restoreEnv();
+  }
+}
