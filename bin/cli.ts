@@ -3,6 +3,12 @@ import { CleanupStack, EXIT, type CliContext } from '../lib/cli/common';
 import { main } from '../lib/cli/main';
 
 /** tracetrack-migrate: the only place that exits the process. */
+
+// The AWS SDK warns on every start that it will require Node 22 from 2027; that is not the user's concern here.
+process.removeAllListeners('warning');
+process.on('warning', (warning) => {
+  if (warning.name !== 'NodeVersionSupportWarning') process.stderr.write(`${warning.name}: ${warning.message}\n`);
+});
 const cleanups = new CleanupStack();
 const ctx: CliContext = {
   stdout: (text) => process.stdout.write(text),

@@ -33,6 +33,11 @@ export function assertBackupFlags(flags: BackupStoreFlags): void {
   if (flags['s3-endpoint'] && !flags.bucket) throw new CliUsageError('--s3-endpoint needs --bucket.');
 }
 
+function displayPath(cwd: string, dir: string): string {
+  const rel = path.relative(cwd, dir);
+  return rel && !rel.startsWith('..') ? rel : dir;
+}
+
 /** Runs `fn` with the backup store, starting (and afterwards stopping) the local server when needed. */
 export async function withBackupStore<T>(ctx: CliContext, flags: BackupStoreFlags, fn: (store: BackupStore) => Promise<T>): Promise<T> {
   assertBackupFlags(flags);
@@ -79,7 +84,7 @@ export async function withBackupStore<T>(ctx: CliContext, flags: BackupStoreFlag
           endpoint: server.endpoint,
           s3,
           directory,
-          describe: (key) => `s3://${LOCAL_BUCKET}/${key ?? ''} (stored under ${path.relative(ctx.cwd, directory) || '.'})`,
+          describe: (key) => `s3://${LOCAL_BUCKET}/${key ?? ''} (stored under ${displayPath(ctx.cwd, directory)})`,
         });
       } finally {
         s3.destroy();

@@ -1,36 +1,10 @@
-import { existsSync } from 'node:fs';
-import * as path from 'node:path';
-import type pg from 'pg';
+import { cutoverRun, rollbackRun } from '../../lambdas/engine/cutover';
 import { parseDatabaseUrl, redactUrl, withClient } from '../../lambdas/io/pg';
-import { CliUsageError, EXIT, parseCommandArgs, type CliContext } from './common';
+import { CliUsageError, EXIT, parseCommandArgs, parsePositiveInt, type CliContext } from './common';
 
 /** `tracetrack-migrate cutover | rollback`: thin adapters over lambdas/engine/cutover.ts. */
 
-export const CUTOVER_USAGE = 'tracetrack-migrate cutover | rollback --target URL [--target-schema NAME] [--app-schema NAME] [--run-id ID]';
-
-interface CutoverOptions {
-  client: pg.ClientBase;
-  targetSchema: string;
-  appSchema?: string;
-  runId?: string;
-  lockTimeoutMs?: number;
-}
-interface CutoverModule {
-  cutoverRun(o: CutoverOptions): Promise<{ status: string; runId: string; legacySchema: string; moved: string[] }>;
-  rollbackRun(o: CutoverOptions): Promise<{ status: string; runId: string; legacySchema: string; moved: string[] }>;
-}
-
-const CUTOVER_MODULE = path.join(__dirname, '..', '..', 'lambdas', 'engine', 'cutover');
-
-export function cutoverAvailable(): boolean {
-  return existsSync(`${CUTOVER_MODULE}.ts`) || existsSync(`${CUTOVER_MODULE}.js`);
-}
-
-function loadCutover(): CutoverModule {
-  if (!cutoverAvailable()) throw new CliUsageError('Cutover is not available in this build (lambdas/engine/cutover.ts is missing).');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require(CUTOVER_MODULE) as CutoverModule;
-}
+export const CUTOVER_USAGE = 'tracetrack-migrate cutover | rollback --target URL [--target-schema NAME] [--app-schema NAME] [--run-id ID] [--lock-timeout-ms N]';
 
 const OPTIONS = {
   target: { type: 'string' },
@@ -45,11 +19,10 @@ export async function cutoverCommand(kind: 'cutover' | 'rollback', args: string[
   const url = v.target ?? ctx.env.AWS_DATABASE_URL ?? ctx.env.DATABASE_URL;
   if (!url) throw new CliUsageError(`${kind} needs --target postgres://USER:PASSWORD@HOST:PORT/DB.`);
   const config = parseDatabaseUrl(url, 'target database URL');
-  const lockTimeoutMs = v['lock-timeout-ms'] === undefined ? undefined : Number(v['lock-timeout-ms']);
-  const mod = loadCutover();
+  const lockTimeoutMs = parsePositiveInt(v['lock-timeout-ms'], '--lock-timeout-ms');
   const targetSchema = v['target-schema'] ?? 'tracetrack';
   const result = await withClient(config, (client) =>
-    (kind === 'cutover' ? mod.cutoverRun : mod.rollbackRun)({ client, targetSchema, appSchema: v['app-schema'], runId: v['run-id'], lockTimeoutMs }),
+    (kind === 'cutover' ? cutoverRun : rollbackRun)({ client, targetSchema, appSchema: v['app-schema'], runId: v['run-id'], lockTimeoutMs }),
   { applicationName: `tracetrack-migrate:${kind}` });
   const moved = result.moved.length ? ` Moved: ${result.moved.join(', ')}.` : '';
   ctx.stdout(`${redactUrl(url)}: run ${result.runId} ${result.status} (legacy schema "${result.legacySchema}").${moved}\n`);

@@ -257,7 +257,10 @@ export function renderSummary(output: ReportResult, trace: LocalRunTrace): strin
   const seconds = new Map(trace.steps.map((s) => [s.step, s.seconds]));
   const rows: string[][] = [['table', 'source rows', 'migrated', 'derived', 'rejected', 'seconds']];
   let total = { source: 0, migrated: 0, derived: 0, rejected: 0 };
-  for (const [table, c] of Object.entries(output.tables)) {
+  // Tables in the order the workflow migrated them.
+  const order = trace.steps.map((s) => s.step);
+  const tables = Object.entries(output.tables).sort(([a], [b]) => rank(order, a) - rank(order, b));
+  for (const [table, c] of tables) {
     const derived = c.derived ?? 0;
     const source = c.migrated + c.rejected + derived;
     total = { source: total.source + source, migrated: total.migrated + c.migrated, derived: total.derived + derived, rejected: total.rejected + c.rejected };
@@ -267,4 +270,9 @@ export function renderSummary(output: ReportResult, trace: LocalRunTrace): strin
   const other = ['prepare', 'finalize'].map((k) => seconds.get(k) ?? 0).reduce((a, b) => a + b, 0);
   rows.push(['total', String(total.source), String(total.migrated), String(total.derived), String(total.rejected), (trace.steps.reduce((a, s) => a + s.seconds, 0)).toFixed(2)]);
   return `${padTable(rows, (i) => i > 0)}\n(seconds: time in the table's MigrateStep invocations of this run; prepare + finalize: ${other.toFixed(2)} s)`;
+}
+
+function rank(order: string[], table: string): number {
+  const i = order.indexOf(table);
+  return i < 0 ? order.length : i;
 }

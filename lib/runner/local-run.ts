@@ -131,6 +131,8 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
   for (const [state, handler] of Object.entries(handlers)) {
     bound[state] = (async (event: Record<string, unknown>) => {
       trace.lastTask = state;
+      if (state === TASK_STATES.backupTable) progress.start(`backup ${String(event.table)}`);
+      if (state === TASK_STATES.migrateStep) progress.start(`migrate ${String(event.step)}`);
       const t0 = Date.now();
       const result = (await handler(event)) as Record<string, unknown>;
       const seconds = (Date.now() - t0) / 1000;

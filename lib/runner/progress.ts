@@ -5,6 +5,8 @@
  */
 
 export interface ProgressSink {
+  /** A task invocation for this line begins (the rate counts from the first one). */
+  start(key: string): void;
   /** A step made progress: `key` names the line (e.g. `migrate bag`), `rows` is the total so far. */
   update(key: string, rows: number, extra?: string): void;
   /** The step is finished: its line is printed for good. */
@@ -63,6 +65,9 @@ export function createProgress(options: ProgressOptions): ProgressSink {
   };
 
   return {
+    start(key) {
+      state(key);
+    },
     update(key, rows, extra) {
       const text = line(key, rows, extra);
       if (options.tty) {
@@ -91,4 +96,4 @@ export function createProgress(options: ProgressOptions): ProgressSink {
 }
 
 /** A sink that prints nothing (library use, tests). */
-export const silentProgress: ProgressSink = { update() {}, finish() {}, log() {}, close() {} };
+export const silentProgress: ProgressSink = { start() {}, update() {}, finish() {}, log() {}, close() {} };
