@@ -103,7 +103,7 @@ interface TaskFunctionSpec {
  * No function may delete a backup object.
  */
 export const TASK_FUNCTIONS: Readonly<Record<TaskKey, TaskFunctionSpec>> = {
-  preflight: { memoryMiB: 512, timeout: Duration.minutes(2), secrets: ['source'], bucket: 'read-put' },
+  preflight: { memoryMiB: 512, timeout: Duration.minutes(2), secrets: ['source', 'target'], bucket: 'read-put' },
   backupTable: {
     memoryMiB: 1024,
     timeout: Duration.minutes(15),
@@ -111,8 +111,8 @@ export const TASK_FUNCTIONS: Readonly<Record<TaskKey, TaskFunctionSpec>> = {
     secrets: ['source'],
     bucket: 'read-put',
   },
-  finalizeBackup: { memoryMiB: 512, timeout: Duration.minutes(5), secrets: [], bucket: 'read-put' },
-  analyse: { memoryMiB: 1024, timeout: Duration.minutes(15), secrets: ['source'], bucket: 'read-put' },
+  finalizeBackup: { memoryMiB: 512, timeout: Duration.minutes(5), secrets: ['source'], bucket: 'read-put' },
+  analyse: { memoryMiB: 1024, timeout: Duration.minutes(15), secrets: ['source', 'target'], bucket: 'read-put' },
   createSchema: { memoryMiB: 512, timeout: Duration.minutes(5), secrets: ['target'], bucket: 'read' },
   // 1769 MiB = one full vCPU: password hashing (scrypt N=32768) is CPU-bound.
   migrateStep: {

@@ -52,7 +52,12 @@ export async function resolveDatabaseConfig(role: DatabaseRole, env: NodeJS.Proc
   const arn = env[role === 'source' ? ENV.sourceSecretArn : ENV.targetSecretArn];
   if (url) return parseDatabaseUrl(url, `${role} database URL`);
   if (arn) return readSecretConfig(arn, role);
-  if (role === 'target') return resolveDatabaseConfig('source', env);
+  // Locally the target defaults to the source database (the new tables go into their own schema).
+  // In AWS every function that may touch the target is given TARGET_SECRET_ARN explicitly.
+  if (role === 'target' && env[ENV.sourceUrl]) return resolveDatabaseConfig('source', env);
+  if (role === 'target') {
+    throw new ConnectionConfigError(`No target database configured for this function: set ${ENV.targetSecretArn} (AWS) or ${ENV.targetUrl} (local).`);
+  }
   throw new ConnectionConfigError(
     `No source database configured: set ${ENV.sourceSecretArn} (AWS) or ${ENV.sourceUrl} (local).`,
   );

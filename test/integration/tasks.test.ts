@@ -1,0 +1,213 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { createTestDatabase, withTestClient } from '../support/pg';
+import { startTestS3 } from '../support/s3';
+import { loadFixture } from '../support/engine';
+import { parseDatabaseUrl } from '../../lambdas/io/pg';
+import { hashPasswords } from '../../lambdas/io/password';
+import {
+  analyseTask,
+  createSchemaTask,
+  migrateStepTask,
+  preflightTask,
+  reportTask,
+  verifyTask,
+  type TaskDeps,
+} from '../../lambdas/engine/tasks';
+import { cutoverRun, rollbackRun } from '../../lambdas/engine/cutover';
+import type { RunContext } from '../../lambdas/handlers/contract';
+
+let s3: Awaited<ReturnType<typeof startTestS3>>;
+beforeAll(async () => {
+  s3 = await startTestS3();
+});
+afterAll(async () => {
+  await s3?.stop();
+});
+
+function deps(sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}): TaskDeps {
+  return {
+    source: async () => parseDatabaseUrl(sourceUrl),
+    target: async () => parseDatabaseUrl(targetUrl),
+    s3: s3.s3,
+    bucket: s3.bucket,
+    prefix: '',
+    timeBudgetMs: 60_000,
+    hashPasswords: (p) => hashPasswords(p),
+    ...extra,
+  };
+}
+
+/** The workflow's task sequence without Step Functions (the local runner covers that). */
+async function runTasks(d: TaskDeps, input: Record<string, unknown>): Promise<RunContext> {
+  const { run } = await preflightTask({ input }, d);
+  const analysis = await analyseTask({ run }, d);
+  if (run.dryRun) return run;
+  await createSchemaTask({ run }, d);
+  for (const step of analysis.steps) {
+    let cursor: string | null = null;
+    for (;;) {
+      const r = await migrateStepTask({ run, step, cursor }, d);
+      cursor = r.cursor;
+      if (r.done) break;
+    }
+  }
+  await verifyTask({ run }, d);
+  await reportTask({ run }, d);
+  return run;
+}
+
+/**
+ * Content of every target table. Rehashed passwords are left out (their salt is random), and the
+ * run's own migration time (which fills missing timestamps, and differs per run) reads as 'RUN-TIME'.
+ */
+async function dump(url: string, schema: string, runTime?: string): Promise<Record<string, string>> {
+  return withTestClient(url, async (c) => {
+    const out: Record<string, string> = {};
+    for (const t of ['user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'promotionrequest', 'audit_log']) {
+      const meta = await c.query(`SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 AND column_name <> 'password_hash' ORDER BY ordinal_position`, [schema, t]);
+      const cols = meta.rows.map((r) =>
+        runTime && String(r.data_type).startsWith('timestamp')
+          ? `CASE WHEN "${r.column_name}" = '${runTime}'::timestamp THEN 'RUN-TIME' ELSE "${r.column_name}"::text END AS "${r.column_name}"`
+          : `"${r.column_name}"`,
+      );
+      const r = await c.query(`SELECT md5(string_agg(x::text, '|' ORDER BY x.id)) AS h, count(*)::int AS n FROM (SELECT ${cols.join(', ')} FROM "${schema}"."${t}") x`);
+      out[t] = `${r.rows[0].n}:${r.rows[0].h}`;
+    }
+    return out;
+  });
+}
+
+describe('workflow tasks on a real PostgreSQL and local S3', () => {
+  it('same-database and cross-database paths give the same target, and both verify', async () => {
+    const same = await createTestDatabase();
+    const src = await createTestDatabase();
+    const tgt = await createTestDatabase();
+    await loadFixture(same.url, 'ae');
+    await loadFixture(src.url, 'ae');
+    const r1 = await runTasks(deps(same.url, same.url), { runId: 'same-1', batchSize: 4 });
+    const r2 = await runTasks(deps(src.url, tgt.url), { runId: 'cross-1', batchSize: 4 });
+    expect(r1.crossDatabase).toBe(false);
+    expect(r2.crossDatabase).toBe(true);
+    expect(await dump(tgt.url, 'tracetrack', r2.runTime)).toEqual(await dump(same.url, 'tracetrack', r1.runTime));
+    // The staged copy (it holds legacy plaintext passwords) is gone once the run completed.
+    const staged = await withTestClient(tgt.url, (c) => c.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'tracetrack_source'`));
+    expect(staged.rowCount).toBe(0);
+    // The legacy tables of the target database are untouched; the source database got nothing.
+    const srcSchemas = await withTestClient(src.url, (c) => c.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'tracetrack'`));
+    expect(srcSchemas.rowCount).toBe(0);
+    const run = await withTestClient(tgt.url, (c) => c.query(`SELECT status, verification->>'passed' AS passed FROM tracetrack._migration_run WHERE run_id = 'cross-1'`));
+    expect(run.rows[0]).toEqual({ status: 'completed', passed: 'true' });
+  });
+
+  it('a dry run writes nothing to the target and still refuses an unknown table with rows', async () => {
+    const db = await createTestDatabase();
+    await loadFixture(db.url, 'a');
+    await runTasks(deps(db.url, db.url), { runId: 'dry-1', dryRun: true });
+    const schema = await withTestClient(db.url, (c) => c.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'tracetrack'`));
+    expect(schema.rowCount).toBe(0);
+    await withTestClient(db.url, (c) => c.query(`CREATE TABLE mystery (id int primary key); INSERT INTO mystery VALUES (1)`));
+    await expect(runTasks(deps(db.url, db.url), { runId: 'dry-2', dryRun: true })).rejects.toMatchObject({
+      name: 'PlanError',
+      message: expect.stringContaining('"mystery" has rows'),
+    });
+  });
+
+  it('a second run against the same target is refused while the first holds the lease', async () => {
+    const db = await createTestDatabase();
+    await loadFixture(db.url, 'a');
+    const d = deps(db.url, db.url);
+    const { run } = await preflightTask({ input: { runId: 'first' } }, d);
+    await expect(preflightTask({ input: { runId: 'second' } }, d)).rejects.toMatchObject({
+      name: 'LeaseHeldError',
+      message: expect.stringContaining('Run first is migrating'),
+    });
+    // The first run resumes (same id) and completes; then the second may start.
+    const analysis = await analyseTask({ run }, d);
+    await createSchemaTask({ run }, d);
+    for (const step of analysis.steps) {
+      for (let cursor: string | null = null, done = false; !done; ) {
+        const r = await migrateStepTask({ run, step, cursor }, d);
+        cursor = r.cursor;
+        done = r.done;
+      }
+    }
+    await verifyTask({ run }, d);
+    await reportTask({ run }, d);
+    await expect(preflightTask({ input: { runId: 'second' } }, d)).resolves.toBeTruthy();
+  });
+
+  it('invalid execution input lists every problem at once', async () => {
+    const db = await createTestDatabase();
+    await expect(
+      preflightTask({ input: { runId: 'bad id!', batchSize: 0, tables: ['bags'], colour: 'red' } as never }, deps(db.url, db.url)),
+    ).rejects.toMatchObject({ name: 'InputError', message: expect.stringMatching(/unknown field "colour"[\s\S]*batchSize[\s\S]*"bags"/) });
+  });
+
+  it('cutover moves the tables in one transaction; rollback restores the database exactly; both are idempotent', async () => {
+    const db = await createTestDatabase();
+    await loadFixture(db.url, 'a');
+    const before = await withTestClient(db.url, async (c) => snapshotPublic(c));
+    const run = await runTasks(deps(db.url, db.url), { runId: 'cut-1', batchSize: 5 });
+    const target = await dump(db.url, 'tracetrack');
+    await withTestClient(db.url, async (c) => {
+      const out = await cutoverRun({ client: c, targetSchema: 'tracetrack', runId: run.runId });
+      expect(out.status).toBe('cut-over');
+      expect((await cutoverRun({ client: c, targetSchema: 'tracetrack', runId: run.runId })).status).toBe('already-cut-over');
+      const audit = await c.query(`SELECT action, details FROM public.audit_log WHERE action = 'data_migration'`);
+      expect(JSON.parse(audit.rows[0].details)).toMatchObject({ runId: 'cut-1' });
+      const legacy = await c.query(`SELECT count(*)::int AS n FROM "legacy_cut-1".bag`);
+      expect(legacy.rows[0].n).toBe(17);
+    });
+    // The application's view equals the migrated target (bar the audit row the cutover wrote).
+    const app = await dump(db.url, 'public');
+    expect({ ...app, audit_log: undefined }).toEqual({ ...target, audit_log: undefined });
+    await withTestClient(db.url, async (c) => {
+      expect((await rollbackRun({ client: c, targetSchema: 'tracetrack', runId: run.runId })).status).toBe('rolled-back');
+      expect((await rollbackRun({ client: c, targetSchema: 'tracetrack', runId: run.runId })).status).toBe('not-cut-over');
+      expect(await snapshotPublic(c)).toEqual(before);
+    });
+    expect(await dump(db.url, 'tracetrack')).toEqual(target);
+  });
+
+  it('cutover is refused after a failed verification, and waits for locks a bounded time', async () => {
+    const db = await createTestDatabase();
+    await loadFixture(db.url, 'a');
+    const run = await runTasks(deps(db.url, db.url), { runId: 'cut-2' });
+    await withTestClient(db.url, (c) => c.query(`UPDATE tracetrack._migration_run SET verification = jsonb_set(verification, '{passed}', 'false') WHERE run_id = 'cut-2'`));
+    await withTestClient(db.url, async (c) => {
+      await expect(cutoverRun({ client: c, targetSchema: 'tracetrack', runId: run.runId })).rejects.toMatchObject({ name: 'CutoverError', message: expect.stringContaining('failed verification') });
+      await c.query(`UPDATE tracetrack._migration_run SET verification = jsonb_set(verification, '{passed}', 'true') WHERE run_id = 'cut-2'`);
+    });
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE public.bag IN ACCESS SHARE MODE');
+      const started = Date.now();
+      await withTestClient(db.url, async (c) => {
+        await expect(cutoverRun({ client: c, targetSchema: 'tracetrack', runId: run.runId, lockTimeoutMs: 500 })).rejects.toMatchObject({
+          name: 'CutoverError',
+          message: expect.stringContaining('gave up waiting for a table lock'),
+        });
+      });
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await locker.query('ROLLBACK');
+      await locker.end();
+    }
+    // Nothing moved.
+    const still = await withTestClient(db.url, (c) => c.query(`SELECT count(*)::int AS n FROM public.bag`));
+    expect(still.rows[0].n).toBe(17);
+  });
+});
+
+async function snapshotPublic(c: pg.Client): Promise<Record<string, string>> {
+  const tables = (await c.query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)).rows.map((r) => r.tablename as string);
+  const out: Record<string, string> = {};
+  for (const t of tables) {
+    const r = await c.query(`SELECT md5(COALESCE(string_agg(x::text, '|' ORDER BY x::text), '')) AS h FROM public."${t}" x`);
+    out[t] = r.rows[0].h;
+  }
+  return out;
+}
