@@ -140,8 +140,8 @@ describe('MigrationStack', () => {
       tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes(access)).map((k) => roleIdOf(stack, k)).sort();
     expect(rolesAllowed(template, 'secretsmanager:GetSecretValue', SOURCE)).toEqual(readers('source'));
     expect(rolesAllowed(template, 'secretsmanager:GetSecretValue', TARGET)).toEqual(readers('target'));
-    expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('source'))).toEqual(['preflight', 'backupTable', 'analyse', 'migrateStep', 'verify']);
-    expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('target'))).toEqual(['createSchema', 'migrateStep', 'verify', 'cutover', 'report']);
+    expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('source'))).toEqual(['preflight', 'backupTable', 'finalizeBackup', 'analyse', 'migrateStep', 'verify']);
+    expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('target'))).toEqual(['preflight', 'analyse', 'createSchema', 'migrateStep', 'verify', 'cutover', 'report']);
   });
 
   it('scopes S3 and KMS grants to the backup bucket and key, and never grants a delete', () => {
