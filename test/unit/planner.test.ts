@@ -28,8 +28,8 @@ function table(name: string, columns: ColSpec[], opts: { pk?: string[]; hasRows?
 
 const catalog = (...tables: TableInfo[]): Catalog => ({ schema: 'public', serverVersion: '16.0', tables });
 
-const plan = (c: Catalog, o: { skipTables?: string[]; overrides?: Partial<MappingOverrides>; targetSchema?: string } = {}): Plan =>
-  planMigration(c, { targetSchema: o.targetSchema ?? 'tracetrack', skipTables: o.skipTables, overrides: { ...EMPTY_OVERRIDES, ...o.overrides } });
+const plan = (c: Catalog, o: { skipTables?: readonly string[]; overrides?: Partial<MappingOverrides>; targetSchema?: string } = {}): Plan =>
+  planMigration(c, { targetSchema: o.targetSchema ?? 'tracetrack', skipTables: o.skipTables ? [...o.skipTables] : undefined, overrides: { ...EMPTY_OVERRIDES, ...o.overrides } });
 
 function source(p: Plan, target: string, sourceTable: string): SourcePlan {
   const s = p.tables.find((t) => t.target === target)?.sources.find((x) => x.table === sourceTable);
