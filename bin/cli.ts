@@ -7,7 +7,7 @@ import { main } from '../lib/cli/main';
 // The AWS SDK warns on every start that it will require Node 22 from 2027; that is not the user's concern here.
 process.removeAllListeners('warning');
 process.on('warning', (warning) => {
-  if (warning.name !== 'NodeVersionSupportWarning') process.stderr.write(`${warning.name}: ${warning.message}\n`);
+  if (warning.name !== 'NodeVersionSupportWarning' && !warning.message.startsWith('NodeVersionSupportWarning')) process.stderr.write(`${warning.name}: ${warning.message}\n`);
 });
 const cleanups = new CleanupStack();
 const ctx: CliContext = {
