@@ -383,9 +383,11 @@ export function tablePlan(plan: Plan, target: string): TablePlan | undefined {
 export function renderPlanText(plan: Plan): string {
   const lines: string[] = [];
   lines.push(`Analysis of schema "${plan.sourceSchema}" → target schema "${plan.targetSchema}"`);
-  for (const t of plan.tables) {
-    lines.push('', `${t.target} ← ${t.sources.map((s) => s.table).join(' + ') || '(derived only)'}${t.merged ? '  [ids remapped]' : ''}`);
-    for (const d of plan.decisions.filter((d) => d.target === t.target || d.target.startsWith(`${t.target}.`))) {
+  for (const target of TARGET_ORDER) {
+    const t = plan.tables.find((x) => x.target === target);
+    const from = t ? `${t.sources.map((s) => s.table).join(' + ') || '(derived only)'}${t.merged ? '  [ids remapped]' : ''}` : '(nothing)';
+    lines.push('', `${target} ← ${from}`);
+    for (const d of plan.decisions.filter((d) => d.target === target || d.target.startsWith(`${target}.`))) {
       lines.push(`  ${d.target.padEnd(26)} ${d.source.padEnd(12)} ${d.decision}`);
     }
   }

@@ -234,6 +234,7 @@ function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
       source,
       build: (ctx, params, range) => buildDerivedLinkSelect(derived, source, ctx, params, range),
       filter: `s.${id(derived.parentColumn)} IS NOT NULL`,
+      // (Children that were rejected are skipped by the mapping itself.)
     });
   }
   return units;

@@ -77,9 +77,12 @@ export async function recordRun(
   schema: string,
   run: { runId: string; sourceSchema: string; runTime: string },
 ): Promise<RunRecord> {
+  // The migration time fills missing timestamps. It belongs to the target, not to one run: a later
+  // run into the same target reuses the first run's time, so rows it leaves alone still verify.
   await client.query(
     `INSERT INTO ${qualified(schema, '_migration_run')} (run_id, status, source_schema, run_time, ddl_version)
-     VALUES ($1, 'running', $2, $3::timestamp, $4) ON CONFLICT (run_id) DO NOTHING`,
+     VALUES ($1, 'running', $2, COALESCE((SELECT run_time FROM ${qualified(schema, '_migration_run')} ORDER BY started_at, run_id LIMIT 1), $3::timestamp), $4)
+     ON CONFLICT (run_id) DO NOTHING`,
     [run.runId, run.sourceSchema, run.runTime, TARGET_DDL_VERSION],
   );
   const rec = await readRun(client, schema, run.runId);

@@ -191,8 +191,6 @@ const SHAPES = ['a', 'b', 'c', 'd', 'e', 'ae'] as const;
  * the engine is fixed; then delete both entries.
  */
 const KNOWN_ENGINE_BUGS: Partial<Record<(typeof SHAPES)[number], Record<string, 'rejected'>>> = {
-  // Derived-link candidates of rejected bags (bags 5, 6) are rejected a second time (fixture README decision 6).
-  e: { link: 'rejected' },
 };
 
 async function migrateShape(shape: string, fn: (c: pg.Client, r: Awaited<ReturnType<typeof runEngine>>, v: VerificationResult) => Promise<void>) {
@@ -302,7 +300,7 @@ describe('engine on every source shape', () => {
   // the derived-link step still reads them as candidates and rejects them ("child bag was not migrated
   // (rejected)"), so link.rejected is 9 instead of 7. Fixture README decision 6: candidates come only from
   // migrated bags; a rejected child is covered by its own rejection and not counted again.
-  it.fails('shape e: derived-link candidates are taken only from migrated bags (rejected bags 5, 6 are not rejected again as links)', async () => {
+  it('shape e: derived-link candidates are taken only from migrated bags (rejected bags 5, 6 are not rejected again as links)', async () => {
     await migrateShape('e', async (c, _r, v) => {
       const derived = await c.query(
         `SELECT source_key FROM ${q('_migration_reject')} WHERE run_id = $1 AND source_table = 'bags.parent_bag_id (derived link)' ORDER BY source_key::int`,

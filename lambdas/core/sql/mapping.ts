@@ -365,7 +365,8 @@ export function buildDerivedLinkSelect(
   const parentRaw = plus(`s.${id(link.parentColumn)}::bigint`, offsetOf(ctx, link.parentSource));
   const linkTable = qualified(ctx.targetSchema, 'link');
   const bag = qualified(ctx.targetSchema, 'bag');
-  const where = [`s.${id(link.parentColumn)} IS NOT NULL`, ...rangeWhere(bagSource, range, params)];
+  // Candidates are migrated bags with a parent reference (a rejected child is already accounted for).
+  const where = [`s.${id(link.parentColumn)} IS NOT NULL`, ...rangeWhere(bagSource, range, params), `rc.id IS NOT NULL`];
   // Derived only where no link row of a link table already says so.
   where.push(`NOT EXISTS (SELECT 1 FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.parent_bag_id = ${parentRaw} AND l.id <> ${derivedOffset} + ${childId})`);
   const inner = `SELECT s.${id(link.key)}::bigint AS _key, ${derivedOffset} + ${childId} AS id,
@@ -375,11 +376,10 @@ export function buildDerivedLinkSelect(
   LEFT JOIN ${bag} rp ON rp.id = ${parentRaw}
   WHERE ${where.join(' AND ')}`;
   const problems = `COALESCE(
-    CASE WHEN rc_missing THEN 'child bag was not migrated (rejected)' END,
     CASE WHEN parent_bag_id IS NULL THEN 'parent bag ' || _rp::text || ' does not exist or was rejected' END,
     CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END)`;
   return {
-    text: `SELECT q.*, ${problems} AS _reject FROM (SELECT i.*, i.child_bag_id IS NULL AS rc_missing FROM (\n  ${inner}\n) i) q`,
+    text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n) q`,
     columns: ['id', 'parent_bag_id', 'child_bag_id', 'created_at'],
   };
 }
