@@ -1,5 +1,8 @@
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import * as path from 'node:path';
+import type { StateMachineDefinition } from 'aws-local-stepfunctions';
 import { ENV, TASK_STATES, type ExecutionInput, type ReportResult, type TaskKey } from '../../lambdas/handlers/contract';
 import { resetRuntime } from '../../lambdas/io/runtime';
 import { silentProgress, type ProgressSink } from './progress';
@@ -71,6 +74,55 @@ export type LocalRunOutcome =
   | { readonly ok: false; readonly failure: LocalExecutionFailedError; readonly trace: LocalRunTrace };
 
 type Handler = (event: unknown) => Promise<unknown>;
+
+const ROOT = path.join(__dirname, '..', '..');
+
+function tsFilesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? tsFilesUnder(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []))
+    .sort();
+}
+
+/**
+ * Hash of everything the synthesized definition can depend on: the stack and workflow sources
+ * (all of lib/ and lambdas/, conservatively), cdk.json and the installed aws-cdk-lib version.
+ */
+export function definitionSourceHash(root = ROOT): string {
+  const hash = createHash('sha256');
+  const files = [...tsFilesUnder(path.join(root, 'lib')), ...tsFilesUnder(path.join(root, 'lambdas')), path.join(root, 'cdk.json'), path.join(root, 'node_modules', 'aws-cdk-lib', 'package.json')];
+  for (const file of files) {
+    hash.update(path.relative(root, file)).update('\0');
+    hash.update(existsSync(file) ? readFileSync(file) : '').update('\0');
+  }
+  return hash.digest('hex').slice(0, 32);
+}
+
+/**
+ * `synthesizeDefinition()`, cached on disk by {@link definitionSourceHash}: synthesizing the stack costs
+ * seconds of CPU, and the definition changes only when the sources do. The cache is per user
+ * ($XDG_CACHE_HOME or ~/.cache); TRACETRACK_DEFINITION_CACHE=off disables it.
+ */
+export function loadDefinition(env: NodeJS.ProcessEnv = process.env): StateMachineDefinition {
+  if (env.TRACETRACK_DEFINITION_CACHE === 'off') return synthesizeDefinition();
+  const dir = path.join(env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'tracetrack-migrate');
+  const file = path.join(dir, `definition-${definitionSourceHash()}.json`);
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as StateMachineDefinition;
+  } catch {
+    // not cached yet (or unreadable): synthesize
+  }
+  const definition = synthesizeDefinition();
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(definition), { mode: 0o600 });
+    renameSync(tmp, file);
+  } catch {
+    // a read-only home: run without the cache
+  }
+  return definition;
+}
 
 /** Loads the `handler` of every task module present; a missing module (a task not written yet) fails when it is reached. */
 export function loadTaskHandlers(dir = HANDLERS_DIR): Record<string, Handler> {
@@ -166,7 +218,7 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
     }) as LocalTaskHandler;
   }
 
-  const definition = synthesizeDefinition();
+  const definition = loadDefinition();
   const restoreEnv = withEnv({
     [ENV.sourceUrl]: options.sourceUrl,
     [ENV.targetUrl]: options.targetUrl ?? options.sourceUrl,
