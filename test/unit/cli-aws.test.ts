@@ -4,6 +4,7 @@ import {
   RedriveExecutionCommand,
   SFNClient,
   StartExecutionCommand,
+  type HistoryEvent,
 } from '@aws-sdk/client-sfn';
 import { mockClient } from 'aws-sdk-client-mock';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -34,10 +35,11 @@ function context() {
 
 const noSleep = { sleep: async () => undefined };
 
-const exited = (id: number, name: string, output: unknown) => ({
+const exited = (id: number, name: string, output: unknown): HistoryEvent => ({
   id, type: 'TaskStateExited', timestamp: new Date(), stateExitedEventDetails: { name, output: JSON.stringify(output) },
 });
-const entered = (id: number, name: string) => ({ id, type: 'TaskStateEntered', timestamp: new Date(), stateEnteredEventDetails: { name } });
+const entered = (id: number, name: string): HistoryEvent => ({ id, type: 'TaskStateEntered', timestamp: new Date(), stateEnteredEventDetails: { name } });
+const event = (id: number, type: HistoryEvent['type'], extra: Partial<HistoryEvent> = {}): HistoryEvent => ({ id, type, timestamp: new Date(), ...extra });
 
 beforeEach(() => sfnMock.reset());
 
@@ -85,7 +87,7 @@ describe('tracetrack-migrate start', () => {
     sfnMock.on(StartExecutionCommand).resolves({ executionArn: EXEC });
     sfnMock.on(DescribeExecutionCommand).resolves({ executionArn: EXEC, status: 'FAILED', error: 'PlanError', cause: 'table "mystery" has rows and maps to nothing' });
     sfnMock.on(GetExecutionHistoryCommand).resolves({
-      events: [entered(1, 'Preflight'), exited(2, 'Preflight', {}), entered(3, 'Analyse'), { id: 4, type: 'TaskFailed', timestamp: new Date(), taskFailedEventDetails: { error: 'PlanError' } }, { id: 5, type: 'ExecutionFailed', timestamp: new Date() }],
+      events: [entered(1, 'Preflight'), exited(2, 'Preflight', {}), entered(3, 'Analyse'), event(4, 'TaskFailed', { taskFailedEventDetails: { resourceType: 'lambda', resource: 'invoke', error: 'PlanError' } }), event(5, 'ExecutionFailed')],
     });
     const code = await startCommand(['--state-machine-arn', SM, '--wait', '--poll-seconds', '0'], ctx, noSleep);
     expect(code).toBe(1);
@@ -130,11 +132,11 @@ describe('tracetrack-migrate status', () => {
 describe('tracetrack-migrate redrive', () => {
   it('redrives and, with --wait, prints only what happened after the redrive', async () => {
     const { ctx, out } = context();
-    const before = [entered(1, 'MigrateStep'), exited(2, 'MigrateStep', { step: 'user', migrated: 5, rejected: 0, done: true, cursor: null }), { id: 3, type: 'ExecutionFailed', timestamp: new Date() }];
+    const before = [entered(1, 'MigrateStep'), exited(2, 'MigrateStep', { step: 'user', migrated: 5, rejected: 0, done: true, cursor: null }), event(3, 'ExecutionFailed')];
     sfnMock
       .on(GetExecutionHistoryCommand)
       .resolvesOnce({ events: before })
-      .resolves({ events: [...before, { id: 4, type: 'ExecutionRedriven', timestamp: new Date() }, exited(5, 'MigrateStep', { step: 'bag', migrated: 7, rejected: 0, done: true, cursor: null })] });
+      .resolves({ events: [...before, event(4, 'ExecutionRedriven'), exited(5, 'MigrateStep', { step: 'bag', migrated: 7, rejected: 0, done: true, cursor: null })] });
     sfnMock.on(RedriveExecutionCommand).resolves({ redriveDate: new Date('2026-01-02T00:00:00Z') });
     sfnMock.on(DescribeExecutionCommand).resolves({ executionArn: EXEC, status: 'SUCCEEDED', output: '{}' });
     expect(await redriveCommand(['--execution-arn', EXEC, '--wait', '--poll-seconds', '0'], ctx, noSleep)).toBe(0);
