@@ -110,6 +110,15 @@ export async function runMigrateStep(o: StepOptions, step: string): Promise<Step
   return migrateTable(o, table);
 }
 
+/**
+ * Per-transaction settings of a batch: memory for its joins and sorts, and an asynchronous commit.
+ * The latter is safe here: a crash can lose only whole recent batches together with their
+ * checkpoints (one transaction), which the rerun then does again.
+ */
+export async function tuneBatchTransaction(client: pg.ClientBase): Promise<void> {
+  await client.query(`SELECT set_config('work_mem', '256MB', true), set_config('synchronous_commit', 'off', true), set_config('maintenance_work_mem', '512MB', true)`);
+}
+
 // ---------------------------------------------------------------- prepare
 
 async function maxKey(client: pg.ClientBase, schema: string, source: SourcePlan): Promise<number> {
@@ -133,6 +142,7 @@ async function prepare(o: StepOptions): Promise<StepResult> {
   const started = Date.now();
   const stats: Record<string, unknown> = {};
   await withTransaction(client, async () => {
+    await tuneBatchTransaction(client);
     if (!(await claimCheckpoint(client, schema, run.runId, 'prepare', STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null }))) return;
     const offsetTable = qualified(schema, '_migration_id_offset');
     for (const table of plan.tables) {
@@ -291,7 +301,8 @@ async function migrateUnit(
   for (;;) {
     const last = await lastCheckpoint(client, schema, run.runId, step, unit.label);
     if (last?.batchNo === COMPLETE) return { done: true, cursor: null };
-    if (outOfTime(o)) return { done: false, cursor: `${step}:${unit.label}:${last?.keyHi ?? ''}` };
+    // At least one batch per invocation, however small the budget: progress is guaranteed.
+    if (totals.batches > 0 && outOfTime(o)) return { done: false, cursor: `${step}:${unit.label}:${last?.keyHi ?? ''}` };
     const batchNo = (last?.batchNo ?? 0) + 1;
     let range: KeyRange | null = null;
     if (unit.source.key) {
@@ -311,6 +322,7 @@ async function migrateUnit(
     let counts: { migrated: number; rejected: number; already: number };
     try {
       counts = await withTransaction(client, async () => {
+        await tuneBatchTransaction(client);
         if (!(await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo, keyLo: range?.lo ?? null, keyHi: range?.hi ?? null }))) {
           return { migrated: 0, rejected: 0, already: -1 };
         }
@@ -371,9 +383,10 @@ async function finalize(o: StepOptions): Promise<StepResult> {
   const schema = run.targetSchema;
   let batches = 0;
   for (const table of TARGET_ORDER) {
-    if (outOfTime(o)) return { done: false, cursor: `finalize:${table}`, migrated: 0, rejected: 0, batches };
+    if (batches > 0 && outOfTime(o)) return { done: false, cursor: `finalize:${table}`, migrated: 0, rejected: 0, batches };
     const started = Date.now();
     await withTransaction(client, async () => {
+      await tuneBatchTransaction(client);
       if (!(await claimCheckpoint(client, schema, run.runId, 'finalize', table, { batchNo: 1, keyLo: null, keyHi: null }))) return;
       for (const sql of renderPostLoad(schema, table as TargetTable)) await client.query(sql);
       await client.query(renderResetSequence(schema, table as TargetTable));

@@ -55,7 +55,7 @@ export async function runStageStep(o: StageOptions): Promise<StepResult> {
     for (;;) {
       const last = await lastCheckpoint(target, schema, run.runId, STEP, name);
       if (last?.batchNo === COMPLETE) break;
-      if (Date.now() >= o.deadline) return { done: false, cursor: `stage:${name}:${last?.keyHi ?? ''}`, migrated: copied, rejected: 0, batches };
+      if (batches > 0 && Date.now() >= o.deadline) return { done: false, cursor: `stage:${name}:${last?.keyHi ?? ''}`, migrated: copied, rejected: 0, batches };
       const batchNo = (last?.batchNo ?? 0) + 1;
       let lo: number | null = null;
       let hi: number | null = null;

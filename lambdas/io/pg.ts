@@ -31,8 +31,9 @@ export function parseDatabaseUrl(url: string, label = 'database URL'): DatabaseC
   try {
     parsed = new URL(url);
   } catch {
+    // Not echoed: an unparseable string may hold a password anywhere in it.
     throw new ConnectionConfigError(
-      `The ${label} is not a valid URL (${redactUrl(url)}). Expected postgres://USER:PASSWORD@HOST:PORT/DATABASE.`,
+      `The ${label} is not a valid URL (not shown, it may contain a password). Expected postgres://USER:PASSWORD@HOST:PORT/DATABASE, with special characters in the password percent-encoded.`,
     );
   }
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
@@ -95,8 +96,9 @@ export function parseRdsSecret(secretString: string, label: string): DatabaseCon
   };
 }
 
+/** Masks the password of a URL: everything between the user name and the LAST '@' of the authority. */
 export function redactUrl(url: string): string {
-  return url.replace(/(\/\/[^:/@]*:)[^@]*@/, '$1***@');
+  return url.replace(/(\/\/[^:/@]*:)[^/]*@/, '$1***@');
 }
 
 export function describeDatabase(config: DatabaseConfig): string {
@@ -161,6 +163,10 @@ export async function withClient<T>(
   const client = await connect(config, options);
   try {
     return await fn(client);
+  } catch (err) {
+    // Anything the driver throws mid-task (a terminated connection between batches, say) becomes a
+    // named error, so Step Functions retries what is transient and fails fast on the rest.
+    throw toMigrationError(err, `Working on ${describeDatabase(config)}`, config);
   } finally {
     await client.end().catch(() => undefined);
   }

@@ -248,7 +248,7 @@ describe('faults', () => {
   // PRODUCT BUG (lambdas/engine/tasks.ts migrateStepTask / lambdas/engine/migrate.ts migrateUnit): only the batch
   // transaction classifies driver errors; a connection lost at any other query of the step escapes as a raw pg error
   // (name "error"), which the state machine does not retry.
-  it.fails('a connection terminated between two batches also fails with the retryable TransientDatabaseError', async () => {
+  it('a connection terminated between two batches also fails with the retryable TransientDatabaseError', async () => {
     // Deterministic: the kill runs synchronously (a child process) right after a batch commits, so the
     // next query of the step (reading the checkpoint, outside the batch transaction) finds the connection gone.
     const db = await createTestDatabase('fkill2');
@@ -316,7 +316,7 @@ describe('faults', () => {
   // PRODUCT BUG (lambdas/engine/migrate.ts migrateUnit/finalize): the deadline is checked before the first batch of
   // an invocation, so a budget spent before it (here 0 ms) returns done:false with 0 batches forever (backupTable
   // guarantees one part per call; the migration step does not).
-  it.fails('a time budget smaller than one batch still makes progress (at least one batch per invocation)', async () => {
+  it('a time budget smaller than one batch still makes progress (at least one batch per invocation)', async () => {
     const db = await createTestDatabase('fbudget0');
     await loadBigShapeA(db.url, 2_000);
     const d = deps(db.url, db.url, { timeBudgetMs: 0 });

@@ -392,7 +392,7 @@ export function derivedSourceName(link: DerivedLinkPlan): string {
 function rejectRowJson(sourceSchema: string, source: SourcePlan): string {
   const strip = SECRET_COLUMNS.map((c) => ` - ${lit(c)}`).join('');
   if (!source.key) return `NULL::jsonb`;
-  return `(SELECT to_jsonb(x)${strip} FROM ${qualified(sourceSchema, source.table)} x WHERE x.${id(source.key)}::bigint = m._key LIMIT 1)`;
+  return `(SELECT to_jsonb(x)${strip} FROM ${qualified(sourceSchema, source.table)} x WHERE x.${id(source.key)} = m._key LIMIT 1)`;
 }
 
 function conflictReason(target: TargetTable, schema: string): string {
@@ -435,14 +435,16 @@ export function buildBatchInsert(options: BatchInsertOptions, params: Params): S
   const run = params.add(options.runId);
   const label = params.add(options.sourceLabel);
   const rowJson = options.source ? rejectRowJson(options.sourceSchema, options.source) : 'NULL::jsonb';
+  // Tables with unique keys: conflicting rows are skipped (ON CONFLICT) and rejected with the key's
+  // name; the lowest id wins. Tables without: a plain insert (ids already present are filtered out).
+  const unique = UNIQUE_KEYS[target].length > 0;
   const text = `WITH m AS MATERIALIZED (${mapping.text}),
 pre AS (SELECT m.id FROM m JOIN ${targetTable} t ON t.id = m.id),
 ins AS (
   INSERT INTO ${targetTable} (${cols})
   SELECT ${mapping.columns.map((c) => `m.${id(c)}`).join(', ')} FROM m
   WHERE m._reject IS NULL AND NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = m.id)
-  ORDER BY m.id
-  ON CONFLICT DO NOTHING
+  ${unique ? 'ORDER BY m.id ON CONFLICT DO NOTHING' : ''}
   RETURNING ${returning}
 ),
 rej AS (
