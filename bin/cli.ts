@@ -10,16 +10,17 @@ process.on('warning', (warning) => {
   if (warning.name !== 'NodeVersionSupportWarning' && !warning.message.startsWith('NodeVersionSupportWarning')) process.stderr.write(`${warning.name}: ${warning.message}\n`);
 });
 const cleanups = new CleanupStack();
+let interrupted = false;
+// After an interrupt, what the command still prints (its connections failing as things stop) is noise.
 const ctx: CliContext = {
-  stdout: (text) => process.stdout.write(text),
-  stderr: (text) => process.stderr.write(text),
+  stdout: (text) => void (interrupted || process.stdout.write(text)),
+  stderr: (text) => void (interrupted || process.stderr.write(text)),
   env: process.env,
   tty: process.stdout.isTTY === true,
   cwd: process.cwd(),
   cleanups,
 };
 
-let interrupted = false;
 const onSignal = (signal: NodeJS.Signals) => {
   if (interrupted) process.exit(EXIT.interrupted);
   interrupted = true;

@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { connect as tcpConnect } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -100,6 +101,37 @@ describe('tracetrack-migrate (CLI, e2e)', () => {
     const report = JSON.parse(readFileSync(path.join(work, 'demo-report.json'), 'utf8')) as { status: string };
     expect(report.status).toBe('completed');
     expect(Date.now() - started).toBeLessThan(60_000);
+  });
+
+  it('on SIGINT, stops the embedded PostgreSQL it started and exits 130', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bin', 'cli.ts'), 'run', '--demo', '--scale', '0.05', '--backup-dir', path.join(work, 'sigint-s3')], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += String(d)));
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout.on('data', (d) => {
+        stdout += String(d);
+        const m = /^Run .*127\.0\.0\.1:(\d+)\//m.exec(stdout);
+        if (m) resolve(Number(m[1]));
+      });
+      child.on('exit', () => reject(new Error(`exited before the run started:\n${stdout}\n${stderr}`)));
+    });
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code).toBe(130);
+    expect(stderr).toContain('SIGINT');
+    expect(stderr).not.toContain('tracetrack-local');
+    const refused = await new Promise<boolean>((resolve) => {
+      const socket = tcpConnect({ host: '127.0.0.1', port }, () => {
+        socket.destroy();
+        resolve(false);
+      });
+      socket.on('error', () => resolve(true));
+    });
+    expect(refused).toBe(true);
   });
 
   describe('on the shape-A fixture', () => {
