@@ -229,6 +229,23 @@ describe('tracetrack-migrate (CLI, e2e)', () => {
     });
   });
 
+  it('migrates into another database with --target; the source database gets no target schema', async () => {
+    const source = await createTestDatabase('cli_src');
+    const target = await createTestDatabase('cli_dst');
+    try {
+      await loadFixture(source.url, 'shape-a.sql');
+      const r = await cli(['run', '--source', source.url, '--target', target.url, '--backup-dir', path.join(work, 'xdb-s3')]);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      assertNoSecrets(r, target.url);
+      expect(await count(target.url, 'SELECT count(*) AS n FROM tracetrack.bag')).toBe(expectA.targets.bag!.migrated);
+      expect(await count(source.url, `SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'tracetrack'`)).toBe(0);
+    } finally {
+      await source.drop();
+      await target.drop();
+    }
+  });
+
   describe('on a source with an unknown table', () => {
     let db: Awaited<ReturnType<typeof createTestDatabase>>;
     beforeAll(async () => {
