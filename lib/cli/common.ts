@@ -121,7 +121,8 @@ export function urlSecrets(...urls: (string | undefined)[]): string[] {
 
 /** Text safe to print: URLs redacted, known secrets replaced by ***. */
 export function scrubText(text: string, secrets: readonly string[] = []): string {
-  let out = text.replace(/postgres(?:ql)?:\/\/[^\s'"]+/g, (m) => redactUrl(m));
+  // The usage examples' literal placeholder `USER:PASSWORD@` is not a secret.
+  let out = text.replace(/postgres(?:ql)?:\/\/[^\s'"]+/g, (m) => (m.includes('://USER:PASSWORD@') ? m : redactUrl(m)));
   for (const s of secrets) out = out.split(s).join('***');
   return out;
 }
