@@ -110,32 +110,41 @@ async function verifyTable(o: VerifyOptions, table: TablePlan, ctx: MappingConte
   let derived = 0;
   const spans: string[] = [];
   for (const unit of unitsFor(o.plan, table, ctx)) {
-    // 1. Counts: every source row is in the target or in the reject store, never both, never neither.
+    // One pass over the mapped source per unit, per key range:
+    // 1. counts: every source row is in the target or in the reject store, never both, never neither;
+    // 2. content: a hash of every migrated row's mapped columns, compared with the target's below.
     const params = new Params();
     params.add(run.runTime, 'timestamp');
     const mapping = unit.mapping(params);
     const runP = params.add(run.runId);
     const labelP = params.add(unit.label);
     const redundantExpr = unit.kind === 'derived' ? redundantLinkExpr(o.plan, unit, ctx) : 'FALSE';
-    const counts = await client.query(
-      `WITH m AS MATERIALIZED (${mapping.text})
-       SELECT count(*)::bigint AS rows,
+    const columns = mapping.columns.filter((col) => !isSaltedColumn(unit.source, col));
+    const kept = `m._reject IS NULL AND r.source_key IS NULL`;
+    const lost = `t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr})`;
+    const pass = await client.query(
+      `WITH m AS (${mapping.text})
+       SELECT floor(m._key / ${width})::bigint AS bucket,
+              count(*)::bigint AS rows,
               count(t.id)::bigint AS migrated,
               count(r.source_key)::bigint AS rejected,
-              count(*) FILTER (WHERE t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr}))::bigint AS missing,
+              count(*) FILTER (WHERE ${lost})::bigint AS missing,
               count(*) FILTER (WHERE t.id IS NULL AND r.source_key IS NULL AND (${redundantExpr}))::bigint AS redundant,
               count(*) FILTER (WHERE t.id IS NOT NULL AND r.source_key IS NOT NULL)::bigint AS both,
-              (array_agg(m._key ORDER BY m._key) FILTER (WHERE t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr})))[1:${SAMPLE}] AS sample
+              (array_agg(m._key ORDER BY m._key) FILTER (WHERE ${lost}))[1:${SAMPLE}] AS sample,
+              count(*) FILTER (WHERE ${kept})::bigint AS hash_rows,
+              COALESCE(sum(${rowHashExpr('m', table.target, columns)}) FILTER (WHERE ${kept}), 0)::text AS hash
          FROM m
          LEFT JOIN ${target} t ON t.id = m.id
-         LEFT JOIN ${reject} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._key::text`,
+         LEFT JOIN ${reject} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._key::text
+        GROUP BY 1`,
       params.values,
     );
-    const row = counts.rows[0];
+    const sum = (k: string) => pass.rows.reduce((a, row) => a + Number(row[k]), 0);
     const c: SourceCounts & { redundant: number } = {
-      rows: Number(row.rows), migrated: Number(row.migrated), rejected: Number(row.rejected),
-      missing: Number(row.missing), both: Number(row.both), redundant: Number(row.redundant),
-      missingSample: (row.sample ?? []).map(Number),
+      rows: sum('rows'), migrated: sum('migrated'), rejected: sum('rejected'),
+      missing: sum('missing'), both: sum('both'), redundant: sum('redundant'),
+      missingSample: pass.rows.flatMap((row) => (row.sample ?? []).map(Number)).sort((a, b) => a - b).slice(0, SAMPLE),
     };
     sources[unit.label] = { ...c, kind: unit.kind };
     push(countsCheck(table.target, unit.label, c, unit.kind));
@@ -143,24 +152,9 @@ async function verifyTable(o: VerifyOptions, table: TablePlan, ctx: MappingConte
     else migrated += c.migrated;
     rejected += c.rejected;
 
-    // 2. Content: a hash of every migrated row's mapped columns, mapped source vs target, per key range.
-    const columns = mapping.columns.filter((col) => !isSaltedColumn(unit.source, col));
     const span = await keySpan(client, ctx.sourceSchema, unit.source);
     if (span) spans.push(`(t.id > ${unit.offset + span.min - 1} AND t.id <= ${unit.offset + span.max})`);
-    const p2 = new Params();
-    p2.add(run.runTime, 'timestamp');
-    const m2 = unit.mapping(p2);
-    const run2 = p2.add(run.runId);
-    const label2 = p2.add(unit.label);
-    const src = await client.query(
-      `WITH m AS (${m2.text})
-       SELECT floor(m._key / ${width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('m', table.target, columns)})::text AS hash
-         FROM m
-        WHERE m._reject IS NULL
-          AND NOT EXISTS (SELECT 1 FROM ${reject} r WHERE r.run_id = ${run2} AND r.source_table = ${label2} AND r.source_key = m._key::text)
-        GROUP BY 1`,
-      p2.values,
-    );
+    const src = { rows: pass.rows.filter((row) => Number(row.hash_rows) > 0).map((row) => ({ bucket: row.bucket, rows: row.hash_rows, hash: row.hash })) };
     const tgt = span
       ? await client.query(
           `SELECT floor((t.id - ${unit.offset}) / ${width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, columns)})::text AS hash
@@ -358,20 +352,23 @@ async function readinessReport(client: pg.ClientBase, run: EngineRun): Promise<R
   const usersNotVerified = await list('verified IS NOT TRUE');
   const dispatchersWithoutArea = await list(`role = 'dispatcher' AND (dispatch_area IS NULL OR btrim(dispatch_area) = '')`);
   const rej = qualified(run.targetSchema, '_migration_reject');
+  // Keys compared as integers (an index lookup per reject), never as text against every bag.
   const bagsWithRejectedParentLink = (
     await client.query(
-      `SELECT DISTINCT b.id FROM ${rej} r JOIN ${qualified(run.targetSchema, 'bag')} b ON b.id::text = CASE WHEN r.source_table LIKE '%(derived link)' THEN r.source_key END
-        WHERE r.run_id = $1 AND r.target_table = 'link' ORDER BY 1 LIMIT 200`,
+      `WITH k AS (SELECT DISTINCT source_key::bigint AS id FROM ${rej}
+                   WHERE run_id = $1 AND target_table = 'link' AND source_table LIKE '%(derived link)' AND source_key ~ '^[0-9]{1,18}$')
+       SELECT b.id FROM k JOIN ${qualified(run.targetSchema, 'bag')} b ON b.id = k.id ORDER BY 1 LIMIT 200`,
       [run.runId],
     )
   ).rows.map((r) => Number(r.id));
   const billsWithRejectedBags = (
     await client.query(
-      `SELECT DISTINCT (r.row_data ->> 'bill_id')::text AS bill FROM ${rej} r WHERE r.run_id = $1 AND r.target_table = 'bill_bag' AND r.row_data ? 'bill_id'
-          AND EXISTS (SELECT 1 FROM ${qualified(run.targetSchema, 'bill')} b WHERE b.id::text = r.row_data ->> 'bill_id') ORDER BY 1 LIMIT 200`,
+      `WITH k AS (SELECT DISTINCT (row_data ->> 'bill_id')::bigint AS id FROM ${rej}
+                   WHERE run_id = $1 AND target_table = 'bill_bag' AND (row_data ->> 'bill_id') ~ '^[0-9]{1,18}$')
+       SELECT b.id FROM k JOIN ${qualified(run.targetSchema, 'bill')} b ON b.id = k.id ORDER BY 1 LIMIT 200`,
       [run.runId],
     )
-  ).rows.map((r) => Number(r.bill));
+  ).rows.map((r) => Number(r.id));
   return {
     usersNeedingPasswordReset,
     usersNotVerified,
