@@ -60,7 +60,7 @@ export interface TaskDeps {
   readonly log?: (line: string) => void;
 }
 
-export const DEFAULT_BATCH_SIZE = 50_000;
+export const DEFAULT_BATCH_SIZE = 200_000;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_$ -]{0,62}$/;
 
 /** Validates the execution input; every problem is reported at once. */
