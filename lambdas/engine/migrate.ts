@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { MigrationBatchError, MigrationError } from '../core/errors';
+import { MigrationBatchError, MigrationError, PlanError } from '../core/errors';
 import type { Plan, SourcePlan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN, type TargetTable } from '../core/rules';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
@@ -191,6 +191,15 @@ async function prepare(o: StepOptions): Promise<StepResult> {
          WHERE rn > 1`,
       );
       stats.qrRenamed = r.rowCount ?? 0;
+      if (stats.qrRenamed) {
+        // A renamed code that is another bag's code would collide on the unique QR index: refuse, naming it.
+        const clash = await client.query(
+          `WITH u AS (${union}) SELECT r.qr_id FROM ${qualified(schema, '_mig_qr_rename')} r WHERE EXISTS (SELECT 1 FROM u WHERE u.folded = r.qr_id) ORDER BY 1 LIMIT 5`,
+        );
+        if (clash.rows.length) {
+          throw new PlanError(`Renaming duplicate QR codes would produce codes that other bags already have: ${clash.rows.map((x) => x.qr_id).join(', ')}. Fix those QR codes in the source (or map them in a mapping file) and rerun.`);
+        }
+      }
       if (bag.sources.some((s) => !s.impliedBagType)) await computeBagRoles(client, plan, ctx);
     }
   });
@@ -227,6 +236,8 @@ interface SourceUnit {
   readonly build: (ctx: MappingContext, params: Params, range: KeyRange | null, passwords: PasswordHashes | null) => { text: string; columns: string[] };
   /** Only rows of the source table matching this are read (derived links: rows with a parent). */
   readonly filter?: string;
+  /** False: unique-key collisions were ruled out before the batch (see BatchInsertOptions.mayConflict). */
+  readonly mayConflict?: boolean;
 }
 
 function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
@@ -234,6 +245,8 @@ function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
     label: source.table,
     source,
     build: (ctx, params, range, passwords) => buildMappingSelect(table, source, ctx, params, range, passwords),
+    // Bag QR codes cannot collide: `prepare` renamed every duplicate and refused renamed codes that clash.
+    ...(table.target === 'bag' ? { mayConflict: false } : {}),
   }));
   const bag = plan.tables.find((t) => t.target === 'bag');
   for (const derived of table.derivedLinks) {
@@ -244,6 +257,8 @@ function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
       source,
       build: (ctx, params, range) => buildDerivedLinkSelect(derived, source, ctx, params, range),
       filter: `s.${id(derived.parentColumn)} IS NOT NULL`,
+      // One derived link per child, and a child linked elsewhere is rejected by the mapping itself.
+      mayConflict: false,
       // (Children that were rejected are skipped by the mapping itself.)
     });
   }
@@ -330,7 +345,10 @@ async function migrateUnit(
         params.add(run.runTime, 'timestamp');
         const mapping = unit.build(ctx, params, range, passwords);
         const q = buildBatchInsert(
-          { runId: run.runId, target: table.target, sourceLabel: unit.label, mapping, sourceSchema: readSchema, targetSchema: schema, source: unit.source },
+          {
+            runId: run.runId, target: table.target, sourceLabel: unit.label, mapping, sourceSchema: readSchema, targetSchema: schema, source: unit.source,
+            ...(unit.mayConflict === false ? { mayConflict: false } : {}),
+          },
           params,
         );
         const r = await client.query(q.text, q.values);

@@ -370,13 +370,15 @@ export function buildDerivedLinkSelect(
   // Derived only where no link row of a link table already says so.
   where.push(`NOT EXISTS (SELECT 1 FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.parent_bag_id = ${parentRaw} AND l.id <> ${derivedOffset} + ${childId})`);
   const inner = `SELECT s.${id(link.key)}::bigint AS _key, ${derivedOffset} + ${childId} AS id,
-    rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, $1::timestamp AS created_at, ${parentRaw} AS _rp
+    rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, $1::timestamp AS created_at, ${parentRaw} AS _rp,
+    (SELECT l.parent_bag_id FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.id <> ${derivedOffset} + ${childId} LIMIT 1) AS _other_parent
   FROM ${fromClause(bagSource, ctx)}
   LEFT JOIN ${bag} rc ON rc.id = ${childId}
   LEFT JOIN ${bag} rp ON rp.id = ${parentRaw}
   WHERE ${where.join(' AND ')}`;
   const problems = `COALESCE(
     CASE WHEN parent_bag_id IS NULL THEN 'parent bag ' || _rp::text || ' does not exist or was rejected' END,
+    CASE WHEN _other_parent IS NOT NULL THEN 'child already linked to another parent (bag ' || _other_parent::text || ', by a link row)' END,
     CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END)`;
   return {
     text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n) q`,
@@ -420,6 +422,12 @@ export interface BatchInsertOptions {
   readonly sourceSchema: string;
   readonly targetSchema: string;
   readonly source: SourcePlan | null;
+  /**
+   * Whether rows of this batch can collide on a unique key (then ON CONFLICT skips and rejects them).
+   * False where the collisions were ruled out before (bag QR codes in `prepare`, derived links by their
+   * own check): a plain insert is markedly faster. Default: the table has unique keys.
+   */
+  readonly mayConflict?: boolean;
 }
 
 /**
@@ -437,7 +445,7 @@ export function buildBatchInsert(options: BatchInsertOptions, params: Params): S
   const rowJson = options.source ? rejectRowJson(options.sourceSchema, options.source) : 'NULL::jsonb';
   // Tables with unique keys: conflicting rows are skipped (ON CONFLICT) and rejected with the key's
   // name; the lowest id wins. Tables without: a plain insert (ids already present are filtered out).
-  const unique = UNIQUE_KEYS[target].length > 0;
+  const unique = options.mayConflict ?? UNIQUE_KEYS[target].length > 0;
   const text = `WITH m AS MATERIALIZED (${mapping.text}),
 pre AS (SELECT m.id FROM m JOIN ${targetTable} t ON t.id = m.id),
 ins AS (
