@@ -19,7 +19,7 @@ import {
 } from '../core/sql/mapping';
 import { renderCreateTables, renderPostLoad, renderResetSequence } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
-import { claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
+import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
 
 /** What every migration step needs to know about its run. */
 export interface EngineRun {
@@ -97,7 +97,14 @@ async function stepIsDone(o: StepOptions, step: string): Promise<boolean> {
 
 async function markStepDone(o: StepOptions, step: string, extra: Record<string, unknown> = {}): Promise<void> {
   await claimCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null });
-  await recordStep(o.client, o.run.targetSchema, o.run.runId, `migrate:${step}`, { status: 'done', finishedAt: new Date().toISOString(), ...extra });
+  // The step's record in the run: counts and seconds per source, summed from its checkpoints.
+  const sources = (await checkpointTotals(o.client, o.run.targetSchema, o.run.runId))
+    .filter((t) => t.step === step && t.source !== STEP_DONE_SOURCE)
+    .map(({ source, batches, migrated, rejected, already, seconds }) => ({ source, batches, migrated, rejected, already, seconds }));
+  await recordStep(o.client, o.run.targetSchema, o.run.runId, `migrate:${step}`, {
+    status: 'done', finishedAt: new Date().toISOString(), sources,
+    seconds: sources.reduce((a, x) => a + x.seconds, 0), ...extra,
+  });
 }
 
 /** Runs one workflow migration step (`prepare`, a target table, or `finalize`) until done or out of time. */

@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import type { Readiness } from '../../lambdas/core/verify';
 import * as path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { parseMappingFile } from '../../lambdas/core/mapping-file';
@@ -192,8 +193,9 @@ async function runAgainst(ctx: CliContext, flags: RunFlags, sourceUrl: string, t
 
 async function reportSuccess(ctx: CliContext, flags: RunFlags, store: BackupStore, output: ReportResult, trace: LocalRunTrace): Promise<number> {
   const reportText = await readObjectText(store.s3, store.bucket, output.reportKey);
-  const report = reportText ? (JSON.parse(reportText) as { status?: string; sources?: Record<string, { rows: number | null }> }) : null;
+  const report = reportText ? (JSON.parse(reportText) as { status?: string; sources?: Record<string, { rows: number | null }>; readiness?: Readiness | null }) : null;
   ctx.stdout(`\n${renderSummary(output, trace)}\n\n`);
+  if (report?.readiness) ctx.stdout(`${renderReadiness(report.readiness)}\n`);
   ctx.stdout(`Run ${output.runId}: ${output.status} in ${trace.seconds.toFixed(1)} s.\n`);
   ctx.stdout(`Backup: ${store.describe(`runs/${output.runId}/backup/`)}\n`);
   ctx.stdout(`Report: ${store.describe(output.reportKey)}\n`);
@@ -204,6 +206,21 @@ async function reportSuccess(ctx: CliContext, flags: RunFlags, store: BackupStor
   }
   if (flags.input.cutover) ctx.stdout(`Cut over: the new tables are in the application schema; undo with: tracetrack-migrate rollback --run-id ${output.runId}\n`);
   return output.status === 'completed' || report?.status === 'completed' ? EXIT.ok : EXIT.failed;
+}
+
+/** The application readiness report (shown before any cutover): who cannot log in, what lost a link. Never a hash. */
+export function renderReadiness(r: Readiness): string {
+  const users = (list: { id: number; username: string }[]) =>
+    list.length ? `: ${list.slice(0, 10).map((u) => `${u.id} ${JSON.stringify(u.username)}`).join(', ')}${list.length > 10 ? ', …' : ''}` : '';
+  const ids = (list: number[]) => (list.length ? `: ${list.slice(0, 10).join(', ')}${list.length > 10 ? ', …' : ''}` : '');
+  return [
+    'Application readiness:',
+    `  users needing a password reset   ${r.counts.usersNeedingPasswordReset}${users(r.usersNeedingPasswordReset)}`,
+    `  users not verified (no login)    ${r.counts.usersNotVerified}${users(r.usersNotVerified)}`,
+    `  dispatchers without an area     ${r.counts.dispatchersWithoutArea}${users(r.dispatchersWithoutArea)}`,
+    `  bags whose parent link was rejected ${r.counts.bagsWithRejectedParentLink}${ids(r.bagsWithRejectedParentLink)}`,
+    `  bills with rejected bags         ${r.counts.billsWithRejectedBags}${ids(r.billsWithRejectedBags)}`,
+  ].join('\n');
 }
 
 /** What to do after a failure, by the error's name (the state machine's vocabulary). */
