@@ -9,7 +9,7 @@
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../../lib/runner/embedded-postgres';
@@ -39,6 +39,8 @@ const rate = (rows: number, s: number) => (s > 0 ? `${Math.round(rows / s / 1000
 
 interface CliRun {
   label: string;
+  loadBefore: number;
+  loadAfter: number;
   exitCode: number;
   wall: number;
   peakRssMb: number;
@@ -64,6 +66,8 @@ async function runCli(label: string, cliArgs: string[], checkpointUrl: string, r
   const backupDir = mkdtempSync(path.join(tmpdir(), `tracetrack-bench-backup-`));
   const args = ['-v', process.execPath, '--import', 'tsx', 'bin/cli.ts', 'run', ...cliArgs, '--backup-dir', backupDir, '--report', reportFile, '--batch-size', String(batchSize), '--run-id', runId];
   log(`${label}: node --import tsx bin/cli.ts run ${cliArgs.map((a) => a.replace(/:[^:@/]+@/, ':***@')).join(' ')} --backup-dir <tmp> --report <tmp> --batch-size ${batchSize} --run-id ${runId}`);
+  const load = loadavg()[0]!;
+  log(`${label}: load average (1 min) before: ${load.toFixed(2)}`);
   const t0 = process.hrtime.bigint();
   const child = spawn('/usr/bin/time', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } });
   const lines: { t: number; text: string }[] = [];
@@ -82,6 +86,7 @@ async function runCli(label: string, cliArgs: string[], checkpointUrl: string, r
   child.stderr.on('data', (d) => (stderr += String(d)));
   const exitCode: number = await new Promise((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
   const wall = secondsSince(t0);
+  const loadAfter = loadavg()[0]!;
   if (buf) lines.push({ t: wall, text: buf });
   const rssKb = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1] ?? NaN);
   const cliStderr = stderr.split(/\n\s*Command being timed:/)[0] ?? '';
@@ -172,6 +177,8 @@ async function runCli(label: string, cliArgs: string[], checkpointUrl: string, r
   rmSync(backupDir, { recursive: true, force: true });
   return {
     label,
+    loadBefore: load,
+    loadAfter,
     exitCode,
     wall,
     peakRssMb: rssKb / 1024,
@@ -367,7 +374,7 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   L.push(`Shape A from lib/runner/demo-seed.ts at scale ${o.scale}: ${Object.entries(o.seed.rows).map(([k, v]) => `${v.toLocaleString('en-US')} ${k}`).join(', ')} (seeded in ${f1(o.seed.seconds)} s, not counted). Migration: \`node --import tsx bin/cli.ts run --source URL [--target URL2] --backup-dir TMP --report FILE --batch-size ${o.batchSize}\`, local time budget (5 s per invocation).`, '');
   L.push('## Ratios to the floor', '');
   L.push(table([['measure', 'seconds', 'floor s', 'ratio', 'target', ''], ...o.ratios.map((r) => [r.what, f1(r.value), f1(r.floor), f2(r.ratio), `≤ ${r.target}`, ok(r.ratio, r.target)]), ['peak RSS of the Node process (max of both runs)', `${Math.round(o.peakRssMb)} MB`, '', '', '≤ 300 MB', ok(o.peakRssMb, 300)]]));
-  L.push('', `Whole runs (wall, incl. preflight/analyse/report and Node start): in place ${f1(inPlace.wall)} s (backup ${f1(inPlace.backup.phase)}, migrate ${f1(inPlace.migrate.total)}, verify ${f1(inPlace.verify)}), cross-database ${f1(cross.wall)} s (backup ${f1(cross.backup.phase)}, migrate ${f1(cross.migrate.total)}, verify ${f1(cross.verify)}). Peak RSS: in place ${Math.round(inPlace.peakRssMb)} MB, cross-database ${Math.round(cross.peakRssMb)} MB. Exit codes ${inPlace.exitCode} / ${cross.exitCode}.`, '');
+  L.push('', `Whole runs (wall, incl. preflight/analyse/report and Node start): in place ${f1(inPlace.wall)} s (backup ${f1(inPlace.backup.phase)}, migrate ${f1(inPlace.migrate.total)}, verify ${f1(inPlace.verify)}), cross-database ${f1(cross.wall)} s (backup ${f1(cross.backup.phase)}, migrate ${f1(cross.migrate.total)}, verify ${f1(cross.verify)}). Peak RSS: in place ${Math.round(inPlace.peakRssMb)} MB, cross-database ${Math.round(cross.peakRssMb)} MB. Exit codes ${inPlace.exitCode} / ${cross.exitCode}. 1-minute load average before/after: in place ${f2(inPlace.loadBefore)}/${f2(inPlace.loadAfter)}, cross-database ${f2(cross.loadBefore)}/${f2(cross.loadAfter)} (2 CPUs; other engineers' test runs share this machine, so a load above ~1 means the bench competed for CPU).`, '');
   L.push('How each figure is taken: *migrate* = CreateSchema task + the "total" of the CLI summary (time inside every MigrateStep invocation: prepare, [stage,] tables, finalize); *backup* = wall from the Preflight line to "FinalizeBackup done" (two tables at a time, as the workflow does); *verify* = the Verify task ("Verify done (s)"). The INSERT…SELECT floor includes creating the keyed tables, every table\'s secondary indexes + FKs + ANALYZE, and the sequences; the backup floor is the faster of sequential and two-at-a-time.', '');
 
   L.push('## Migrate, per table (in place)', '');

@@ -90,10 +90,11 @@ export const FLOOR_TABLES: FloorTable[] = [
     source: 'scan',
     columns: 'id, "timestamp", parent_bag_id, child_bag_id, user_id',
     select: (s, f) =>
+      // LEFT JOINs, not `IS NULL OR EXISTS` (which PostgreSQL runs as a per-row subplan).
       `SELECT sc.id, COALESCE(sc.created_at, ${NOW}), sc.parent_id, sc.child_id, u.id
          FROM ${s}.scan sc LEFT JOIN ${f}."user" u ON u.id = sc.scanner_id
-        WHERE (sc.parent_id IS NULL OR EXISTS (SELECT 1 FROM ${f}.bag p WHERE p.id = sc.parent_id))
-          AND (sc.child_id IS NULL OR EXISTS (SELECT 1 FROM ${f}.bag c WHERE c.id = sc.child_id))`,
+              LEFT JOIN ${f}.bag p ON p.id = sc.parent_id LEFT JOIN ${f}.bag c ON c.id = sc.child_id
+        WHERE (sc.parent_id IS NULL OR p.id IS NOT NULL) AND (sc.child_id IS NULL OR c.id IS NOT NULL)`,
   },
 ];
 
