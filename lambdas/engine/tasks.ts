@@ -68,7 +68,7 @@ export function resolveExecutionInput(input: unknown, fallbackRunId: () => strin
   const raw = (input ?? {}) as Record<string, unknown>;
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
-  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema'];
+  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup'];
   for (const k of Object.keys(raw)) if (!known.includes(k)) problems.push(`unknown field "${k}" (allowed: ${known.join(', ')})`);
   const str = (k: string, def: string) => {
     const v = raw[k];
@@ -113,6 +113,7 @@ export function resolveExecutionInput(input: unknown, fallbackRunId: () => strin
     batchSize,
     cutover: bool('cutover'),
     dryRun: bool('dryRun'),
+    legacyJsonBackup: bool('legacyJsonBackup'),
     mappingKey,
     prefix: `runs/${runId}/`,
   };

@@ -21,6 +21,8 @@ export interface ExecutionInput {
   readonly mappingKey?: string;
   /** Application schema the cutover moves the new tables into (default `public`). */
   readonly appSchema?: string;
+  /** Also write the seed's single-file JSON backup (`rds_backup_YYYYMMDD_HHMMSS.json`), streamed. */
+  readonly legacyJsonBackup?: boolean;
 }
 
 /** The run as every task after Preflight sees it: resolved defaults, no secrets. */
@@ -41,6 +43,7 @@ export interface RunContext {
   readonly prefix: string;
   /** Source and target are different databases: the source tables are first staged with COPY. */
   readonly crossDatabase: boolean;
+  readonly legacyJsonBackup?: boolean;
 }
 
 /** A resumable unit of work returns a cursor until it is done. `cursor` is opaque to the workflow. */
@@ -60,7 +63,7 @@ export interface BackupTableEvent { readonly run: RunContext; readonly table: st
 export type BackupTableResult = StepProgress & { readonly table: string; readonly rows: number };
 
 export interface RunEvent { readonly run: RunContext }
-export interface FinalizeBackupResult { readonly manifestKey: string; readonly tables: number; readonly rows: number }
+export interface FinalizeBackupResult { readonly manifestKey: string; readonly tables: number; readonly rows: number; readonly legacyJsonKey?: string }
 
 export interface AnalyseResult {
   readonly planKey: string;

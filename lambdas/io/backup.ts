@@ -229,6 +229,15 @@ export interface BackupTableProgress {
  * when it has none), within a time budget. Resumable and idempotent: a part whose record exists in
  * S3 is never uploaded again, and a finished table returns `done` at once.
  */
+function parseOrNull<T>(parse: () => T): T | null {
+  try {
+    return parse();
+  } catch (err) {
+    if (err instanceof BackupError) return null;
+    throw err;
+  }
+}
+
 export async function backupTable(options: BackupTableOptions): Promise<BackupTableProgress> {
   const { s3, bucket, prefix, runId, table } = options;
   assertRunId(runId);
@@ -237,10 +246,10 @@ export async function backupTable(options: BackupTableOptions): Promise<BackupTa
     throw new InputError(`partRows must be a positive integer (got ${partRows}).`);
   }
   const finished = await readObjectText(s3, bucket, tableRecordKey(prefix, runId, table.name));
-  if (finished !== null) {
-    const record = parseTableRecord(finished, tableRecordKey(prefix, runId, table.name));
-    return { done: true, cursor: null, rows: record.rows, partsWritten: 0 };
-  }
+  // A record that does not parse was torn by a crash while it was written (a local store has no
+  // atomic PUT): it is treated as missing and written again from the parts, never as fatal.
+  const finishedRecord = finished === null ? null : parseOrNull(() => parseTableRecord(finished, tableRecordKey(prefix, runId, table.name)));
+  if (finishedRecord) return { done: true, cursor: null, rows: finishedRecord.rows, partsWritten: 0 };
 
   const splitKey = resolveSplitKey(table);
   let { part, after, rows } = parseBackupCursor(options.cursor, table.name);
@@ -248,9 +257,10 @@ export async function backupTable(options: BackupTableOptions): Promise<BackupTa
   for (;;) {
     const recordKey = partRecordKey(prefix, runId, table.name, part);
     const existing = await readObjectText(s3, bucket, recordKey);
+    const parsed = existing === null ? null : parseOrNull(() => parsePartRecord(existing, recordKey));
     let record: BackupPartRecord;
-    if (existing !== null) {
-      record = parsePartRecord(existing, recordKey);
+    if (parsed) {
+      record = parsed;
     } else {
       if (partsWritten > 0 && Date.now() >= options.deadlineMs) {
         return { done: false, cursor: renderBackupCursor({ part, after, rows }), rows, partsWritten };
