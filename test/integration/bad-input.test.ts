@@ -4,19 +4,10 @@ import { randomBytes } from 'node:crypto';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { adminQuery, createTestDatabase, withTestClient } from '../support/pg';
 import { startTestS3 } from '../support/s3';
+import { runTasks, taskDeps } from '../support/tasks';
 import { loadFixture } from '../support/engine';
 import { parseDatabaseUrl } from '../../lambdas/io/pg';
-import { hashPasswords } from '../../lambdas/io/password';
-import {
-  analyseTask,
-  createSchemaTask,
-  migrateStepTask,
-  preflightTask,
-  reportTask,
-  verifyTask,
-  type TaskDeps,
-} from '../../lambdas/engine/tasks';
-import type { RunContext } from '../../lambdas/handlers/contract';
+import { analyseTask, preflightTask, type TaskDeps } from '../../lambdas/engine/tasks';
 import type { Plan } from '../../lambdas/core/planner';
 
 /**
@@ -32,35 +23,7 @@ afterAll(async () => {
   await s3?.stop();
 });
 
-function deps(sourceUrl: string, targetUrl = sourceUrl, extra: Partial<TaskDeps> = {}): TaskDeps {
-  return {
-    source: async () => parseDatabaseUrl(sourceUrl),
-    target: async () => parseDatabaseUrl(targetUrl),
-    s3: s3.s3,
-    bucket: s3.bucket,
-    prefix: '',
-    timeBudgetMs: 600_000,
-    hashPasswords: (p) => hashPasswords(p),
-    ...extra,
-  };
-}
-
-async function runTasks(d: TaskDeps, input: Record<string, unknown>): Promise<RunContext> {
-  const { run } = await preflightTask({ input }, d);
-  const analysis = await analyseTask({ run }, d);
-  await createSchemaTask({ run }, d);
-  for (const step of analysis.steps) {
-    let cursor: string | null = null;
-    for (;;) {
-      const r = await migrateStepTask({ run, step, cursor }, d);
-      cursor = r.cursor;
-      if (r.done) break;
-    }
-  }
-  await verifyTask({ run }, d);
-  await reportTask({ run }, d);
-  return run;
-}
+const deps = (sourceUrl: string, targetUrl = sourceUrl, extra: Partial<TaskDeps> = {}) => taskDeps(s3, sourceUrl, targetUrl, extra);
 
 async function schemaExists(url: string, schema = 'tracetrack'): Promise<boolean> {
   return withTestClient(url, async (c) => (await c.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).rowCount === 1);

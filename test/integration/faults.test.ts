@@ -9,9 +9,8 @@ import pg from 'pg';
 import { S3Client } from '@aws-sdk/client-s3';
 import { createTestDatabase, withTestClient } from '../support/pg';
 import { startTestS3 } from '../support/s3';
+import { runStepToEnd, runTasks, targetDump, taskDeps } from '../support/tasks';
 import { loadFixture } from '../support/engine';
-import { parseDatabaseUrl } from '../../lambdas/io/pg';
-import { hashPasswords } from '../../lambdas/io/password';
 import { backupTable, finalizeBackup, listObjectKeys } from '../../lambdas/io/backup';
 import { readTableInfo } from '../../lambdas/io/catalog';
 import { restoreTables } from '../../lambdas/io/restore';
@@ -43,58 +42,8 @@ afterAll(async () => {
   await s3?.stop();
 });
 
-function deps(sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}): TaskDeps {
-  return {
-    source: async () => parseDatabaseUrl(sourceUrl),
-    target: async () => parseDatabaseUrl(targetUrl),
-    s3: s3.s3,
-    bucket: s3.bucket,
-    prefix: '',
-    timeBudgetMs: 600_000,
-    hashPasswords: (p) => hashPasswords(p),
-    ...extra,
-  };
-}
-
-async function runStepToEnd(run: RunContext, step: string, d: TaskDeps, cursor: string | null = null): Promise<number> {
-  let invocations = 0;
-  for (;;) {
-    invocations += 1;
-    const r = await migrateStepTask({ run, step, cursor }, d);
-    cursor = r.cursor;
-    if (r.done) return invocations;
-    if (invocations > 100_000) throw new Error(`step ${step} makes no progress`);
-  }
-}
-
-/** The workflow's task sequence without Step Functions. */
-async function runTasks(d: TaskDeps, input: Record<string, unknown>): Promise<RunContext> {
-  const { run } = await preflightTask({ input }, d);
-  const analysis = await analyseTask({ run }, d);
-  await createSchemaTask({ run }, d);
-  for (const step of analysis.steps) await runStepToEnd(run, step, d);
-  await verifyTask({ run }, d);
-  await reportTask({ run }, d);
-  return run;
-}
-
-/** Content of every target table; rehashed passwords left out, the run's migration time normalised. */
-async function dump(url: string, runTime: string, schema = 'tracetrack'): Promise<Record<string, string>> {
-  return withTestClient(url, async (c) => {
-    const out: Record<string, string> = {};
-    for (const t of ['user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'promotionrequest', 'audit_log']) {
-      const meta = await c.query(`SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 AND column_name <> 'password_hash' ORDER BY ordinal_position`, [schema, t]);
-      const cols = meta.rows.map((r) =>
-        String(r.data_type).startsWith('timestamp')
-          ? `CASE WHEN "${r.column_name}" = '${runTime}'::timestamp THEN 'RUN-TIME' ELSE "${r.column_name}"::text END AS "${r.column_name}"`
-          : `"${r.column_name}"`,
-      );
-      const r = await c.query(`SELECT md5(string_agg(x::text, '|' ORDER BY x.id)) AS h, count(*)::int AS n FROM (SELECT ${cols.join(', ')} FROM "${schema}"."${t}") x`);
-      out[t] = `${r.rows[0].n}:${r.rows[0].h}`;
-    }
-    return out;
-  });
-}
+const deps = (sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}) => taskDeps(s3, sourceUrl, targetUrl, extra);
+const dump = (url: string, runTime: string, schema = 'tracetrack') => targetDump(url, schema, runTime);
 
 /** The reject store of a run: count and content (without the run id and time). */
 async function rejects(url: string, runId: string): Promise<{ n: number; h: string }> {

@@ -2,9 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createTestDatabase, withTestClient } from '../support/pg';
 import { startTestS3 } from '../support/s3';
+import { runTasks, targetDump, taskDeps } from '../support/tasks';
 import { loadFixture } from '../support/engine';
-import { parseDatabaseUrl } from '../../lambdas/io/pg';
-import { hashPasswords } from '../../lambdas/io/password';
 import {
   analyseTask,
   createSchemaTask,
@@ -15,7 +14,6 @@ import {
   type TaskDeps,
 } from '../../lambdas/engine/tasks';
 import { cutoverRun, rollbackRun } from '../../lambdas/engine/cutover';
-import type { RunContext } from '../../lambdas/handlers/contract';
 
 let s3: Awaited<ReturnType<typeof startTestS3>>;
 beforeAll(async () => {
@@ -25,58 +23,8 @@ afterAll(async () => {
   await s3?.stop();
 });
 
-function deps(sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}): TaskDeps {
-  return {
-    source: async () => parseDatabaseUrl(sourceUrl),
-    target: async () => parseDatabaseUrl(targetUrl),
-    s3: s3.s3,
-    bucket: s3.bucket,
-    prefix: '',
-    timeBudgetMs: 60_000,
-    hashPasswords: (p) => hashPasswords(p),
-    ...extra,
-  };
-}
-
-/** The workflow's task sequence without Step Functions (the local runner covers that). */
-async function runTasks(d: TaskDeps, input: Record<string, unknown>): Promise<RunContext> {
-  const { run } = await preflightTask({ input }, d);
-  const analysis = await analyseTask({ run }, d);
-  if (run.dryRun) return run;
-  await createSchemaTask({ run }, d);
-  for (const step of analysis.steps) {
-    let cursor: string | null = null;
-    for (;;) {
-      const r = await migrateStepTask({ run, step, cursor }, d);
-      cursor = r.cursor;
-      if (r.done) break;
-    }
-  }
-  await verifyTask({ run }, d);
-  await reportTask({ run }, d);
-  return run;
-}
-
-/**
- * Content of every target table. Rehashed passwords are left out (their salt is random), and the
- * run's own migration time (which fills missing timestamps, and differs per run) reads as 'RUN-TIME'.
- */
-async function dump(url: string, schema: string, runTime?: string): Promise<Record<string, string>> {
-  return withTestClient(url, async (c) => {
-    const out: Record<string, string> = {};
-    for (const t of ['user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'promotionrequest', 'audit_log']) {
-      const meta = await c.query(`SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 AND column_name <> 'password_hash' ORDER BY ordinal_position`, [schema, t]);
-      const cols = meta.rows.map((r) =>
-        runTime && String(r.data_type).startsWith('timestamp')
-          ? `CASE WHEN "${r.column_name}" = '${runTime}'::timestamp THEN 'RUN-TIME' ELSE "${r.column_name}"::text END AS "${r.column_name}"`
-          : `"${r.column_name}"`,
-      );
-      const r = await c.query(`SELECT md5(string_agg(x::text, '|' ORDER BY x.id)) AS h, count(*)::int AS n FROM (SELECT ${cols.join(', ')} FROM "${schema}"."${t}") x`);
-      out[t] = `${r.rows[0].n}:${r.rows[0].h}`;
-    }
-    return out;
-  });
-}
+const deps = (sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}) => taskDeps(s3, sourceUrl, targetUrl, extra);
+const dump = targetDump;
 
 describe('workflow tasks on a real PostgreSQL and local S3', () => {
   it('same-database and cross-database paths give the same target, and both verify', async () => {
