@@ -53,6 +53,9 @@ export const TASK_RETRIES: readonly sfn.RetryProps[] = [
   },
 ];
 
+/** Upper bound of every task: the Lambda maximum (resumable tasks return long before it). */
+export const TASK_TIMEOUT = Duration.minutes(15);
+
 /** Parallel table backups (each holds one source connection and one S3 upload). */
 export const BACKUP_MAX_CONCURRENCY = 2;
 /** Migration steps run one at a time: they are in foreign-key order. */
@@ -110,6 +113,9 @@ export class MigrationWorkflow extends Construct {
         retryOnServiceExceptions: false,
         payload: sfn.TaskInput.fromObject(payload),
         resultPath,
+        // As long as a Lambda may run. Set explicitly: a Task state without TimeoutSeconds means
+        // "unbounded" in AWS but 60 s in the local runner, and both must behave the same.
+        taskTimeout: sfn.Timeout.duration(TASK_TIMEOUT),
       });
       for (const retry of TASK_RETRIES) task.addRetry(retry);
       return task;

@@ -237,7 +237,14 @@ describe('the workflow states', () => {
       ResultPath: '$.progress',
       Next: 'IsStepMigrated',
       Retry: retries,
+      TimeoutSeconds: 900,
     });
+  });
+
+  it('every task is bounded by the Lambda maximum (the local runner would otherwise stop it after 60 s)', () => {
+    for (const task of Object.values(stack.workflow.tasks)) {
+      expect(stack.resolve(task.toStateJson())).toMatchObject({ TimeoutSeconds: 900 });
+    }
   });
 
   it('no task catches errors: a failure fails the execution, which can be redriven', () => {
