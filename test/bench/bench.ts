@@ -294,7 +294,11 @@ async function main() {
     log('floor 1a: INSERT … SELECT into schema floor, then secondary indexes and FKs');
     const insertFloor = await insertSelectFloor(client, sourceRows);
     for (const x of insertFloor.tables) log(`  ${x.table}: ${x.rows} rows, load ${f2(x.loadSeconds)} s + indexes/FKs ${f2(x.postLoadSeconds)} s`);
-    log(`  total ${f2(insertFloor.total)} s`);
+    log(`  total ${f2(insertFloor.total)} s (1-minute load average now ${loadavg()[0]!.toFixed(2)})`);
+    if (process.argv.includes('--floor-only')) {
+      await client.end();
+      return;
+    }
 
     // 1b. COPY | gzip floor.
     log(`floor 1b: COPY TO STDOUT | ${m.gzip} > /dev/null`);
@@ -421,8 +425,8 @@ function summarize(base: Base, inPlace: CliRun, cross: CliRun) {
 }
 
 function table(rows: string[][]): string {
-  const head = `| ${rows[0]!.join(' | ')} |\n|${rows[0]!.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`;
-  return [head, ...rows.slice(1).map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  const head = `| ${rows[0]!.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |\n|${rows[0]!.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`;
+  return [head, ...rows.slice(1).map((r) => `| ${r.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`)].join('\n');
 }
 
 function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
