@@ -152,7 +152,7 @@ export async function checkPasswordWerkzeug(hash: string, plain: string): Promis
  * on the libuv thread pool, 4 threads unless UV_THREADPOOL_SIZE says otherwise; each needs 32 MiB).
  * The result is in input order.
  */
-export async function hashPasswords(values: readonly string[], concurrency = 4): Promise<string[]> {
+export async function hashPasswords(values: readonly string[], concurrency = 2): Promise<string[]> {
   const limit = Math.max(1, Math.floor(concurrency));
   const out = new Array<string>(values.length);
   let next = 0;

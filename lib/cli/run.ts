@@ -199,6 +199,8 @@ async function reportSuccess(ctx: CliContext, flags: RunFlags, store: BackupStor
   ctx.stdout(`\n${renderSummary(output, trace)}\n\n`);
   if (report?.readiness) ctx.stdout(`${renderReadiness(report.readiness)}\n`);
   ctx.stdout(`Run ${output.runId}: ${output.status} in ${trace.seconds.toFixed(1)} s.\n`);
+  // getrusage(RUSAGE_SELF): this process alone (not the PostgreSQL or synth child processes).
+  ctx.stdout(`Peak memory of this process: ${Math.round(process.resourceUsage().maxRSS / 1024)} MB\n`);
   ctx.stdout(`Backup: ${store.describe(`runs/${output.runId}/backup/`)}\n`);
   ctx.stdout(`Report: ${store.describe(output.reportKey)}\n`);
   if (flags.reportFile) {

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -6,7 +7,7 @@ import type { StateMachineDefinition } from 'aws-local-stepfunctions';
 import { ENV, TASK_STATES, type ExecutionInput, type ReportResult, type TaskKey } from '../../lambdas/handlers/contract';
 import { resetRuntime } from '../../lambdas/io/runtime';
 import { silentProgress, type ProgressSink } from './progress';
-import { LocalExecutionFailedError, runLocally, synthesizeDefinition, type LocalTaskHandler } from './state-machine';
+import { LocalExecutionFailedError, runLocally, type LocalTaskHandler } from './state-machine';
 
 /**
  * The local runner: the deployed workflow definition (synthesized from the CDK stack) executed
@@ -104,7 +105,7 @@ export function definitionSourceHash(root = ROOT): string {
  * ($XDG_CACHE_HOME or ~/.cache); TRACETRACK_DEFINITION_CACHE=off disables it.
  */
 export function loadDefinition(env: NodeJS.ProcessEnv = process.env): StateMachineDefinition {
-  if (env.TRACETRACK_DEFINITION_CACHE === 'off') return synthesizeDefinition();
+  if (env.TRACETRACK_DEFINITION_CACHE === 'off') return synthesizeInChild();
   const dir = path.join(env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'tracetrack-migrate');
   const file = path.join(dir, `definition-${definitionSourceHash()}.json`);
   try {
@@ -112,7 +113,7 @@ export function loadDefinition(env: NodeJS.ProcessEnv = process.env): StateMachi
   } catch {
     // not cached yet (or unreadable): synthesize
   }
-  const definition = synthesizeDefinition();
+  const definition = synthesizeInChild();
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const tmp = `${file}.${process.pid}.tmp`;
@@ -122,6 +123,16 @@ export function loadDefinition(env: NodeJS.ProcessEnv = process.env): StateMachi
     // a read-only home: run without the cache
   }
   return definition;
+}
+
+/** Synthesizes the definition in a child process, so this process never loads aws-cdk-lib (memory). */
+function synthesizeInChild(): StateMachineDefinition {
+  const script = path.join(__dirname, 'synthesize.ts');
+  const out = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  if (out.status !== 0) {
+    throw new Error(`Synthesizing the workflow definition failed (exit ${out.status}): ${out.stderr.trim().split('\n').slice(-5).join(' | ')}`);
+  }
+  return JSON.parse(out.stdout) as StateMachineDefinition;
 }
 
 /** Loads the `handler` of every task module present; a missing module (a task not written yet) fails when it is reached. */

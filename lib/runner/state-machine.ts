@@ -1,18 +1,14 @@
 import './polyfills';
-import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { App } from 'aws-cdk-lib';
 import { ExecutionError, StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
 import { TASK_STATES } from '../../lambdas/handlers/contract';
-import { MigrationStack } from '../migration-stack';
 
 /**
  * Runs the deployed workflow definition in-process: the definition is taken from the synthesized
  * CloudFormation template, so the machine tested locally is the machine deployed.
  */
 
-const FAKE_ACCOUNT = '123456789012';
-const FAKE_REGION = 'us-east-1';
+export const FAKE_ACCOUNT = '123456789012';
+export const FAKE_REGION = 'us-east-1';
 const PSEUDO_PARAMETERS: Record<string, string> = {
   'AWS::Partition': 'aws',
   'AWS::Region': FAKE_REGION,
@@ -59,28 +55,12 @@ export function extractDefinition(template: object): StateMachineDefinition {
   return JSON.parse(resolveIntrinsic(definitionString)) as StateMachineDefinition;
 }
 
-let cachedDefinition: StateMachineDefinition | undefined;
-
-/** Synthesizes the migration stack in memory (no bundling, placeholder secrets) and returns its definition. Cached. */
-export function synthesizeDefinition(): StateMachineDefinition {
-  if (cachedDefinition) return cachedDefinition;
-  // The feature flags of cdk.json, so that the definition is rendered as `cdk synth` renders it.
-  const cdkJson = JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'cdk.json'), 'utf8')) as { context?: object };
-  const app = new App({ context: { ...cdkJson.context, 'aws:cdk:bundling-stacks': [] } });
-  const stack = new MigrationStack(app, 'LocalDefinition', {
-    sourceSecretArn: `arn:aws:secretsmanager:${FAKE_REGION}:${FAKE_ACCOUNT}:secret:local-source-AbCdEf`,
-  });
-  const template = app.synth().getStackByName(stack.stackName).template as object;
-  cachedDefinition = extractDefinition(template);
-  return cachedDefinition;
-}
-
 /** One task's local implementation: receives the task's payload, returns the handler's result. */
 export type LocalTaskHandler = (event: never) => Promise<unknown>;
 
 export interface RunLocallyOptions {
   /** @default synthesizeDefinition() */
-  readonly definition?: StateMachineDefinition;
+  readonly definition: StateMachineDefinition;
   readonly input: unknown;
   /** Keyed by task state name (TASK_STATES values); every task state of the definition needs one. */
   readonly handlers: Readonly<Record<string, LocalTaskHandler>>;
@@ -130,7 +110,7 @@ const TASK_STATE_NAMES = new Set<string>(Object.values(TASK_STATES));
  * `name` against the definition's Retry lists, as Lambda's `errorType` is in AWS.
  */
 export async function runLocally(options: RunLocallyOptions): Promise<LocalRunResult> {
-  const definition = options.definition ?? synthesizeDefinition();
+  const definition = options.definition;
   const taskStates = collectTaskStates(definition);
   const missing = taskStates.filter((name) => !options.handlers[name]);
   if (missing.length > 0) throw new Error(`runLocally: no handler for task state(s) ${missing.join(', ')}.`);

@@ -89,7 +89,9 @@ async function runCli(label: string, cliArgs: string[], checkpointUrl: string, r
   const wall = secondsSince(t0);
   const loadAfter = loadavg()[0]!;
   if (buf) lines.push({ t: wall, text: buf });
-  const rssKb = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1] ?? NaN);
+  // The CLI's own getrusage figure (this process only); /usr/bin/time -v would also count child processes.
+  const ownMb = lines.map((l) => /Peak memory of this process: (\d+) MB/.exec(l.text)?.[1]).find((m) => m !== undefined);
+  const rssKb = ownMb !== undefined ? Number(ownMb) * 1024 : Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1] ?? NaN);
   const cliStderr = stderr.split(/\n\s*Command being timed:/)[0] ?? '';
   if (exitCode !== 0) log(`${label}: exit ${exitCode}\n${cliStderr.slice(-3000)}`);
 

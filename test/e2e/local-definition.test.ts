@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { MappingError, TransientDatabaseError } from '../../lambdas/core/errors';
 import type { ExecutionInput, RunContext } from '../../lambdas/handlers/contract';
 import { TASK_STATES } from '../../lambdas/handlers/contract';
-import { LocalExecutionFailedError, runLocally, synthesizeDefinition } from '../../lib/runner/state-machine';
+import { LocalExecutionFailedError, runLocally } from '../../lib/runner/state-machine';
+import { synthesizeDefinition } from '../../lib/runner/synthesize';
 
 /**
  * The definition taken from the synthesized template, run with fake in-process handlers (no database):
@@ -81,7 +82,7 @@ describe('the workflow definition, run locally', () => {
 
   it('runs the tasks in order, loops backup and migrate until done, and outputs the report', async () => {
     const { handlers, calls } = fakeHandlers({ backupPasses: { bag: 3 }, stepPasses: { user: 2 } });
-    const result = await runLocally({ input: { runId: 'r1' }, handlers, executionName: 'exec-1' });
+    const result = await runLocally({ definition: synthesizeDefinition(), input: { runId: 'r1' }, handlers, executionName: 'exec-1' });
 
     expect(result.output).toEqual({ runId: 'r1', status: 'migrated', reportKey: 'runs/r1/report.json', tables: {} });
     expect(calls[0]).toEqual({ state: 'Preflight', event: { input: { runId: 'r1' }, executionName: 'exec-1' } });
@@ -121,18 +122,18 @@ describe('the workflow definition, run locally', () => {
 
   it('stops after Analyse on a dry run', async () => {
     const { handlers, calls } = fakeHandlers({});
-    const result = await runLocally({ input: { dryRun: true }, handlers });
+    const result = await runLocally({ definition: synthesizeDefinition(), input: { dryRun: true }, handlers });
     expect([...new Set(order(calls))]).toEqual(['Preflight', 'BackupTable', 'FinalizeBackup', 'Analyse']);
     expect(result.output).toMatchObject({ analysis: { planKey: 'runs/r1/plan.json' }, backup: { tables: 3 } });
   });
 
   it('cuts over only when asked', async () => {
     const without = fakeHandlers({});
-    await runLocally({ input: {}, handlers: without.handlers });
+    await runLocally({ definition: synthesizeDefinition(), input: {}, handlers: without.handlers });
     expect(order(without.calls)).not.toContain('Cutover');
 
     const withCutover = fakeHandlers({});
-    await runLocally({ input: { cutover: true }, handlers: withCutover.handlers });
+    await runLocally({ definition: synthesizeDefinition(), input: { cutover: true }, handlers: withCutover.handlers });
     expect(order(withCutover.calls).slice(-3)).toEqual(['Verify', 'Cutover', 'Report']);
   });
 
@@ -146,7 +147,7 @@ describe('the workflow definition, run locally', () => {
         },
       },
     });
-    const result = await runLocally({ input: {}, handlers });
+    const result = await runLocally({ definition: synthesizeDefinition(), input: {}, handlers });
     expect(result.retries).toBe(2);
     expect(calls.filter((c) => c.state === 'MigrateStep' && c.event.step === 'user')).toHaveLength(3);
     expect(order(calls).at(-1)).toBe('Report');
@@ -160,7 +161,7 @@ describe('the workflow definition, run locally', () => {
         },
       },
     });
-    const failure = await runLocally({ input: {}, handlers }).catch((err: unknown) => err);
+    const failure = await runLocally({ definition: synthesizeDefinition(), input: {}, handlers }).catch((err: unknown) => err);
     expect(failure).toBeInstanceOf(LocalExecutionFailedError);
     expect(failure).toMatchObject({ error: 'MappingError', state: 'Analyse', causeMessage: 'mapping.json: table "bagz" does not exist' });
     expect(order(calls).filter((s) => s === 'Analyse')).toHaveLength(1);
@@ -176,7 +177,7 @@ describe('the workflow definition, run locally', () => {
         },
       },
     });
-    const failure = await runLocally({ input: {}, handlers }).catch((err: unknown) => err);
+    const failure = await runLocally({ definition: synthesizeDefinition(), input: {}, handlers }).catch((err: unknown) => err);
     // Five attempts after the first, then the execution fails (and can be redriven from Backup).
     expect(failure).toMatchObject({ error: 'TransientDatabaseError', state: 'BackupTable', counts: { retries: 5 } });
   });
