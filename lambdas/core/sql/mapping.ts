@@ -433,6 +433,9 @@ export interface BatchInsertOptions {
 /**
  * One batch: insert the good rows, reject the bad ones with their reason, in one statement.
  * Rows whose id is already in the target (an earlier run) are left alone and counted as `already`.
+ * `pre` is every target id inside the batch's id range (an index range scan), a superset of the
+ * batch's ids already present: joining the batch against the whole target instead made each batch
+ * cost as much as the rows loaded before it (quadratic in the table's size).
  */
 export function buildBatchInsert(options: BatchInsertOptions, params: Params): SqlQuery {
   const { target, mapping } = options;
@@ -447,7 +450,10 @@ export function buildBatchInsert(options: BatchInsertOptions, params: Params): S
   // name; the lowest id wins. Tables without: a plain insert (ids already present are filtered out).
   const unique = options.mayConflict ?? UNIQUE_KEYS[target].length > 0;
   const text = `WITH m AS MATERIALIZED (${mapping.text}),
-pre AS (SELECT m.id FROM m JOIN ${targetTable} t ON t.id = m.id),
+pre AS (
+  SELECT t.id FROM ${targetTable} t
+  WHERE t.id >= (SELECT min(m.id) FROM m) AND t.id <= (SELECT max(m.id) FROM m)
+),
 ins AS (
   INSERT INTO ${targetTable} (${cols})
   SELECT ${mapping.columns.map((c) => `m.${id(c)}`).join(', ')} FROM m
@@ -466,7 +472,7 @@ rej AS (
 )
 SELECT (SELECT count(*) FROM ins)::bigint AS migrated,
        (SELECT count(*) FROM rej)::bigint AS rejected,
-       (SELECT count(*) FROM pre)::bigint AS already,
+       (SELECT count(*) FROM m WHERE EXISTS (SELECT 1 FROM pre WHERE pre.id = m.id))::bigint AS already,
        (SELECT count(*) FROM m)::bigint AS read`;
   return { text, values: params.values };
 }
