@@ -17,7 +17,7 @@ import {
   type MappingContext,
   type PasswordHashes,
 } from '../core/sql/mapping';
-import { renderCreateTables, renderPostLoad, renderResetSequence } from '../core/sql/target-ddl';
+import { renderAnalyze, renderCreateTables, renderPostLoad, renderResetSequence, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
 import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
 
@@ -209,6 +209,7 @@ async function prepare(o: StepOptions): Promise<StepResult> {
       }
       if (bag.sources.some((s) => !s.impliedBagType)) await computeBagRoles(client, plan, ctx);
     }
+    await client.query(renderAnalyze(schema, WORK_TABLES));
   });
   await recordStep(client, schema, run.runId, 'migrate:prepare', { status: 'done', seconds: (Date.now() - started) / 1000, ...stats });
   return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 1 };
@@ -282,6 +283,8 @@ async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResul
   const extra: Record<string, unknown> = {};
   await withTransaction(o.client, async () => {
     if (table.target === 'bag') extra.parentIdsNulled = await resolveBagParents(o);
+    // The next steps join this table (and the reject store) before finalize analyses it.
+    await o.client.query(renderAnalyze(o.run.targetSchema, [table.target, '_migration_reject']));
     await markStepDone(o, table.target, extra);
   });
   return { ...totals, done: true, cursor: null };

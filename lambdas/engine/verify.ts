@@ -10,7 +10,7 @@ import {
   translatedRefExpr,
   type MappingContext,
 } from '../core/sql/mapping';
-import { TARGET_TABLE_DDL } from '../core/sql/target-ddl';
+import { renderAnalyze, TARGET_TABLE_DDL, WORK_TABLES } from '../core/sql/target-ddl';
 import {
   compareBuckets,
   countsCheck,
@@ -47,6 +47,7 @@ export async function verifyRun(o: VerifyOptions): Promise<VerificationResult> {
   const { client, run, plan } = o;
   const readSchema = o.readSchema ?? run.sourceSchema;
   const offsets = await loadOffsets(client, run.targetSchema);
+  await client.query(renderAnalyze(run.targetSchema, WORK_TABLES));
   const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode: 'checksum' };
   const checks: CheckResult[] = [];
   const push = (c: CheckResult) => {

@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [--scale S] [--batch-size N] [--no-results]
+ * npm run bench -- [--scale S] [--batch-size N] [--no-results] [--explain-slow MS [--pg-log FILE]]
  *
  * One run on a fresh embedded PostgreSQL (stopped at the end): seeds shape A at scale S, measures the
  * floors (INSERT…SELECT into schema `floor`; COPY|gzip -1 of every source table; psql COPY pipe into a
@@ -8,7 +8,7 @@
  * test/bench/results-scale-S.json.
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
@@ -276,7 +276,18 @@ async function main() {
   process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
   try {
     let t = process.hrtime.bigint();
-    cluster = await startEmbeddedCluster();
+    // --explain-slow MS: every statement slower than MS ms is logged with its EXPLAIN ANALYZE (auto_explain)
+    // into the file --pg-log names (default bench-postgres.log), to find out where a slow phase spends its time.
+    const explainSlow = arg('explain-slow');
+    const pgLog = arg('pg-log', 'bench-postgres.log')!;
+    cluster = await startEmbeddedCluster(
+      explainSlow
+        ? {
+            postgresFlags: ['-c', 'shared_preload_libraries=auto_explain', '-c', `auto_explain.log_min_duration=${Number(explainSlow)}`, '-c', 'auto_explain.log_analyze=on'],
+            onLog: (line) => appendFileSync(pgLog, `${line}\n`),
+          }
+        : {},
+    );
     const cl = cluster;
     await cl.createDatabase('bench');
     const url = cl.url('bench');
