@@ -48,6 +48,27 @@ describe('workflow tasks on a real PostgreSQL and local S3', () => {
     expect(run.rows[0]).toEqual({ status: 'completed', passed: 'true' });
   });
 
+  it('Preflight lists every source table for the backup, the largest first (ties by name)', async () => {
+    const db = await createTestDatabase();
+    await loadFixture(db.url, 'a');
+    await withTestClient(db.url, (c) =>
+      c.query(`INSERT INTO bill_bag (bill_id, bag_id) SELECT 1, 1 FROM generate_series(1, 20000);
+               CREATE TABLE location (id int primary key, name text);
+               INSERT INTO location SELECT g, repeat('x', 200) FROM generate_series(1, 2000) g`),
+    );
+    const { backupTables } = await preflightTask({ input: { runId: 'order-1' } }, deps(db.url, db.url));
+    const sizes = await withTestClient(db.url, (c) =>
+      c.query<{ relname: string; bytes: string }>(`SELECT relname, pg_relation_size(oid)::bigint AS bytes FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'`),
+    );
+    const bytes = new Map(sizes.rows.map((r) => [r.relname, Number(r.bytes)]));
+    expect([...backupTables].sort()).toEqual([...bytes.keys()].sort());
+    expect(backupTables.slice(0, 2)).toEqual(['bill_bag', 'location']);
+    for (let i = 1; i < backupTables.length; i++) {
+      const [a, b] = [backupTables[i - 1]!, backupTables[i]!];
+      expect(bytes.get(a)! > bytes.get(b)! || (bytes.get(a) === bytes.get(b) && a < b), `${a} before ${b}`).toBe(true);
+    }
+  });
+
   it('a dry run writes nothing to the target and still refuses an unknown table with rows', async () => {
     const db = await createTestDatabase();
     await loadFixture(db.url, 'a');
