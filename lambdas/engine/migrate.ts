@@ -17,7 +17,7 @@ import {
   type MappingContext,
   type PasswordHashes,
 } from '../core/sql/mapping';
-import { renderAnalyze, renderCreateTables, renderPostLoad, renderResetSequence, WORK_TABLES } from '../core/sql/target-ddl';
+import { renderAnalyze, renderCreateTables, renderPostLoad, renderResetSequence, renderVacuumAnalyze, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
 import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
 
@@ -121,9 +121,17 @@ export async function runMigrateStep(o: StepOptions, step: string): Promise<Step
  * Per-transaction settings of a batch: memory for its joins and sorts, and an asynchronous commit.
  * The latter is safe here: a crash can lose only whole recent batches together with their
  * checkpoints (one transaction), which the rerun then does again.
+ *
+ * random_page_cost 1.1 (the usual value for SSD storage such as RDS): a batch resolves its references
+ * by probing the primary keys of tables the previous steps wrote (and vacuumed, see migrateTable).
+ * With the default of 4 the planner hashed the whole referenced table in every batch, a cost that
+ * grows with that table: at 3.3 M bags 2.3 s of a 200,000-scan batch, against 0.8 s.
  */
 export async function tuneBatchTransaction(client: pg.ClientBase): Promise<void> {
-  await client.query(`SELECT set_config('work_mem', '256MB', true), set_config('synchronous_commit', 'off', true), set_config('maintenance_work_mem', '512MB', true)`);
+  await client.query(
+    `SELECT set_config('work_mem', '256MB', true), set_config('synchronous_commit', 'off', true),
+            set_config('maintenance_work_mem', '512MB', true), set_config('random_page_cost', '1.1', true)`,
+  );
 }
 
 // ---------------------------------------------------------------- prepare
@@ -283,9 +291,15 @@ async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResul
   const extra: Record<string, unknown> = {};
   await withTransaction(o.client, async () => {
     if (table.target === 'bag') extra.parentIdsNulled = await resolveBagParents(o);
-    // The next steps join this table (and the reject store) before finalize analyses it.
-    await o.client.query(renderAnalyze(o.run.targetSchema, [table.target, '_migration_reject']));
     await markStepDone(o, table.target, extra);
+  });
+  // The next steps probe this table's primary key once per row. Freshly written pages are not yet
+  // all-visible, so those probes would visit the heap, and without statistics the planner hashes the
+  // whole table in every batch instead. VACUUM (ANALYZE) fixes both (outside a transaction, as it must
+  // run; if the invocation dies before it, autovacuum does it later: only speed depends on it).
+  // At 3.3 M bags a 200,000-scan batch's lookups took 3.5 s before, 0.8 s after.
+  await o.client.query(renderVacuumAnalyze(o.run.targetSchema, [table.target, '_migration_reject'])).catch((err) => {
+    throw toMigrationError(err, `Vacuuming ${table.target} after its step`);
   });
   return { ...totals, done: true, cursor: null };
 }

@@ -234,6 +234,11 @@ export function renderAnalyze(schema: string, tables: readonly string[]): string
   return `ANALYZE ${tables.map((t) => qualified(schema, t)).join(', ')}`;
 }
 
+/** VACUUM (ANALYZE): statistics and an up-to-date visibility map (index-only probes skip the heap). */
+export function renderVacuumAnalyze(schema: string, tables: readonly string[]): string {
+  return `VACUUM (ANALYZE) ${tables.map((t) => qualified(schema, t)).join(', ')}`;
+}
+
 /**
  * The migration's own bookkeeping, in the target schema beside the eight tables:
  * runs, the lease, batch checkpoints, rejected rows, the persistent id map, and work tables.
