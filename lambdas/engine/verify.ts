@@ -8,6 +8,7 @@ import {
   derivedSourceName,
   targetIdExpr,
   translatedRefExpr,
+  type KeyRange,
   type MappingContext,
 } from '../core/sql/mapping';
 import { renderAnalyze, TARGET_TABLE_DDL, WORK_TABLES } from '../core/sql/target-ddl';
@@ -75,7 +76,8 @@ interface Unit {
   readonly source: SourcePlan;
   /** Target ids of this unit are `offset + key`. */
   readonly offset: number;
-  readonly mapping: (params: Params) => { text: string; columns: string[] };
+  /** The unit's mapping SELECT, over the whole source or one key range. */
+  readonly mapping: (params: Params, range?: KeyRange | null) => { text: string; columns: string[] };
 }
 
 function unitsFor(plan: Plan, table: TablePlan, ctx: MappingContext): Unit[] {
@@ -84,7 +86,7 @@ function unitsFor(plan: Plan, table: TablePlan, ctx: MappingContext): Unit[] {
     kind: 'source',
     source: s,
     offset: ctx.offsets[s.table] ?? 0,
-    mapping: (params) => buildMappingSelect(table, s, ctx, params, null),
+    mapping: (params, range = null) => buildMappingSelect(table, s, ctx, params, range),
   }));
   const bag = plan.tables.find((t) => t.target === 'bag');
   for (const d of table.derivedLinks) {
@@ -95,7 +97,7 @@ function unitsFor(plan: Plan, table: TablePlan, ctx: MappingContext): Unit[] {
       kind: 'derived',
       source: s,
       offset: (ctx.offsets[derivedSourceName(d)] ?? 0) + (ctx.offsets[s.table] ?? 0),
-      mapping: (params) => buildDerivedLinkSelect(d, s, ctx, params, null),
+      mapping: (params, range = null) => buildDerivedLinkSelect(d, s, ctx, params, range),
     });
   }
   return units;
@@ -228,7 +230,8 @@ async function keySpan(client: pg.ClientBase, schema: string, source: SourcePlan
 async function differingKeys(client: pg.ClientBase, table: TargetTable, unit: Unit, columns: string[], lo: number, hi: number, run: EngineRun): Promise<number[]> {
   const params = new Params();
   params.add(run.runTime, 'timestamp');
-  const m = unit.mapping(params);
+  // Keys in [lo, hi) as a key range (exclusive lower, inclusive upper bound): only that range is mapped.
+  const m = unit.mapping(params, { lo: lo - 1, hi: hi - 1 });
   const runP = params.add(run.runId);
   const labelP = params.add(unit.label);
   const r = await client.query(
