@@ -4,8 +4,7 @@ import type { Plan } from '../../lambdas/core/planner';
 import { TARGET_TABLES } from '../../lambdas/core/rules';
 import { renderFailures } from '../../lambdas/core/verify';
 import { verifyRun } from '../../lambdas/engine/verify';
-import { loadFixture, runEngine, type EngineRunOptions } from '../support/engine';
-import { createTestDatabase, withTestClient } from '../support/pg';
+import { runEngine, withFixtureDatabase, type EngineRunOptions } from '../support/engine';
 
 /**
  * Idempotence and resumability (MIGRATION_SPEC.md §3.6, STYLE.md §5) on a real PostgreSQL:
@@ -85,15 +84,7 @@ async function rejectCounts(c: pg.ClientBase): Promise<Record<string, number>> {
   return Object.fromEntries(r.rows.map((row) => [row.run_id, row.n]));
 }
 
-async function withShape<T>(shape: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const db = await createTestDatabase('rerun');
-  try {
-    await loadFixture(db.url, shape);
-    return await withTestClient(db.url, fn);
-  } finally {
-    await db.drop();
-  }
-}
+const withShape = <T>(shape: string, fn: (c: pg.Client) => Promise<T>): Promise<T> => withFixtureDatabase(shape, fn, 'rerun');
 
 /** Runs until done, interrupted every `stopAfterBatches` batches; returns how often it was interrupted. */
 async function runToCompletion(c: pg.ClientBase, options: EngineRunOptions): Promise<{ interruptions: number; result: Awaited<ReturnType<typeof runEngine>> }> {

@@ -1,32 +1,25 @@
 import { describe, expect, it } from 'vitest';
 import { verifyRun } from '../../lambdas/engine/verify';
-import { loadFixture, runEngine } from '../support/engine';
-import { createTestDatabase, withTestClient } from '../support/pg';
+import { runEngine, withFixtureDatabase } from '../support/engine';
 
 /** MIGRATION_SPEC.md §3.2: a content mismatch names its key range and a sample of the differing keys. */
 describe('verification of content', () => {
   it('a target row changed after the migration fails its checksum, naming the range and the differing key', async () => {
-    const db = await createTestDatabase('vmis');
-    try {
-      await loadFixture(db.url, 'a');
-      await withTestClient(db.url, async (c) => {
-        const r = await runEngine(c, { runId: 'mis', batchSize: 4 });
-        const clean = await verifyRun({ client: c, run: r.run, plan: r.plan });
-        expect(clean.passed).toBe(true);
+    await withFixtureDatabase('a', async (c) => {
+      const r = await runEngine(c, { runId: 'mis', batchSize: 4 });
+      const clean = await verifyRun({ client: c, run: r.run, plan: r.plan });
+      expect(clean.passed).toBe(true);
 
-        const ids = (await c.query<{ id: number }>(`SELECT id FROM tracetrack.bag ORDER BY id LIMIT 3`)).rows.map((x) => x.id);
-        const changed = ids[1]!;
-        await c.query(`UPDATE tracetrack.bag SET name = 'changed after the migration' WHERE id = $1`, [changed]);
-        const v = await verifyRun({ client: c, run: r.run, plan: r.plan, bucketWidth: 1000 });
-        expect(v.passed).toBe(false);
-        const failed = v.checks.filter((ch) => !ch.passed);
-        expect(failed.map((ch) => ch.name)).toEqual(['checksum:bag:bag']);
-        const lo = Math.floor(changed / 1000) * 1000;
-        expect(failed[0]!.detail).toContain(`1 of 1 key range(s) differ; first: keys ${lo}–${lo + 999}`);
-        expect(failed[0]!.detail).toMatch(new RegExp(`differing keys e\\.g\\. ${changed}$`));
-      });
-    } finally {
-      await db.drop();
-    }
+      const ids = (await c.query<{ id: number }>(`SELECT id FROM tracetrack.bag ORDER BY id LIMIT 3`)).rows.map((x) => x.id);
+      const changed = ids[1]!;
+      await c.query(`UPDATE tracetrack.bag SET name = 'changed after the migration' WHERE id = $1`, [changed]);
+      const v = await verifyRun({ client: c, run: r.run, plan: r.plan, bucketWidth: 1000 });
+      expect(v.passed).toBe(false);
+      const failed = v.checks.filter((ch) => !ch.passed);
+      expect(failed.map((ch) => ch.name)).toEqual(['checksum:bag:bag']);
+      const lo = Math.floor(changed / 1000) * 1000;
+      expect(failed[0]!.detail).toContain(`1 of 1 key range(s) differ; first: keys ${lo}–${lo + 999}`);
+      expect(failed[0]!.detail).toMatch(new RegExp(`differing keys e\\.g\\. ${changed}$`));
+    }, 'vmis');
   });
 });

@@ -6,6 +6,7 @@ import { createTargetTables, runMigrateStep, type EngineRun } from '../../lambda
 import { ensureInternalTables, recordRun, updateRun } from '../../lambdas/engine/runs';
 import { hashPasswords } from '../../lambdas/io/password';
 import type { MappingOverrides } from '../../lambdas/core/mapping-file';
+import { createTestDatabase, withTestClient } from './pg';
 
 export function fixtureSql(shape: string): string {
   return readFileSync(join(__dirname, '..', 'fixtures', `shape-${shape}.sql`), 'utf8');
@@ -18,6 +19,17 @@ export async function loadFixture(url: string, shape: string): Promise<void> {
     await c.query(fixtureSql(shape));
   } finally {
     await c.end();
+  }
+}
+
+/** A database of its own holding one source-shape fixture, a client on it for `fn`, dropped afterwards. */
+export async function withFixtureDatabase<T>(shape: string, fn: (c: pg.Client) => Promise<T>, prefix = 'fx'): Promise<T> {
+  const db = await createTestDatabase(prefix);
+  try {
+    await loadFixture(db.url, shape);
+    return await withTestClient(db.url, fn);
+  } finally {
+    await db.drop();
   }
 }
 

@@ -230,13 +230,9 @@ export const WORK_TABLES = ['_migration_reject', '_migration_id_map', '_mig_qr_r
  * later), and a join planned on none went badly wrong: at scale 1 the verification joined the
  * 1,000,000 bags with the not yet analysed reject store in a nested loop (minutes instead of seconds).
  */
-export function renderAnalyze(schema: string, tables: readonly string[]): string {
-  return `ANALYZE ${tables.map((t) => qualified(schema, t)).join(', ')}`;
-}
-
-/** VACUUM (ANALYZE): statistics and an up-to-date visibility map (index-only probes skip the heap). */
-export function renderVacuumAnalyze(schema: string, tables: readonly string[]): string {
-  return `VACUUM (ANALYZE) ${tables.map((t) => qualified(schema, t)).join(', ')}`;
+export function renderAnalyze(schema: string, tables: readonly string[], options: { vacuum?: boolean } = {}): string {
+  // With `vacuum`, also an up-to-date visibility map (index-only probes skip the heap); runs outside a transaction.
+  return `${options.vacuum ? 'VACUUM (ANALYZE)' : 'ANALYZE'} ${tables.map((t) => qualified(schema, t)).join(', ')}`;
 }
 
 /**
