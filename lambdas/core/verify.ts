@@ -21,7 +21,8 @@ export interface SourceCounts {
   readonly rejected: number;
   readonly missing: number;
   readonly both: number;
-  readonly missingSample: number[];
+  /** Reject-store keys of missing rows: the source id, or `7#2` / `NULL#1` for a shared or missing id. */
+  readonly missingSample: string[];
 }
 
 export interface TableCounts {
@@ -38,6 +39,9 @@ export interface Readiness {
   readonly dispatchersWithoutArea: { id: number; username: string }[];
   readonly bagsWithRejectedParentLink: number[];
   readonly billsWithRejectedBags: number[];
+  /** Per summary column (`bill.linked_parent_count`): copied values that differ from the application's rule. */
+  readonly summariesDisagreeing: Record<string, { count: number; sample: { id: number; stored: string | null; derived: string | null }[] }>;
+  /** Exact counts (the lists hold the first 200). */
   readonly counts: Record<string, number>;
 }
 
@@ -106,8 +110,15 @@ export function countsCheck(target: string, source: string, c: SourceCounts & { 
     : `${c.rows} source rows = ${c.migrated} migrated + ${c.rejected} rejected`;
   const detail = passed
     ? accounted
-    : `${c.rows} source rows but ${c.migrated} migrated + ${c.rejected} rejected: ${c.missing} missing${c.both ? `, ${c.both} both migrated and rejected` : ''}${c.missingSample.length ? ` (e.g. keys ${c.missingSample.join(', ')})` : ''}`;
+    : `${c.rows} source rows but ${c.migrated} migrated + ${c.rejected} rejected: ${c.missing} missing${c.both ? `, ${c.both} both migrated and rejected` : ''}${c.missingSample.length ? ` (e.g. ${c.missingSample.map(describeRejectKey).join(', ')})` : ''}`;
   return { name: `counts:${target}:${source}`, passed, detail, data: { ...c } };
+}
+
+/** A reject-store key as a person reads it: `key 7`, `key 7 (one of several rows with it)`, `a row without an id`. */
+export function describeRejectKey(key: string): string {
+  if (key.startsWith('NULL#')) return 'a row without an id';
+  const shared = /^(-?[0-9]+)#[0-9]+$/.exec(key);
+  return shared ? `key ${shared[1]} (one of several rows with it)` : `key ${key}`;
 }
 
 export function summarise(checks: readonly CheckResult[]): { passed: boolean; failed: string[] } {

@@ -23,6 +23,8 @@ export interface ExecutionInput {
   readonly appSchema?: string;
   /** Also write the seed's single-file JSON backup (`rds_backup_YYYYMMDD_HHMMSS.json`), streamed. */
   readonly legacyJsonBackup?: boolean;
+  /** Compute every summary the application derives (bill.linked_parent_count, …) even where the source has it. */
+  readonly recomputeSummaries?: boolean;
 }
 
 /** The run as every task after Preflight sees it: resolved defaults, no secrets. */
@@ -44,6 +46,7 @@ export interface RunContext {
   /** Source and target are different databases: the source tables are first staged with COPY. */
   readonly crossDatabase: boolean;
   readonly legacyJsonBackup?: boolean;
+  readonly recomputeSummaries?: boolean;
 }
 
 /** A resumable unit of work returns a cursor until it is done. `cursor` is opaque to the workflow. */

@@ -31,7 +31,7 @@ import {
 
 export const RUN_USAGE = `tracetrack-migrate run [--source URL] [--target URL] [--source-schema public] [--target-schema tracetrack]
                        [--backup-dir DIR | --bucket NAME [--s3-endpoint URL]] [--batch-size N]
-                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--report FILE] [--cutover] [--legacy-json-backup] [--demo [--scale N]]`;
+                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--report FILE] [--cutover] [--legacy-json-backup] [--recompute-summaries] [--demo [--scale N]]`;
 
 /** A few thousand bags: the demo finishes in seconds. */
 export const DEFAULT_DEMO_SCALE = 0.005;
@@ -52,6 +52,7 @@ const OPTIONS = {
   report: { type: 'string' },
   cutover: { type: 'boolean' },
   'legacy-json-backup': { type: 'boolean' },
+  'recompute-summaries': { type: 'boolean' },
   demo: { type: 'boolean' },
   scale: { type: 'string' },
   'time-budget-ms': { type: 'string' },
@@ -97,6 +98,7 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
     ...(v['batch-size'] ? { batchSize: parsePositiveInt(v['batch-size'], '--batch-size') } : {}),
     ...(v.cutover ? { cutover: true } : {}),
     ...(v['legacy-json-backup'] ? { legacyJsonBackup: true } : {}),
+    ...(v['recompute-summaries'] ? { recomputeSummaries: true } : {}),
   };
   return {
     sourceUrl,

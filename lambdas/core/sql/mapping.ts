@@ -1,7 +1,6 @@
 import type { ColumnMapping, DerivedLinkPlan, SourcePlan, TablePlan } from '../planner';
 import {
   BCRYPT_HASH_PATTERN,
-  IMPLIED_BAG_TYPE,
   PARENT_QR_PATTERN,
   PLACEHOLDER_EMAIL_DOMAIN,
   ROLE_RULES,
@@ -103,6 +102,27 @@ function keyExpr(source: SourcePlan): string {
   return source.key ? `s.${id(source.key)}::bigint` : 's._rownum';
 }
 
+/**
+ * The key a rejected row is stored under (`_migration_reject.source_key`). A table without a primary key
+ * may hold rows without an id or with an id shared by several rows: those are told apart by their
+ * position in the row-text order among the rows with the same id (`7#1`, `7#2`, `NULL#1`).
+ */
+function rejectKeyExpr(source: SourcePlan): string {
+  if (source.keyStrategy !== 'id-column') return `(${keyExpr(source)})::text`;
+  const k = `s.${id(source.key!)}`;
+  return `CASE WHEN ${k} IS NULL OR count(*) OVER (PARTITION BY ${k}) > 1
+               THEN COALESCE(${k}::text, 'NULL') || '#' || row_number() OVER (PARTITION BY ${k} ORDER BY s::text)
+               ELSE ${k}::text END`;
+}
+
+/** Level-1 columns and the problem that reject rows without an id or with a shared one (tables without a primary key). */
+function addIdProblems(source: SourcePlan, b: Built): void {
+  if (source.keyStrategy !== 'id-column') return;
+  const k = `s.${id(source.key!)}`;
+  b.level1.push(`count(*) OVER (PARTITION BY ${k}) AS _idn`);
+  b.problems.push(`CASE WHEN _key IS NULL THEN ${lit(`${source.key} is NULL (a row without an id)`)} WHEN _idn > 1 THEN ${lit(`duplicate ${source.key} `)} || _key::text || ' (' || _idn::text || ' rows)' END`);
+}
+
 /** FROM clause: keyless tables get a stable row number (ordered by the whole row's text). */
 function fromClause(source: SourcePlan, ctx: MappingContext): string {
   const table = qualified(ctx.sourceSchema, source.table);
@@ -110,12 +130,30 @@ function fromClause(source: SourcePlan, ctx: MappingContext): string {
   return `(SELECT t.*, row_number() OVER (ORDER BY t::text) AS _rownum FROM ${table} t) s`;
 }
 
+/**
+ * FROM clause of the rows that can migrate as far as their id goes: in a table without a primary key,
+ * rows without an id or sharing one are rejected, so `prepare` leaves them out of QR folding and roles.
+ */
+function rowsWithUsableIdFrom(source: SourcePlan, ctx: MappingContext): string {
+  if (source.keyStrategy !== 'id-column') return fromClause(source, ctx);
+  const k = id(source.key!);
+  return `(SELECT u.* FROM (SELECT t.*, count(*) OVER (PARTITION BY t.${k}) AS _idn FROM ${qualified(ctx.sourceSchema, source.table)} t) u
+            WHERE u._idn = 1 AND u.${k} IS NOT NULL) s`;
+}
+
+/**
+ * A key range as SQL. The first range of a table without a primary key also holds its rows without an id
+ * (they sort nowhere), so that they are read, and rejected, exactly once.
+ */
 function rangeWhere(source: SourcePlan, range: KeyRange | null, params: Params): string[] {
   if (!source.key || !range) return [];
   const out: string[] = [];
   const k = `s.${id(source.key)}`;
   if (range.lo !== null) out.push(`${k} > ${params.add(range.lo, 'bigint')}`);
-  if (range.hi !== null) out.push(`${k} <= ${params.add(range.hi, 'bigint')}`);
+  if (range.hi !== null) {
+    const upper = `${k} <= ${params.add(range.hi, 'bigint')}`;
+    out.push(range.lo === null && source.keyStrategy === 'id-column' ? `(${upper} OR ${k} IS NULL)` : upper);
+  }
   return out;
 }
 
@@ -193,8 +231,9 @@ function buildColumn(
         value = 'NULL::bigint';
         break;
       }
-      const translated = plus(asBigint(col, m.sourceType), offsetOf(ctx, ref.sourceTable));
-      b.level1.push(`${translated} AS ${raw}`);
+      const sourceValue = asBigint(col, m.sourceType);
+      const translated = plus(sourceValue, offsetOf(ctx, ref.sourceTable));
+      b.level1.push(`${translated} AS ${raw}`, `${sourceValue} AS _v${n}`);
       const selfRef = ref.target === table.target;
       if (selfRef && ctx.mode === 'load') {
         // Resolved after the whole table is loaded (the referenced row may be in a later batch).
@@ -205,7 +244,7 @@ function buildColumn(
         value = `${alias}.id::bigint`;
       }
       if (ref.onOrphan === 'reject') {
-        b.problems.push(`CASE WHEN ${raw} IS NULL THEN ${label('missing')} WHEN ${name} IS NULL THEN ${label(`${ref.target} `)} || ${raw}::text || ' does not exist or was rejected' END`);
+        b.problems.push(`CASE WHEN ${raw} IS NULL THEN ${label('missing')} WHEN ${name} IS NULL THEN ${label(`${ref.target} `)} || ${inTargetTerms(`_v${n}`, raw)} || ' does not exist or was rejected' END`);
       }
       break;
     }
@@ -223,7 +262,7 @@ function buildColumn(
       value = col ? roleExpr(col) : `'dispatcher'`;
       break;
     case 'password':
-      value = passwordExpr(m, col, passwords, params, b, ctx);
+      value = passwordExpr(m, source, col, passwords, params, b, ctx);
       break;
     case 'email': {
       const username = source.columns.find((c) => c.target === 'username');
@@ -249,8 +288,13 @@ function buildColumn(
   if (m.required && m.kind !== 'ref') b.problems.push(`CASE WHEN ${name} IS NULL THEN ${label('missing')} END`);
 }
 
+/** A source id as a reason shows it: `404`, or `404 (target id 414)` where the id map moved it. */
+function inTargetTerms(sourceValue: string, targetId: string): string {
+  return `${sourceValue}::text || CASE WHEN ${targetId} IS DISTINCT FROM ${sourceValue} THEN ' (target id ' || ${targetId}::text || ')' ELSE '' END`;
+}
+
 function bagTypeExpr(m: ColumnMapping, source: SourcePlan, ctx: MappingContext, b: Built): string {
-  const implied = IMPLIED_BAG_TYPE[source.table] ?? source.impliedBagType;
+  const implied = source.impliedBagType;
   if (implied) return lit(implied);
   const tid = targetIdExpr(source, ctx);
   const chain: string[] = [];
@@ -274,7 +318,7 @@ function bagTypeExpr(m: ColumnMapping, source: SourcePlan, ctx: MappingContext, 
   return `CASE ${chain.join(' ')} END`;
 }
 
-function passwordExpr(m: ColumnMapping, col: string | null, passwords: PasswordHashes | null, params: Params, b: Built, ctx: MappingContext): string {
+function passwordExpr(m: ColumnMapping, source: SourcePlan, col: string | null, passwords: PasswordHashes | null, params: Params, b: Built, ctx: MappingContext): string {
   if (!col) return `''`;
   const isHash = `(${col}::text ~ ${lit(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${lit(BCRYPT_HASH_PATTERN)})`;
   if (m.passwordSource !== 'plaintext-column') return `COALESCE(${col}::text, '')`;
@@ -284,7 +328,7 @@ function passwordExpr(m: ColumnMapping, col: string | null, passwords: PasswordH
   }
   const keys = params.add(passwords?.keys ?? [], 'bigint[]');
   const hashes = params.add(passwords?.hashes ?? [], 'text[]');
-  b.joins.push(`LEFT JOIN unnest(${keys}, ${hashes}) AS pw(key, hash) ON pw.key = s._pwkey`);
+  b.joins.push(`LEFT JOIN unnest(${keys}, ${hashes}) AS pw(key, hash) ON pw.key = ${keyExpr(source)}`);
   // Plaintext never reaches the target: a plaintext without its hash rejects the row.
   b.level1.push(`(NOT ${isHash} AND COALESCE(${col}::text, '') <> '' AND pw.hash IS NULL) AS _pwbad`);
   b.problems.push(`CASE WHEN _pwbad THEN 'password_hash: plaintext password was not hashed (internal error)' END`);
@@ -307,6 +351,7 @@ const ALWAYS_COMPUTED: readonly string[] = ['qr', 'bag_type', 'role', 'password'
  * (verified → TRUE) or the migration time.
  */
 export function includedColumn(m: ColumnMapping, source: SourcePlan): boolean {
+  if (m.derived) return false;
   if (source.singleBag && (m.target === 'parent_bag_id' || m.target === 'child_bag_id') && !m.source) return false;
   if (m.source) return true;
   return ALWAYS_COMPUTED.includes(m.kind) || m.constantWhenMissing !== undefined || (m.kind === 'timestamp' && m.defaultNow === true) || m.required === true;
@@ -322,7 +367,9 @@ export function buildMappingSelect(
   passwords: PasswordHashes | null = null,
 ): { text: string; columns: string[] } {
   const b: Built = { level1: [], problems: [], joins: [], where: [], outputColumns: [] };
-  b.level1.push(`${keyExpr(source)} AS _key`, `${targetIdExpr(source, ctx)} AS id`);
+  b.level1.push(`${keyExpr(source)} AS _key`, `${rejectKeyExpr(source)} AS _rkey`, `${targetIdExpr(source, ctx)} AS id`);
+  if (!source.key || source.keyStrategy === 'id-column') b.level1.push(`${rowJsonExpr(source)} AS _row`);
+  addIdProblems(source, b);
   source.columns.forEach((m, i) => {
     if (!includedColumn(m, source)) return;
     buildColumn(m, table, source, ctx, params, b, i + 1, passwords);
@@ -333,10 +380,7 @@ export function buildMappingSelect(
   }
   if (table.target === 'link') b.problems.push(`CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END`);
   b.where.push(...rangeWhere(source, range, params));
-  let from = fromClause(source, ctx);
-  if (source.columns.some((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column') && ctx.mode === 'load') {
-    from = `(SELECT t.*, ${source.key ? `t.${id(source.key)}::bigint` : 'NULL::bigint'} AS _pwkey FROM ${qualified(ctx.sourceSchema, source.table)} t) s`;
-  }
+  const from = fromClause(source, ctx);
   const inner = `SELECT ${b.level1.join(',\n    ')}\n  FROM ${from}\n  ${b.joins.join('\n  ')}${b.where.length ? `\n  WHERE ${b.where.join(' AND ')}` : ''}`;
   const problems = b.problems.length ? `COALESCE(${b.problems.join(',\n    ')})` : 'NULL::text';
   return { text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n  OFFSET 0) q`, columns: ['id', ...b.outputColumns] };
@@ -353,7 +397,8 @@ function addSingleBagScan(source: SourcePlan, ctx: MappingContext, b: Built): vo
     `sb.id IS NULL AS _sbmissing`,
   );
   b.outputColumns.push('parent_bag_id', 'child_bag_id');
-  b.problems.push(`CASE WHEN _sbmissing THEN 'scan references bag ' || COALESCE(_rb::text, 'NULL') || ', which does not exist or was rejected' END`);
+  b.level1.push(`${asBigint(`s.${id(single.column)}`, null)} AS _vb`);
+  b.problems.push(`CASE WHEN _sbmissing THEN 'scan references bag ' || CASE WHEN _vb IS NULL THEN 'NULL' ELSE ${inTargetTerms('_vb', '_rb')} END || ', which does not exist or was rejected' END`);
 }
 
 /** The mapping SELECT of links derived from a bag source's parent reference. */
@@ -375,13 +420,14 @@ export function buildDerivedLinkSelect(
   where.push(`NOT EXISTS (SELECT 1 FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.parent_bag_id = ${parentRaw} AND l.id <> ${derivedOffset} + ${childId})`);
   const inner = `SELECT s.${id(link.key)}::bigint AS _key, ${derivedOffset} + ${childId} AS id,
     rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, $1::timestamp AS created_at, ${parentRaw} AS _rp,
+    s.${id(link.parentColumn)}::bigint AS _vp, (s.${id(link.key)}::bigint)::text AS _rkey,
     (SELECT l.parent_bag_id FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.id <> ${derivedOffset} + ${childId} LIMIT 1) AS _other_parent
   FROM ${fromClause(bagSource, ctx)}
   LEFT JOIN ${bag} rc ON rc.id = ${childId}
   LEFT JOIN ${bag} rp ON rp.id = ${parentRaw}
   WHERE ${where.join(' AND ')}`;
   const problems = `COALESCE(
-    CASE WHEN parent_bag_id IS NULL THEN 'parent bag ' || _rp::text || ' does not exist or was rejected' END,
+    CASE WHEN parent_bag_id IS NULL THEN 'parent bag ' || ${inTargetTerms('_vp', '_rp')} || ' does not exist or was rejected' END,
     CASE WHEN _other_parent IS NOT NULL THEN 'child already linked to another parent (bag ' || _other_parent::text || ', by a link row)' END,
     CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END)`;
   return {
@@ -394,11 +440,25 @@ export function derivedSourceName(link: DerivedLinkPlan): string {
   return `${link.fromSource}.${link.parentColumn} (derived link)`;
 }
 
+/** JSON keys never stored with a rejected row: secrets, and the mapping's own helper columns. */
+const STRIPPED_ROW_KEYS = [...SECRET_COLUMNS, '_rownum', '_idn'];
+
+function stripSecrets(json: string, source: SourcePlan): string {
+  // Secret columns by rule name and by the source's own names for them (`Password`, `passwordHash`).
+  const secretSources = source.columns.filter((c) => c.source && SECRET_COLUMNS.includes(c.target)).map((c) => c.source!);
+  const keys = [...new Set([...STRIPPED_ROW_KEYS, ...secretSources])];
+  return `(${json} - ARRAY[${keys.map(lit).join(', ')}]::text[])`;
+}
+
+/** The source row as JSON, read in the mapping itself (tables without a primary key: no key to look it up by). */
+function rowJsonExpr(source: SourcePlan): string {
+  return stripSecrets('to_jsonb(s)', source);
+}
+
 /** Source-row JSON for the reject store, without secrets. */
 function rejectRowJson(sourceSchema: string, source: SourcePlan): string {
-  const strip = SECRET_COLUMNS.map((c) => ` - ${lit(c)}`).join('');
-  if (!source.key) return `NULL::jsonb`;
-  return `(SELECT to_jsonb(x)${strip} FROM ${qualified(sourceSchema, source.table)} x WHERE x.${id(source.key)} = m._key LIMIT 1)`;
+  if (!source.key || source.keyStrategy === 'id-column') return 'm._row';
+  return `(SELECT ${stripSecrets('to_jsonb(x)', source)} FROM ${qualified(sourceSchema, source.table)} x WHERE x.${id(source.key)} = m._key LIMIT 1)`;
 }
 
 function conflictReason(target: TargetTable, schema: string): string {
@@ -467,7 +527,7 @@ ins AS (
 ),
 rej AS (
   INSERT INTO ${qualified(options.targetSchema, '_migration_reject')} (run_id, target_table, source_table, source_key, reason, row_data)
-  SELECT ${run}, ${lit(target)}, ${label}, m._key::text, COALESCE(m._reject, ${conflictReason(target, options.targetSchema)}), ${rowJson}
+  SELECT ${run}, ${lit(target)}, ${label}, m._rkey, COALESCE(m._reject, ${conflictReason(target, options.targetSchema)}), ${rowJson}
   FROM m
   WHERE m._reject IS NOT NULL
      OR (NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = m.id) AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = m.id))
@@ -488,8 +548,13 @@ export function createdAtExpr(source: SourcePlan, ctx: MappingContext): string {
   return timestampExpr(ctx, `s.${id(m.source)}`, m.sourceType);
 }
 
-/** FROM clause of a source table for the prepare step. */
+/** FROM clause of a source table for the prepare step: the rows whose id can migrate. */
 export function sourceFrom(source: SourcePlan, ctx: MappingContext): string {
+  return rowsWithUsableIdFrom(source, ctx);
+}
+
+/** FROM clause of every row of a source table, as the batches read it (alias `s`). */
+export function sourceRowsFrom(source: SourcePlan, ctx: MappingContext): string {
   return fromClause(source, ctx);
 }
 
