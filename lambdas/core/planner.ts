@@ -462,6 +462,11 @@ function buildColumnMapping(a: Analysis, rule: ColumnRule, col: ColumnInfo | nul
   };
   if (rule.kind === 'ref') {
     const sourceTable = col ? resolveRefSource(a, table.name, col.name, rule.ref!) : null;
+    const referenced = sourceTable ? a.byName.get(sourceTable) : undefined;
+    if (col && referenced && pickKey(referenced).keyStrategy === 'single-batch') {
+      // Its rows get generated ids: a legacy id in this column would land on whichever row got that number.
+      a.problems.push(`${table.name}.${col.name} references ${sourceTable}, which has no integer id column: its rows get generated ids, so these references cannot be resolved. Give ${sourceTable} its id column (or a primary key), or leave ${table.name}.${col.name} out with a mapping file that names another column for ${target}.${rule.target}.`);
+    }
     return { ...base, ref: { target: rule.ref!, sourceTable, onOrphan: rule.onOrphan ?? 'null' } };
   }
   if (rule.kind === 'password') {
