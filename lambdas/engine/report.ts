@@ -25,6 +25,8 @@ export interface MigrationReport {
   readonly rejects: { readonly key: string; readonly rows: number };
   readonly checks: VerificationResult['checks'];
   readonly readiness: VerificationResult['readiness'] | null;
+  /** Source columns that hold data no target column receives (kept in the backup only). */
+  readonly unmappedColumnsWithData: { readonly table: string; readonly columns: string[] }[];
 }
 
 /** Streams the run's rejected rows (no secrets: they were stripped when stored) to S3 as gzipped JSON lines. */
@@ -76,5 +78,8 @@ export async function buildReport(input: {
     rejects: { key: input.rejectsKey, rows: input.rejects },
     checks: verification?.checks ?? [],
     readiness: verification?.readiness ?? null,
+    unmappedColumnsWithData: (input.record?.plan?.unmappedColumns ?? [])
+      .filter((u) => u.withData?.length)
+      .map((u) => ({ table: u.table, columns: u.withData! })),
   };
 }

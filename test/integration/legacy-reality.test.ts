@@ -9,6 +9,7 @@ import { APP_INDEXES } from '../../lambdas/core/sql/target-ddl';
 import { TARGET_TABLES } from '../../lambdas/core/rules';
 import type { VerificationResult } from '../../lambdas/core/verify';
 import { connect, parseDatabaseUrl } from '../../lambdas/io/pg';
+import { readObjectText } from '../../lambdas/io/backup';
 import { loadFixture, runEngine, withFixtureDatabase, type EngineRunOptions } from '../support/engine';
 import { adminQuery, createTestDatabase, withTestClient } from '../support/pg';
 import { startTestS3, type TestS3 } from '../support/s3';
@@ -95,6 +96,8 @@ describe('names in any case and style', () => {
       const printed = lines.filter((l) => l.includes('warning:')).join('\n');
       expect(printed).toContain('"remarks"');
       expect(printed).not.toContain('never_used');
+      const report = JSON.parse((await readObjectText(s3.s3, s3.bucket, 'runs/unmapped-1/report.json'))!);
+      expect(report.unmappedColumnsWithData).toEqual([{ table: 'bag', columns: ['remarks'] }]);
     } finally {
       await db.drop();
     }
