@@ -1,116 +1,21 @@
 import { findColumn, type Catalog, type ColumnInfo, type TableInfo } from './catalog';
 import { EMPTY_OVERRIDES, type MappingOverrides } from './mapping-file';
 import { matchFirstAlias, matchName, sameName } from './names';
+import type { ColumnMapping, Decision, DerivedLinkPlan, Plan, PlanOptions, SourcePlan, TablePlan } from './plan';
+import { TRANSFORMS } from './transforms';
+
+export type { ColumnMapping, Decision, DerivedLinkPlan, Plan, PlanOptions, SourcePlan, TablePlan } from './plan';
 import {
   COLUMN_RULES,
   DERIVED_COLUMNS,
   IMPLIED_BAG_TYPE,
-  PLACEHOLDER_EMAIL_DOMAIN,
-  ROLE_RULES,
   RETIRED_TABLES,
   SCAN_SINGLE_BAG_ALIASES,
   TABLE_RULES,
   TARGET_ORDER,
   type ColumnRule,
   type TargetTable,
-  type ValueKind,
 } from './rules';
-
-/**
- * The plan: every decision of the analysis, JSON-serialisable, readable by a person.
- * Built from the catalog and the rules alone (no I/O), so it can be tested without a database.
- */
-export interface Plan {
-  readonly version: 1;
-  readonly sourceSchema: string;
-  readonly targetSchema: string;
-  readonly tables: TablePlan[];
-  /** Workflow migration steps in foreign-key order. */
-  readonly steps: string[];
-  readonly decisions: Decision[];
-  /** Source columns no rule reads (kept in the backup); `withData`: those holding a value in some row (set by the analysis). */
-  readonly unmappedColumns: { readonly table: string; readonly columns: string[]; withData?: string[] }[];
-  readonly retiredTables: string[];
-  readonly skippedTables: string[];
-  readonly unknownTables: { readonly name: string; readonly hasRows: boolean }[];
-  /** Non-empty: the analysis refuses the source (each says what to do). */
-  readonly problems: string[];
-  readonly warnings: string[];
-  /** Summary columns recomputed from the migrated rows even where the source has them (--recompute-summaries). */
-  readonly recomputeSummaries?: boolean;
-}
-
-export interface Decision {
-  readonly target: string;
-  readonly source: string;
-  readonly decision: string;
-}
-
-export interface TablePlan {
-  readonly target: TargetTable;
-  readonly sources: SourcePlan[];
-  /** Two or more sources feed the table: their ids are remapped through the id map. */
-  readonly merged: boolean;
-  /** link only: links derived from child → parent references of bag sources. */
-  readonly derivedLinks: DerivedLinkPlan[];
-}
-
-export interface SourcePlan {
-  readonly table: string;
-  /** Single integer key used for batches and ids; null → the table is read in one batch with generated ids. */
-  readonly key: string | null;
-  readonly keyStrategy: 'primary-key' | 'id-column' | 'single-batch';
-  readonly idStrategy: 'keep' | 'remap';
-  readonly columns: ColumnMapping[];
-  /** Shape D: the type implied by the table (`parent_bag` → parent). */
-  readonly impliedBagType?: 'parent' | 'child';
-  /** Scans with a single `bag_id`: split into parent/child by the scanned bag's type. */
-  readonly singleBag?: { readonly column: string; readonly refSource: string | null };
-  readonly rowEstimate: number;
-}
-
-export interface ColumnMapping {
-  readonly target: string;
-  /** Source column, or null when no alias is present. */
-  readonly source: string | null;
-  /** `pg_type.typname` of the source column. */
-  readonly sourceType: string | null;
-  readonly kind: ValueKind;
-  readonly maxLength?: number;
-  readonly required?: boolean;
-  readonly defaultNow?: boolean;
-  readonly constantWhenMissing?: string;
-  readonly nonNegative?: boolean;
-  /** For refs: the referenced target table and the source table the ids belong to. */
-  readonly ref?: { readonly target: TargetTable; readonly sourceTable: string | null; readonly onOrphan: 'null' | 'reject' };
-  /** password: which column kind it came from ('password' holds plaintext in legacy rows). */
-  readonly passwordSource?: 'plaintext-column' | 'hash-column';
-  /** promotion_reason: the column naming the requested role, if any. */
-  readonly requestedRoleColumn?: string | null;
-  /** A summary the application derives (DERIVED_COLUMNS key, e.g. `bill.linked_parent_count`). */
-  readonly derivedFrom?: string;
-  /** True: not read from the source; computed from the migrated rows after the load. */
-  readonly derived?: boolean;
-}
-
-export interface DerivedLinkPlan {
-  /** Bag source table whose parent reference yields the link. */
-  readonly fromSource: string;
-  readonly key: string;
-  readonly parentColumn: string;
-  /** Source table the parent ids belong to. */
-  readonly parentSource: string | null;
-}
-
-export interface PlanOptions {
-  readonly targetSchema: string;
-  readonly skipTables?: readonly string[];
-  /** Only these target tables (default all). */
-  readonly onlyTables?: readonly string[] | null;
-  readonly overrides?: MappingOverrides;
-  /** Recompute the application's summary columns even where the source has them. */
-  readonly recomputeSummaries?: boolean;
-}
 
 const INTEGER_TYPES = ['int2', 'int4', 'int8'];
 const PARENT_COLUMNS = ['parent_bag_id', 'parent_id'];
@@ -136,22 +41,7 @@ function columnNamed(table: TableInfo, name: string): ColumnInfo | undefined {
 
 function describeKind(m: ColumnMapping): string {
   if (m.derived) return `derived after the load: ${DERIVED_COLUMNS[m.derivedFrom!]!.rule}`;
-  switch (m.kind) {
-    case 'qr': return 'trimmed and upper-cased; a duplicate after folding keeps the oldest row and the others become <QR>_DUP_<id>';
-    case 'bag_type': return 'parent|child';
-    case 'role': return `${ROLE_RULES.map((r) => `${r.from.join('|')} → ${r.to}`).join(', ')}, anything else → dispatcher (reported)`;
-    case 'password':
-      return m.passwordSource === 'plaintext-column'
-        ? 'legacy plaintext column: valid werkzeug/bcrypt hashes copied, plaintext hashed with werkzeug scrypt, nothing else kept in clear'
-        : 'copied verbatim; values that are not werkzeug/bcrypt hashes are kept and their users listed as needing a password reset';
-    case 'email': return `trimmed; missing → <username>@${PLACEHOLDER_EMAIL_DOMAIN}; duplicates rejected`;
-    case 'weight': return "number of kg ('12.5kg' parsed); negative or unparseable rejected";
-    case 'timestamp': return m.defaultNow ? 'timestamp (UTC); missing → migration time' : 'timestamp (UTC); missing stays NULL';
-    case 'ref': return `reference to ${m.ref?.target}${m.ref?.sourceTable ? ` (ids of ${m.ref.sourceTable})` : ''}; unresolved → ${m.ref?.onOrphan === 'reject' ? 'row rejected' : 'NULL (reported)'}`;
-    case 'bill_business_id': return "business id; missing → BILL-<id, 6 digits>";
-    case 'promotion_reason': return `reason; missing → text naming the requested role`;
-    default: return m.kind + (m.maxLength ? ` (longer than ${m.maxLength} → rejected)` : '');
-  }
+  return TRANSFORMS[m.kind].describe(m);
 }
 
 /** What the phases of the analysis share: the catalog, the options, and what they found so far. */
@@ -342,7 +232,7 @@ function planSource(a: Analysis, target: TargetTable, sourceName: string, merged
     const styled = found?.match.kind === 'folded' ? ` (name matched regardless of case and style: ${found.alias})` : '';
     const fromText = col
       ? `${sourceName}.${col.name}${own.includes(col.name) ? ' (mapping file)' : ''}${styled}${mapping.derived ? ' (ignored: --recompute-summaries)' : ''}`
-      : missingText(rule, mapping);
+      : missingText(mapping);
     a.decisions.push({ target: `${target}.${rule.target}`, source: sourceName, decision: `← ${fromText}: ${describeKind(mapping)}` });
   }
   const singleBag = target === 'scan' ? planSingleBagScan(a, table, columns) : undefined;
@@ -430,18 +320,8 @@ function listUnmappedColumns(a: Analysis): Plan['unmappedColumns'] {
   return out;
 }
 
-function missingText(rule: ColumnRule, mapping: ColumnMapping): string {
-  if (mapping.derived) return 'no source column';
-  if (mapping.kind === 'qr') return 'no QR column: the id as text';
-  if (mapping.kind === 'bag_type') return 'no type column: inferred from the data (has children / has a parent), else the QR pattern';
-  if (mapping.kind === 'role') return 'no role column: dispatcher';
-  if (mapping.kind === 'email') return `no email column: <username>@${PLACEHOLDER_EMAIL_DOMAIN}`;
-  if (mapping.kind === 'bill_business_id') return 'no bill_id column: generated';
-  if (mapping.kind === 'promotion_reason') return mapping.requestedRoleColumn ? `no reason column: from ${mapping.requestedRoleColumn}` : 'no reason column: a fixed text';
-  if (rule.constantWhenMissing) return `no source column: ${rule.constantWhenMissing.toUpperCase()}`;
-  if (rule.kind === 'timestamp' && rule.defaultNow) return 'no source column: migration time';
-  if (rule.kind === 'password') return 'no password column: users need a password reset';
-  return 'no source column: target default';
+function missingText(mapping: ColumnMapping): string {
+  return mapping.derived ? 'no source column' : TRANSFORMS[mapping.kind].whenMissing(mapping);
 }
 
 function buildColumnMapping(a: Analysis, rule: ColumnRule, col: ColumnInfo | null, alias: string | null, table: TableInfo, target: TargetTable): ColumnMapping {

@@ -89,7 +89,7 @@ export async function loadOffsets(client: pg.ClientBase, schema: string): Promis
 }
 
 function mappingContext(run: EngineRun, readSchema: string, offsets: Record<string, number>, mode: MappingContext['mode']): MappingContext {
-  return { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode };
+  return { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode, runTime: run.runTime };
 }
 
 async function stepIsDone(o: StepOptions, step: string): Promise<boolean> {
@@ -377,7 +377,6 @@ async function migrateUnit(
           return { migrated: 0, rejected: 0, already: -1 };
         }
         const params = new Params();
-        params.add(run.runTime, 'timestamp');
         const mapping = unit.build(ctx, params, range, passwords);
         const q = buildBatchInsert(
           {

@@ -50,7 +50,7 @@ export async function verifyRun(o: VerifyOptions): Promise<VerificationResult> {
   const readSchema = o.readSchema ?? run.sourceSchema;
   const offsets = await loadOffsets(client, run.targetSchema);
   await client.query(renderAnalyze(run.targetSchema, WORK_TABLES));
-  const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode: 'checksum' };
+  const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode: 'checksum', runTime: run.runTime };
   const checks: CheckResult[] = [];
   const push = (c: CheckResult) => {
     checks.push(c);
@@ -119,7 +119,6 @@ async function verifyTable(o: VerifyOptions, table: TablePlan, ctx: MappingConte
     // 1. counts: every source row is in the target or in the reject store, never both, never neither;
     // 2. content: a hash of every migrated row's mapped columns, compared with the target's below.
     const params = new Params();
-    params.add(run.runTime, 'timestamp');
     const mapping = unit.mapping(params);
     const runP = params.add(run.runId);
     const labelP = params.add(unit.label);
@@ -231,7 +230,6 @@ async function keySpan(client: pg.ClientBase, schema: string, source: SourcePlan
 /** Keys in [lo, hi) whose mapped source row and target row differ (for the error message). */
 async function differingKeys(client: pg.ClientBase, table: TargetTable, unit: Unit, columns: string[], lo: number, hi: number, run: EngineRun): Promise<number[]> {
   const params = new Params();
-  params.add(run.runTime, 'timestamp');
   // Keys in [lo, hi) as a key range (exclusive lower, inclusive upper bound): only that range is mapped.
   const m = unit.mapping(params, { lo: lo - 1, hi: hi - 1 });
   const runP = params.add(run.runId);
@@ -316,7 +314,7 @@ async function passwordCheck(client: pg.ClientBase, run: EngineRun, plan: Plan, 
   for (const s of userPlan?.sources ?? []) {
     const pw = s.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
     if (!pw?.source || !s.key) continue;
-    const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets: await loadOffsets(client, run.targetSchema), mode: 'checksum' };
+    const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets: await loadOffsets(client, run.targetSchema), mode: 'checksum', runTime: run.runTime };
     const join = `FROM ${qualified(readSchema, s.table)} s JOIN ${users} u ON u.id = ${targetIdExpr(s, ctx)}`;
     const plain = await client.query(
       `SELECT count(*) FILTER (WHERE u.password_hash = s.${id(pw.source)}::text AND NOT (u.password_hash ~ $1 OR u.password_hash ~ $2))::bigint AS leaked,

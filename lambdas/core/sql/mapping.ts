@@ -1,15 +1,12 @@
-import type { ColumnMapping, DerivedLinkPlan, SourcePlan, TablePlan } from '../planner';
-import {
-  BCRYPT_HASH_PATTERN,
-  PARENT_QR_PATTERN,
-  PLACEHOLDER_EMAIL_DOMAIN,
-  ROLE_RULES,
-  SECRET_COLUMNS,
-  UNIQUE_KEYS,
-  WERKZEUG_HASH_PATTERN,
-  type TargetTable,
-} from '../rules';
+import type { ColumnMapping, DerivedLinkPlan, SourcePlan, TablePlan } from '../plan';
+import { SECRET_COLUMNS, UNIQUE_KEYS, type TargetTable } from '../rules';
+import { TRANSFORMS, type PasswordHashes } from '../transforms';
 import { escapeIdentifier as id, escapeLiteral as lit, Params, qualified, type SqlQuery } from './ident';
+import { asBigint, inTargetTerms, keyExpr, offsetOf, plus, runTimeParam, targetIdExpr, timestampExpr, type MappingContext } from './values';
+
+export type { MappingContext } from './values';
+export type { PasswordHashes } from '../transforms';
+export { foldedQrExpr, targetIdExpr } from './values';
 
 /**
  * SQL builders for the set-based migration: one mapping SELECT per source table (the transforms
@@ -24,27 +21,11 @@ import { escapeIdentifier as id, escapeLiteral as lit, Params, qualified, type S
  * (a regex, a timestamp parse, a lookup subquery) was computed again for each problem that names it.
  */
 
-export interface MappingContext {
-  /** Schema the source tables are read from (the source schema, or the staging copy). */
-  readonly sourceSchema: string;
-  readonly targetSchema: string;
-  /** Id offset per source table (0 where ids are kept). */
-  readonly offsets: Readonly<Record<string, number>>;
-  /** `load`: self references taken as they are (fixed after the table is complete); `checksum`: resolved. */
-  readonly mode: 'load' | 'checksum';
-}
-
 export interface KeyRange {
   /** Exclusive lower bound (null: from the start). */
   readonly lo: number | null;
   /** Inclusive upper bound (null: to the end). */
   readonly hi: number | null;
-}
-
-/** Plaintext passwords hashed in Node for this batch, joined by source key. */
-export interface PasswordHashes {
-  readonly keys: number[];
-  readonly hashes: string[];
 }
 
 interface Built {
@@ -53,53 +34,6 @@ interface Built {
   readonly joins: string[];
   readonly where: string[];
   readonly outputColumns: string[];
-}
-
-const NUMBER_TYPES = ['int2', 'int4', 'int8', 'numeric', 'float4', 'float8'];
-const INT_TYPES = ['int2', 'int4', 'int8'];
-
-function offsetOf(ctx: MappingContext, source: string | null): number {
-  return source ? ctx.offsets[source] ?? 0 : 0;
-}
-
-function plus(expr: string, offset: number): string {
-  return offset === 0 ? expr : `(${expr} + ${offset})`;
-}
-
-/** An integer read from any column type; text that is not an integer yields NULL. */
-function asBigint(expr: string, udt: string | null): string {
-  if (udt && INT_TYPES.includes(udt)) return `${expr}::bigint`;
-  if (udt && NUMBER_TYPES.includes(udt)) return `CASE WHEN ${expr} = trunc(${expr}) THEN ${expr}::bigint END`;
-  return `CASE WHEN btrim(${expr}::text) ~ '^[+-]?[0-9]{1,18}$' THEN btrim(${expr}::text)::bigint END`;
-}
-
-function timestampExpr(ctx: MappingContext, expr: string, udt: string | null): string {
-  switch (udt) {
-    case 'timestamp': return expr;
-    case 'timestamptz': return `(${expr} AT TIME ZONE 'UTC')`;
-    case 'date': return `${expr}::timestamp`;
-    case 'int4': case 'int8': case 'numeric': case 'float8': return `(to_timestamp(${expr}) AT TIME ZONE 'UTC')`;
-    default: return `${qualified(ctx.targetSchema, '_mig_try_timestamp')}(${expr}::text)`;
-  }
-}
-
-// One capturing group (the number); the others are non-capturing: with capturing groups PostgreSQL's
-// regex engine was 8x slower (1.26 s against 0.16 s for 50,000 text weights).
-const WEIGHT_REGEX = "'^\\s*([+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+))\\s*(?:kg|kgs|kilo|kilos|kilogram|kilograms)?\\s*$'";
-
-function floatExpr(expr: string, udt: string | null): string {
-  if (udt && NUMBER_TYPES.includes(udt)) return `${expr}::float8`;
-  return `replace(substring(${expr}::text from ${WEIGHT_REGEX.replace("'^", "'(?i)^")}), ',', '.')::float8`;
-}
-
-/** The target id of the row being read. */
-export function targetIdExpr(source: SourcePlan, ctx: MappingContext): string {
-  if (!source.key) return plus('s._rownum', offsetOf(ctx, source.table));
-  return plus(`s.${id(source.key)}::bigint`, offsetOf(ctx, source.table));
-}
-
-function keyExpr(source: SourcePlan): string {
-  return source.key ? `s.${id(source.key)}::bigint` : 's._rownum';
 }
 
 /**
@@ -157,182 +91,20 @@ function rangeWhere(source: SourcePlan, range: KeyRange | null, params: Params):
   return out;
 }
 
-function roleExpr(expr: string): string {
-  const whens = ROLE_RULES.map((r) => `WHEN lower(btrim(${expr}::text)) IN (${r.from.map(lit).join(', ')}) THEN ${lit(r.to)}`);
-  return `CASE ${whens.join(' ')} ELSE 'dispatcher' END`;
-}
-
-/** Folded QR of a bag source row (before duplicate renaming). */
-export function foldedQrExpr(source: SourcePlan, ctx: MappingContext): string {
-  const qr = source.columns.find((c) => c.target === 'qr_id');
-  const idText = `${targetIdExpr(source, ctx)}::text`;
-  if (!qr?.source) return idText;
-  return `COALESCE(NULLIF(upper(btrim(s.${id(qr.source)}::text)), ''), ${idText})`;
-}
-
-/** Builds the level-1 value (and its problem) of one column. */
-function buildColumn(
-  m: ColumnMapping,
-  table: TablePlan,
-  source: SourcePlan,
-  ctx: MappingContext,
-  params: Params,
-  b: Built,
-  n: number,
-  passwords: PasswordHashes | null,
-): void {
-  const col = m.source ? `s.${id(m.source)}` : null;
+/** Builds the level-1 value (and its problems) of one column, by its kind's transform (transforms.ts). */
+function buildColumn(m: ColumnMapping, table: TablePlan, source: SourcePlan, ctx: MappingContext, params: Params, b: Built, n: number, passwords: PasswordHashes | null): void {
   const name = id(m.target);
   const label = (text: string) => lit(`${m.target}${m.source && m.source !== m.target ? ` (${m.source})` : ''}: ${text}`);
-  const raw = `_r${n}`;
-  let value: string;
-  switch (m.kind) {
-    case 'text':
-      value = col ? `${col}::text` : 'NULL::text';
-      break;
-    case 'int':
-      value = col ? `(${asBigint(col, m.sourceType)})` : m.constantWhenMissing ? `${m.constantWhenMissing}::bigint` : 'NULL::bigint';
-      if (col) {
-        b.level1.push(`${col} AS ${raw}`);
-        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND ${name} IS NULL THEN ${label('not an integer: ')} || left(${raw}::text, 40) WHEN ${name} NOT BETWEEN -2147483648 AND 2147483647 THEN ${label('out of range')} END`);
-        if (m.constantWhenMissing) value = `COALESCE(${value}, ${m.constantWhenMissing})`;
-      }
-      break;
-    case 'float':
-    case 'weight':
-      value = col ? `(${floatExpr(col, m.sourceType)})` : 'NULL::float8';
-      if (col) {
-        b.level1.push(`${col} AS ${raw}`);
-        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND ${name} IS NULL THEN ${label('unparseable weight ')} || quote_literal(left(${raw}::text, 40)) WHEN ${name} < 0 THEN ${label('negative weight ')} || ${name}::text WHEN ${name} = 'NaN'::float8 OR ${name} IN ('Infinity'::float8, '-Infinity'::float8) THEN ${label('not a number')} END`);
-      }
-      break;
-    case 'bool':
-      if (!col) value = m.constantWhenMissing ? `${m.constantWhenMissing.toUpperCase()}::boolean` : 'NULL::boolean';
-      else if (m.sourceType === 'bool') value = col;
-      else if (m.sourceType && NUMBER_TYPES.includes(m.sourceType)) value = `(${col} <> 0)`;
-      else {
-        value = `CASE WHEN lower(btrim(${col}::text)) IN ('t','true','1','yes','y','on') THEN TRUE WHEN lower(btrim(${col}::text)) IN ('f','false','0','no','n','off') THEN FALSE END`;
-        b.level1.push(`${col} AS ${raw}`);
-        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND ${name} IS NULL THEN ${label('not a boolean: ')} || quote_literal(left(${raw}::text, 40)) END`);
-      }
-      break;
-    case 'timestamp': {
-      const parsed = col ? timestampExpr(ctx, col, m.sourceType) : 'NULL::timestamp';
-      value = m.defaultNow ? `COALESCE(${parsed}, $1::timestamp)` : parsed;
-      if (col && !['timestamp', 'timestamptz', 'date'].includes(m.sourceType ?? '')) {
-        b.level1.push(`${col} AS ${raw}`, `${parsed} AS _t${n}`);
-        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND _t${n} IS NULL THEN ${label('unparseable timestamp ')} || quote_literal(left(${raw}::text, 40)) END`);
-      }
-      break;
-    }
-    case 'ref': {
-      const ref = m.ref!;
-      if (!col) {
-        value = 'NULL::bigint';
-        break;
-      }
-      const sourceValue = asBigint(col, m.sourceType);
-      const translated = plus(sourceValue, offsetOf(ctx, ref.sourceTable));
-      b.level1.push(`${translated} AS ${raw}`, `${sourceValue} AS _v${n}`);
-      const selfRef = ref.target === table.target;
-      if (selfRef && ctx.mode === 'load') {
-        // Resolved after the whole table is loaded (the referenced row may be in a later batch).
-        value = translated;
-      } else {
-        const alias = `r${n}`;
-        b.joins.push(`LEFT JOIN ${qualified(ctx.targetSchema, ref.target)} ${alias} ON ${alias}.id = ${translated}`);
-        value = `${alias}.id::bigint`;
-      }
-      if (ref.onOrphan === 'reject') {
-        b.problems.push(`CASE WHEN ${raw} IS NULL THEN ${label('missing')} WHEN ${name} IS NULL THEN ${label(`${ref.target} `)} || ${inTargetTerms(`_v${n}`, raw)} || ' does not exist or was rejected' END`);
-      }
-      break;
-    }
-    case 'qr': {
-      const renameAlias = `qr${n}`;
-      b.joins.push(`LEFT JOIN ${qualified(ctx.targetSchema, '_mig_qr_rename')} ${renameAlias} ON ${renameAlias}.target_id = ${targetIdExpr(source, ctx)}`);
-      value = `COALESCE(${renameAlias}.qr_id, ${foldedQrExpr(source, ctx)})`;
-      break;
-    }
-    case 'bag_type':
-      value = bagTypeExpr(m, source, ctx, b);
-      b.problems.push(`CASE WHEN ${name} IS NULL THEN ${lit('type: cannot tell whether the bag is a parent or a child (no type, no children, no parent, QR not like SB#####)')} END`);
-      break;
-    case 'role':
-      value = col ? roleExpr(col) : `'dispatcher'`;
-      break;
-    case 'password':
-      value = passwordExpr(m, source, col, passwords, params, b, ctx);
-      break;
-    case 'email': {
-      const username = source.columns.find((c) => c.target === 'username');
-      const fallback = username?.source ? `(s.${id(username.source)}::text || '@${PLACEHOLDER_EMAIL_DOMAIN}')` : 'NULL::text';
-      value = col ? `COALESCE(NULLIF(btrim(${col}::text), ''), ${fallback})` : fallback;
-      break;
-    }
-    case 'bill_business_id': {
-      const generated = `('BILL-' || lpad(${targetIdExpr(source, ctx)}::text, 6, '0'))`;
-      value = col ? `COALESCE(NULLIF(btrim(${col}::text), ''), ${generated})` : generated;
-      break;
-    }
-    case 'promotion_reason': {
-      const fromRole = m.requestedRoleColumn ? `'Requested role: ' || s.${id(m.requestedRoleColumn)}::text` : 'NULL::text';
-      value = `COALESCE(${col ? `NULLIF(btrim(${col}::text), ''), ` : ''}${fromRole}, 'Migrated without a reason')`;
-      break;
-    }
-  }
-  b.level1.push(`${value} AS ${name}`);
+  const col = m.source ? `s.${id(m.source)}` : null;
+  const out = TRANSFORMS[m.kind].sql({ m, table, source, ctx, params, passwords, col, name, n, label });
+  b.level1.push(...(out.level1 ?? []), `${out.value} AS ${name}`);
+  b.problems.push(...(out.problems ?? []));
+  b.joins.push(...(out.joins ?? []));
   b.outputColumns.push(m.target);
+  // Checks every kind shares: the target's length limit, its CHECK (>= 0), NOT NULL.
   if (m.maxLength) b.problems.push(`CASE WHEN length(${name}) > ${m.maxLength} THEN ${label(`longer than ${m.maxLength} characters`)} END`);
   if (m.nonNegative) b.problems.push(`CASE WHEN ${name} < 0 THEN ${label('negative')} END`);
   if (m.required && m.kind !== 'ref') b.problems.push(`CASE WHEN ${name} IS NULL THEN ${label('missing')} END`);
-}
-
-/** A source id as a reason shows it: `404`, or `404 (target id 414)` where the id map moved it. */
-function inTargetTerms(sourceValue: string, targetId: string): string {
-  return `${sourceValue}::text || CASE WHEN ${targetId} IS DISTINCT FROM ${sourceValue} THEN ' (target id ' || ${targetId}::text || ')' ELSE '' END`;
-}
-
-function bagTypeExpr(m: ColumnMapping, source: SourcePlan, ctx: MappingContext, b: Built): string {
-  const implied = source.impliedBagType;
-  if (implied) return lit(implied);
-  const tid = targetIdExpr(source, ctx);
-  const chain: string[] = [];
-  if (m.source) {
-    const col = `s.${id(m.source)}`;
-    if (m.sourceType === 'bool') chain.push(`WHEN ${col} IS NOT NULL THEN CASE WHEN ${col} THEN 'parent' ELSE 'child' END`);
-    else {
-      const v = `lower(btrim(${col}::text))`;
-      chain.push(`WHEN ${v} IN ('parent','p','parent_bag','parent bag') THEN 'parent'`, `WHEN ${v} IN ('child','c','child_bag','child bag') THEN 'child'`);
-      chain.push(`WHEN ${v} IN ('true','t','1','yes') THEN 'parent'`, `WHEN ${v} IN ('false','f','0','no') THEN 'child'`);
-    }
-  }
-  b.joins.push(
-    `LEFT JOIN ${qualified(ctx.targetSchema, '_mig_bag_parent')} bp ON bp.target_id = ${tid}`,
-    `LEFT JOIN ${qualified(ctx.targetSchema, '_mig_bag_child')} bc ON bc.target_id = ${tid}`,
-  );
-  chain.push(`WHEN bp.target_id IS NOT NULL THEN 'parent'`);
-  const parent = source.columns.find((c) => c.target === 'parent_id' && c.source);
-  chain.push(`WHEN bc.target_id IS NOT NULL${parent ? ` OR s.${id(parent.source!)} IS NOT NULL` : ''} THEN 'child'`);
-  chain.push(`WHEN ${foldedQrExpr(source, ctx)} ~ ${lit(PARENT_QR_PATTERN)} THEN 'parent'`);
-  return `CASE ${chain.join(' ')} END`;
-}
-
-function passwordExpr(m: ColumnMapping, source: SourcePlan, col: string | null, passwords: PasswordHashes | null, params: Params, b: Built, ctx: MappingContext): string {
-  if (!col) return `''`;
-  const isHash = `(${col}::text ~ ${lit(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${lit(BCRYPT_HASH_PATTERN)})`;
-  if (m.passwordSource !== 'plaintext-column') return `COALESCE(${col}::text, '')`;
-  if (ctx.mode === 'checksum') {
-    // Rehashed values carry a random salt: the checksum covers verbatim hashes only.
-    return `CASE WHEN ${isHash} THEN ${col}::text ELSE NULL END`;
-  }
-  const keys = params.add(passwords?.keys ?? [], 'bigint[]');
-  const hashes = params.add(passwords?.hashes ?? [], 'text[]');
-  b.joins.push(`LEFT JOIN unnest(${keys}, ${hashes}) AS pw(key, hash) ON pw.key = ${keyExpr(source)}`);
-  // Plaintext never reaches the target: a plaintext without its hash rejects the row.
-  b.level1.push(`(NOT ${isHash} AND COALESCE(${col}::text, '') <> '' AND pw.hash IS NULL) AS _pwbad`);
-  b.problems.push(`CASE WHEN _pwbad THEN 'password_hash: plaintext password was not hashed (internal error)' END`);
-  return `CASE WHEN ${isHash} THEN ${col}::text WHEN COALESCE(${col}::text, '') = '' THEN '' ELSE pw.hash END`;
 }
 
 /** Columns compared by the content checksum (randomly salted rehashes excluded). */
@@ -419,7 +191,7 @@ export function buildDerivedLinkSelect(
   // Derived only where no link row of a link table already says so.
   where.push(`NOT EXISTS (SELECT 1 FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.parent_bag_id = ${parentRaw} AND l.id <> ${derivedOffset} + ${childId})`);
   const inner = `SELECT s.${id(link.key)}::bigint AS _key, ${derivedOffset} + ${childId} AS id,
-    rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, $1::timestamp AS created_at, ${parentRaw} AS _rp,
+    rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, ${runTimeParam(ctx, params)} AS created_at, ${parentRaw} AS _rp,
     s.${id(link.parentColumn)}::bigint AS _vp, (s.${id(link.key)}::bigint)::text AS _rkey,
     (SELECT l.parent_bag_id FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.id <> ${derivedOffset} + ${childId} LIMIT 1) AS _other_parent
   FROM ${fromClause(bagSource, ctx)}
