@@ -3,6 +3,7 @@ import { EMPTY_OVERRIDES, type MappingOverrides } from './mapping-file';
 import { matchFirstAlias, matchName, sameName } from './names';
 import type { ColumnMapping, Decision, DerivedLinkPlan, Plan, PlanOptions, SourcePlan, TablePlan } from './plan';
 import { TRANSFORMS } from './transforms';
+import { targetColumn } from './sql/target-ddl';
 
 export type { ColumnMapping, Decision, DerivedLinkPlan, Plan, PlanOptions, SourcePlan, TablePlan } from './plan';
 import {
@@ -328,12 +329,13 @@ function buildColumnMapping(a: Analysis, rule: ColumnRule, col: ColumnInfo | nul
   const derivedKey = `${target}.${rule.target}`;
   const derivable = derivedKey in DERIVED_COLUMNS;
   const derived = derivable && (!col || a.options.recomputeSummaries === true);
+  const maxLength = targetColumn(target, rule.target)?.maxLength;
   const base: ColumnMapping = {
     target: rule.target,
     source: col?.name ?? null,
     sourceType: col?.udtName ?? null,
     kind: rule.kind,
-    ...(rule.maxLength ? { maxLength: rule.maxLength } : {}),
+    ...(maxLength ? { maxLength } : {}),
     ...(rule.required ? { required: true } : {}),
     ...(rule.defaultNow ? { defaultNow: true } : {}),
     ...(rule.constantWhenMissing ? { constantWhenMissing: rule.constantWhenMissing } : {}),

@@ -38,8 +38,6 @@ export interface ColumnRule {
   /** Source column names, first present wins. */
   readonly aliases: readonly string[];
   readonly kind: ValueKind;
-  /** Maximum length of the target VARCHAR: longer values are rejected, never truncated. */
-  readonly maxLength?: number;
   /** For `ref`: the target table referenced. */
   readonly ref?: TargetTable;
   /** For `ref`: what an id that does not resolve does to the row. */
@@ -55,40 +53,43 @@ export interface ColumnRule {
 }
 
 const ts = (target: string, aliases: string[], defaultNow = true): ColumnRule => ({ target, aliases, kind: 'timestamp', defaultNow });
-const text = (target: string, aliases: string[], maxLength?: number, required = false): ColumnRule => ({ target, aliases, kind: 'text', maxLength, required });
+const text = (target: string, aliases: string[], required = false): ColumnRule => ({ target, aliases, kind: 'text', required });
 const int = (target: string, aliases: string[]): ColumnRule => ({ target, aliases, kind: 'int' });
 const ref = (target: string, aliases: string[], table: TargetTable, onOrphan: 'null' | 'reject'): ColumnRule => ({
   target, aliases, kind: 'ref', ref: table, onOrphan, required: onOrphan === 'reject',
 });
 
-/** Column rules per target table, in target column order. `id` is handled by the id strategy. */
+/**
+ * Column rules per target table, in target column order. `id` is handled by the id strategy. Length limits
+ * come from the target's column data (sql/target-ddl.ts): longer values are rejected, never truncated.
+ */
 export const COLUMN_RULES: Readonly<Record<TargetTable, readonly ColumnRule[]>> = {
   user: [
-    { target: 'username', aliases: ['username', 'name', 'user_name'], kind: 'text', maxLength: 64, required: true },
-    { target: 'email', aliases: ['email'], kind: 'email', maxLength: 120 },
-    { target: 'password_hash', aliases: ['password_hash', 'password'], kind: 'password', maxLength: 256 },
+    { target: 'username', aliases: ['username', 'name', 'user_name'], kind: 'text', required: true },
+    { target: 'email', aliases: ['email'], kind: 'email' },
+    { target: 'password_hash', aliases: ['password_hash', 'password'], kind: 'password' },
     { target: 'role', aliases: ['role'], kind: 'role' },
-    text('dispatch_area', ['dispatch_area', 'area'], 30),
-    text('verification_token', ['verification_token'], 100),
+    text('dispatch_area', ['dispatch_area', 'area']),
+    text('verification_token', ['verification_token']),
     { target: 'verified', aliases: ['verified'], kind: 'bool', constantWhenMissing: 'true' },
     ts('created_at', ['created_at']),
     int('failed_login_attempts', ['failed_login_attempts']),
     ts('locked_until', ['locked_until'], false),
     ts('last_failed_login', ['last_failed_login'], false),
-    text('password_reset_token', ['password_reset_token'], 100),
+    text('password_reset_token', ['password_reset_token']),
     ts('password_reset_token_expires', ['password_reset_token_expires'], false),
-    text('totp_secret', ['totp_secret'], 32),
+    text('totp_secret', ['totp_secret']),
     { target: 'two_fa_enabled', aliases: ['two_fa_enabled'], kind: 'bool' },
   ],
   bag: [
-    { target: 'qr_id', aliases: ['qr_id', 'qr_code'], kind: 'qr', maxLength: 255 },
+    { target: 'qr_id', aliases: ['qr_id', 'qr_code'], kind: 'qr' },
     { target: 'type', aliases: ['type', 'bag_type', 'is_parent'], kind: 'bag_type' },
-    text('name', ['name', 'bag_name', 'customer_name'], 100),
+    text('name', ['name', 'bag_name', 'customer_name']),
     int('child_count', ['child_count', 'children_count']),
     ref('parent_id', ['parent_id', 'parent_bag_id'], 'bag', 'null'),
     ref('user_id', ['user_id', 'owner_id', 'created_by'], 'user', 'null'),
-    text('dispatch_area', ['dispatch_area', 'area'], 30),
-    text('status', ['status'], 20),
+    text('dispatch_area', ['dispatch_area', 'area']),
+    text('status', ['status']),
     { target: 'weight_kg', aliases: ['weight_kg', 'weight'], kind: 'weight' },
     ts('created_at', ['created_at']),
     ts('updated_at', ['updated_at']),
@@ -99,16 +100,16 @@ export const COLUMN_RULES: Readonly<Record<TargetTable, readonly ColumnRule[]>> 
     ts('created_at', ['created_at', 'linked_at']),
   ],
   bill: [
-    { target: 'bill_id', aliases: ['bill_id'], kind: 'bill_business_id', maxLength: 50 },
+    { target: 'bill_id', aliases: ['bill_id'], kind: 'bill_business_id' },
     { target: 'description', aliases: ['description', 'bill_description', 'notes'], kind: 'text' },
     int('parent_bag_count', ['parent_bag_count', 'bag_count']),
     { target: 'total_weight_kg', aliases: ['total_weight_kg', 'weight'], kind: 'weight' },
     { target: 'expected_weight_kg', aliases: ['expected_weight_kg'], kind: 'weight' },
     int('total_child_bags', ['total_child_bags', 'child_count']),
     { target: 'linked_parent_count', aliases: ['linked_parent_count'], kind: 'int', nonNegative: true },
-    text('status', ['status'], 20),
-    text('destination', ['destination'], 200),
-    text('vehicle_number', ['vehicle_number'], 50),
+    text('status', ['status']),
+    text('destination', ['destination']),
+    text('vehicle_number', ['vehicle_number']),
     ref('created_by_id', ['created_by_id', 'created_by', 'user_id'], 'user', 'null'),
     ts('created_at', ['created_at']),
     ts('updated_at', ['updated_at']),
@@ -127,7 +128,7 @@ export const COLUMN_RULES: Readonly<Record<TargetTable, readonly ColumnRule[]>> 
   promotionrequest: [
     ref('user_id', ['user_id'], 'user', 'reject'),
     { target: 'reason', aliases: ['reason'], kind: 'promotion_reason' },
-    text('status', ['status'], 20),
+    text('status', ['status']),
     ref('admin_id', ['admin_id', 'reviewed_by'], 'user', 'null'),
     text('admin_notes', ['admin_notes']),
     ts('requested_at', ['requested_at', 'created_at']),
@@ -136,14 +137,14 @@ export const COLUMN_RULES: Readonly<Record<TargetTable, readonly ColumnRule[]>> 
   audit_log: [
     ts('timestamp', ['timestamp', 'created_at']),
     ref('user_id', ['user_id'], 'user', 'null'),
-    text('action', ['action'], 50, true),
-    text('entity_type', ['entity_type'], 20, true),
+    text('action', ['action'], true),
+    text('entity_type', ['entity_type'], true),
     int('entity_id', ['entity_id']),
     text('details', ['details']),
-    text('ip_address', ['ip_address'], 45),
+    text('ip_address', ['ip_address']),
     text('before_state', ['before_state']),
     text('after_state', ['after_state']),
-    text('request_id', ['request_id'], 36),
+    text('request_id', ['request_id']),
   ],
 };
 

@@ -1,6 +1,6 @@
 import type { TargetTable } from './rules';
 import { escapeIdentifier as id } from './sql/ident';
-import { TARGET_TABLE_DDL } from './sql/target-ddl';
+import { targetColumn, type TargetColumn } from './sql/target-ddl';
 
 /**
  * Verification logic that needs no database: canonical column types for checksums, the row-hash
@@ -54,18 +54,14 @@ export interface VerificationResult {
   readonly readiness: Readiness;
 }
 
-/** Canonical SQL type per target column, so both sides hash the same text. */
+/** Canonical SQL type per target column (from the target's column data), so both sides hash the same text. */
+const CANONICAL: Readonly<Record<TargetColumn['type'], string>> = {
+  serial: 'bigint', integer: 'bigint', float8: 'float8', timestamp: 'timestamp', boolean: 'boolean', varchar: 'text', text: 'text',
+};
+
 export function canonicalType(table: TargetTable, column: string): string {
-  const line = TARGET_TABLE_DDL[table].columns
-    .split('\n')
-    .map((l) => l.trim())
-    .find((l) => l.replace(/"/g, '').split(/\s+/)[0] === column);
-  const type = (line ?? '').replace(/"/g, '').split(/\s+/).slice(1).join(' ').toUpperCase();
-  if (column === 'id' || type.startsWith('INTEGER') || type.startsWith('SERIAL')) return 'bigint';
-  if (type.startsWith('DOUBLE')) return 'float8';
-  if (type.startsWith('TIMESTAMP')) return 'timestamp';
-  if (type.startsWith('BOOLEAN')) return 'boolean';
-  return 'text';
+  const c = targetColumn(table, column);
+  return column === 'id' || !c ? (column === 'id' ? 'bigint' : 'text') : CANONICAL[c.type];
 }
 
 /**

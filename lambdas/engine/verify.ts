@@ -105,85 +105,112 @@ function unitsFor(plan: Plan, table: TablePlan, ctx: MappingContext): Unit[] {
   return units;
 }
 
-async function verifyTable(o: VerifyOptions, table: TablePlan, ctx: MappingContext, width: number, push: (c: CheckResult) => void): Promise<TableCounts> {
+interface SourcePass {
+  readonly counts: SourceCounts & { redundant: number };
+  /** Per checksum bucket of the mapped source: rows kept in the target, and their summed hash. */
+  readonly buckets: Bucket[];
+  readonly columns: string[];
+}
+
+/**
+ * One pass over the mapped source of a unit, per key range: 1. counts: every source row is in the target or
+ * in the reject store, never both, never neither; 2. content: a hash of every migrated row's mapped columns.
+ */
+async function sourcePass(o: VerifyOptions, table: TablePlan, unit: Unit, ctx: MappingContext, width: number): Promise<SourcePass> {
   const { client, run } = o;
-  const target = qualified(run.targetSchema, table.target);
-  const reject = qualified(run.targetSchema, '_migration_reject');
+  const params = new Params();
+  const mapping = unit.mapping(params);
+  const runP = params.add(run.runId);
+  const labelP = params.add(unit.label);
+  const redundantExpr = unit.kind === 'derived' ? redundantLinkExpr(o.plan, unit, ctx) : 'FALSE';
+  const columns = mapping.columns.filter((col) => !isSaltedColumn(unit.source, col));
+  const kept = `m._reject IS NULL AND r.source_key IS NULL`;
+  const lost = `t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr})`;
+  const pass = await client.query(
+    `WITH m AS (${mapping.text})
+     SELECT floor(m._key / ${width})::bigint AS bucket,
+            count(*)::bigint AS rows,
+            count(t.id)::bigint AS migrated,
+            count(r.source_key)::bigint AS rejected,
+            count(*) FILTER (WHERE ${lost})::bigint AS missing,
+            count(*) FILTER (WHERE t.id IS NULL AND r.source_key IS NULL AND (${redundantExpr}))::bigint AS redundant,
+            count(*) FILTER (WHERE t.id IS NOT NULL AND r.source_key IS NOT NULL)::bigint AS both,
+            (array_agg(m._rkey ORDER BY m._key, m._rkey) FILTER (WHERE ${lost}))[1:${SAMPLE}] AS sample,
+            count(*) FILTER (WHERE ${kept})::bigint AS hash_rows,
+            COALESCE(sum(${rowHashExpr('m', table.target, columns)}) FILTER (WHERE ${kept}), 0)::text AS hash
+       FROM m
+       LEFT JOIN ${qualified(run.targetSchema, table.target)} t ON t.id = m.id
+       LEFT JOIN ${qualified(run.targetSchema, '_migration_reject')} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey
+      GROUP BY 1`,
+    params.values,
+  );
+  const sum = (k: string) => pass.rows.reduce((acc, row) => acc + Number(row[k]), 0);
+  return {
+    counts: {
+      rows: sum('rows'), migrated: sum('migrated'), rejected: sum('rejected'),
+      missing: sum('missing'), both: sum('both'), redundant: sum('redundant'),
+      missingSample: pass.rows.flatMap((row) => (row.sample ?? []).map(String)).slice(0, SAMPLE),
+    },
+    buckets: pass.rows.filter((row) => Number(row.hash_rows) > 0).map((row) => ({ bucket: Number(row.bucket), rows: Number(row.hash_rows), hash: row.hash })),
+    columns,
+  };
+}
+
+/** The unit's target rows hashed per bucket and compared with the source's; the id span it covers (for `extra`). */
+async function checksumCheck(o: VerifyOptions, table: TablePlan, unit: Unit, ctx: MappingContext, width: number, pass: SourcePass): Promise<{ check: CheckResult; span: string | null }> {
+  const { client, run } = o;
+  const { columns } = pass;
+  const span = await keySpan(client, ctx.sourceSchema, unit.source);
+  const lo = span ? unit.offset + span.min - 1 : 0;
+  const hi = span ? unit.offset + span.max : 0;
+  // A link source's ids stop where the derived links' begin.
+  const derivedFrom = unit.kind === 'source' && table.derivedLinks.length ? ctx.offsets[derivedSourceName(table.derivedLinks[0]!)] ?? null : null;
+  const tgt = span
+    ? (await client.query(
+        `SELECT floor((t.id - ${unit.offset}) / ${width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, columns)})::text AS hash
+           FROM ${qualified(run.targetSchema, table.target)} t WHERE t.id > ${lo} AND t.id <= ${hi} ${derivedFrom !== null ? `AND t.id <= ${derivedFrom}` : ''}
+          GROUP BY 1`,
+      )).rows.map((r) => ({ bucket: Number(r.bucket), rows: Number(r.rows), hash: String(r.hash) }))
+    : [];
+  const mismatches = compareBuckets(pass.buckets, tgt);
+  const name = `checksum:${table.target}:${unit.label}`;
+  const buckets = pass.buckets.length;
+  const spanSql = span ? `(t.id > ${lo} AND t.id <= ${hi})` : null;
+  if (mismatches.length === 0) return { check: { name, passed: true, detail: `${buckets} key range(s) of ${width} match (${columns.length} columns)` }, span: spanSql };
+  const first = mismatches[0]!;
+  const from = first.bucket * width;
+  const sample = await differingKeys(client, table.target, unit, columns, from, from + width, run);
+  return {
+    check: {
+      name,
+      passed: false,
+      detail: `${mismatches.length} of ${buckets} key range(s) differ; first: keys ${from}–${from + width - 1} (${first.sourceRows} source rows, ${first.targetRows} target rows), differing keys e.g. ${sample.join(', ') || '(none found row by row)'}`,
+      data: { mismatches: mismatches.slice(0, 20), sample },
+    },
+    span: spanSql,
+  };
+}
+
+async function verifyTable(o: VerifyOptions, table: TablePlan, ctx: MappingContext, width: number, push: (c: CheckResult) => void): Promise<TableCounts> {
+  const target = qualified(o.run.targetSchema, table.target);
   const sources: TableCounts['sources'] = {};
   let migrated = 0;
   let rejected = 0;
   let derived = 0;
   const spans: string[] = [];
   for (const unit of unitsFor(o.plan, table, ctx)) {
-    // One pass over the mapped source per unit, per key range:
-    // 1. counts: every source row is in the target or in the reject store, never both, never neither;
-    // 2. content: a hash of every migrated row's mapped columns, compared with the target's below.
-    const params = new Params();
-    const mapping = unit.mapping(params);
-    const runP = params.add(run.runId);
-    const labelP = params.add(unit.label);
-    const redundantExpr = unit.kind === 'derived' ? redundantLinkExpr(o.plan, unit, ctx) : 'FALSE';
-    const columns = mapping.columns.filter((col) => !isSaltedColumn(unit.source, col));
-    const kept = `m._reject IS NULL AND r.source_key IS NULL`;
-    const lost = `t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr})`;
-    const pass = await client.query(
-      `WITH m AS (${mapping.text})
-       SELECT floor(m._key / ${width})::bigint AS bucket,
-              count(*)::bigint AS rows,
-              count(t.id)::bigint AS migrated,
-              count(r.source_key)::bigint AS rejected,
-              count(*) FILTER (WHERE ${lost})::bigint AS missing,
-              count(*) FILTER (WHERE t.id IS NULL AND r.source_key IS NULL AND (${redundantExpr}))::bigint AS redundant,
-              count(*) FILTER (WHERE t.id IS NOT NULL AND r.source_key IS NOT NULL)::bigint AS both,
-              (array_agg(m._rkey ORDER BY m._key, m._rkey) FILTER (WHERE ${lost}))[1:${SAMPLE}] AS sample,
-              count(*) FILTER (WHERE ${kept})::bigint AS hash_rows,
-              COALESCE(sum(${rowHashExpr('m', table.target, columns)}) FILTER (WHERE ${kept}), 0)::text AS hash
-         FROM m
-         LEFT JOIN ${target} t ON t.id = m.id
-         LEFT JOIN ${reject} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey
-        GROUP BY 1`,
-      params.values,
-    );
-    const sum = (k: string) => pass.rows.reduce((a, row) => a + Number(row[k]), 0);
-    const c: SourceCounts & { redundant: number } = {
-      rows: sum('rows'), migrated: sum('migrated'), rejected: sum('rejected'),
-      missing: sum('missing'), both: sum('both'), redundant: sum('redundant'),
-      missingSample: pass.rows.flatMap((row) => (row.sample ?? []).map(String)).slice(0, SAMPLE),
-    };
+    const pass = await sourcePass(o, table, unit, ctx, width);
+    const c = pass.counts;
     sources[unit.label] = { ...c, kind: unit.kind };
     push(countsCheck(table.target, unit.label, c, unit.kind));
     if (unit.kind === 'derived') derived += c.migrated;
     else migrated += c.migrated;
     rejected += c.rejected;
-
-    const span = await keySpan(client, ctx.sourceSchema, unit.source);
-    if (span) spans.push(`(t.id > ${unit.offset + span.min - 1} AND t.id <= ${unit.offset + span.max})`);
-    const src = { rows: pass.rows.filter((row) => Number(row.hash_rows) > 0).map((row) => ({ bucket: row.bucket, rows: row.hash_rows, hash: row.hash })) };
-    const tgt = span
-      ? await client.query(
-          `SELECT floor((t.id - ${unit.offset}) / ${width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, columns)})::text AS hash
-             FROM ${target} t WHERE t.id > ${unit.offset + span.min - 1} AND t.id <= ${unit.offset + span.max} ${unit.kind === 'source' && table.derivedLinks.length ? `AND t.id <= ${ctx.offsets[derivedSourceName(table.derivedLinks[0]!)] ?? Number.MAX_SAFE_INTEGER}` : ''}
-            GROUP BY 1`,
-        )
-      : { rows: [] };
-    const toBuckets = (rows: { bucket: string; rows: string; hash: string }[]): Bucket[] =>
-      rows.map((r) => ({ bucket: Number(r.bucket), rows: Number(r.rows), hash: r.hash }));
-    const mismatches = compareBuckets(toBuckets(src.rows), toBuckets(tgt.rows));
-    const buckets = src.rows.length;
-    if (mismatches.length === 0) {
-      push({ name: `checksum:${table.target}:${unit.label}`, passed: true, detail: `${buckets} key range(s) of ${width} match (${columns.length} columns)` });
-    } else {
-      const first = mismatches[0]!;
-      const lo = first.bucket * width;
-      const sample = await differingKeys(client, table.target, unit, columns, lo, lo + width, run);
-      push({
-        name: `checksum:${table.target}:${unit.label}`,
-        passed: false,
-        detail: `${mismatches.length} of ${buckets} key range(s) differ; first: keys ${lo}–${lo + width - 1} (${first.sourceRows} source rows, ${first.targetRows} target rows), differing keys e.g. ${sample.join(', ') || '(none found row by row)'}`,
-        data: { mismatches: mismatches.slice(0, 20), sample },
-      });
-    }
+    const { check, span } = await checksumCheck(o, table, unit, ctx, width, pass);
+    if (span) spans.push(span);
+    push(check);
   }
+  const client = o.client;
 
   // Rows in the target that no source row accounts for.
   const extra = await client.query(

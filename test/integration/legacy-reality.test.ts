@@ -163,6 +163,24 @@ describe('tables without a primary key', () => {
     });
   });
 
+  it('across databases, rows without an id are staged too (and rejected): nothing is lost in the copy', async () => {
+    const src = await createTestDatabase('lr');
+    const tgt = await createTestDatabase('lr');
+    try {
+      await loadFixture(src.url, 'a');
+      await withTestClient(src.url, (c) => c.query(`ALTER TABLE scan DROP CONSTRAINT scan_pkey; ALTER TABLE scan ALTER COLUMN id DROP NOT NULL;
+        INSERT INTO scan (id, created_at, parent_id, child_id, scanner_id) VALUES (NULL, '2024-02-01 10:00:00', 1, 4, 3)`));
+      await runTasks(taskDeps(s3, src.url, tgt.url, { timeBudgetMs: 1 }), { runId: 'cross-null', batchSize: 4 });
+      const rec = await withTestClient(tgt.url, (c) => rows(c, `SELECT verification FROM ${SCHEMA}._migration_run WHERE run_id = 'cross-null'`));
+      const v = rec[0]!.verification as VerificationResult;
+      expect(failed(v)).toEqual([]);
+      expect(v.tables.scan).toMatchObject({ migrated: 12, rejected: 3 });
+    } finally {
+      await src.drop();
+      await tgt.drop();
+    }
+  });
+
   it('a table whose rows all lack an id is read and rejected, not skipped', async () => {
     const sql = `ALTER TABLE bill_bag DROP CONSTRAINT bill_bag_pkey; ALTER TABLE bill_bag ALTER COLUMN id DROP NOT NULL; UPDATE bill_bag SET id = NULL`;
     await migrateVariant('a', sql, async ({ verification }) => {
