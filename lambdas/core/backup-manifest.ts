@@ -12,6 +12,7 @@
  * No row data and no secret is ever part of a record or the manifest.
  */
 import type { ColumnInfo, TableInfo } from './catalog';
+import { escapeIdentifier, qualified } from './sql/ident';
 import { BackupError, InputError, RestoreError } from './errors';
 
 export const BACKUP_FORMAT_VERSION = 1;
@@ -129,11 +130,6 @@ export interface BackupManifest {
 
 // ---------------------------------------------------------------- keys
 
-/** Same quoting as pg's `escapeIdentifier` (core may not import pg): double every `"`, wrap in `"`. */
-export function quoteIdentifier(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
 export function encodeKeySegment(name: string): string {
   let out = '';
   for (const byte of new TextEncoder().encode(name)) {
@@ -185,7 +181,7 @@ export function legacyBackupFileName(at: Date): string {
 export function assertRunId(runId: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(runId)) {
     throw new InputError(
-      `The run id ${JSON.stringify(runId)} is not usable: use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit.`,
+      `The run id ${JSON.stringify(runId)} is not usable: use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit (it names S3 keys and a schema).`,
     );
   }
 }
@@ -246,20 +242,20 @@ const SEQUENCE_DEFAULT = /\bnextval\s*\(/i;
 export function renderCreateTable(table: TableInfo, targetSchema: string): string {
   const columns = [...table.columns].sort((a, b) => a.ordinal - b.ordinal).map(renderColumn);
   if (table.primaryKey.length) {
-    columns.push(`PRIMARY KEY (${table.primaryKey.map(quoteIdentifier).join(', ')})`);
+    columns.push(`PRIMARY KEY (${table.primaryKey.map(escapeIdentifier).join(', ')})`);
   }
   return `${createTablePrefix(targetSchema, table.name)}\n  ${columns.join(',\n  ')}\n)`;
 }
 
 function renderColumn(column: ColumnInfo): string {
-  let text = `${quoteIdentifier(column.name)} ${column.dataType}`;
+  let text = `${escapeIdentifier(column.name)} ${column.dataType}`;
   if (column.defaultExpr !== null && !SEQUENCE_DEFAULT.test(column.defaultExpr)) text += ` DEFAULT ${column.defaultExpr}`;
   if (!column.nullable) text += ' NOT NULL';
   return text;
 }
 
 function createTablePrefix(schema: string, table: string): string {
-  return `CREATE TABLE ${quoteIdentifier(schema)}.${quoteIdentifier(table)} (`;
+  return `CREATE TABLE ${qualified(schema, table)} (`;
 }
 
 /** The manifest's DDL (rendered for `fromSchema`) for another schema; refuses text it did not render. */

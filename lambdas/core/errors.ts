@@ -5,21 +5,25 @@
  * - Retryable: a rerun of the same task can succeed without anyone changing anything.
  * - Everything else fails the execution at once; the message says what to do next.
  */
-export type ErrorCode =
-  | 'TransientDatabaseError'
-  | 'DatabaseError'
-  | 'ConnectionConfigError'
-  | 'PermissionError'
-  | 'MappingError'
-  | 'PlanError'
-  | 'MigrationBatchError'
-  | 'VerificationFailedError'
-  | 'LeaseHeldError'
-  | 'BackupError'
-  | 'RestoreError'
-  | 'TransientStorageError'
-  | 'CutoverError'
-  | 'InputError';
+/** Every error name, and whether a rerun of the same task can succeed without anyone changing anything. */
+const RETRYABLE = {
+  TransientDatabaseError: true,
+  DatabaseError: false,
+  ConnectionConfigError: false,
+  PermissionError: false,
+  MappingError: false,
+  PlanError: false,
+  MigrationBatchError: false,
+  VerificationFailedError: false,
+  LeaseHeldError: false,
+  BackupError: false,
+  RestoreError: false,
+  TransientStorageError: true,
+  CutoverError: false,
+  InputError: false,
+} as const satisfies Record<string, boolean>;
+
+export type ErrorCode = keyof typeof RETRYABLE;
 
 export abstract class MigrationError extends Error {
   abstract readonly retryable: boolean;
@@ -28,57 +32,40 @@ export abstract class MigrationError extends Error {
   }
 }
 
-function define<N extends ErrorCode>(name: N, retryable: boolean) {
+function define<N extends ErrorCode>(name: N) {
   const cls = class extends MigrationError {
     override readonly name: N = name;
-    readonly retryable = retryable;
+    readonly retryable: boolean = RETRYABLE[name];
   };
   Object.defineProperty(cls, 'name', { value: name });
   return cls;
 }
 
 /** Connection reset, too many connections, serialization failure, deadlock, admin shutdown. */
-export const TransientDatabaseError = define('TransientDatabaseError', true);
+export const TransientDatabaseError = define('TransientDatabaseError');
 /** A database error that a retry will not fix (syntax, constraint, missing object). */
-export const DatabaseError = define('DatabaseError', false);
+export const DatabaseError = define('DatabaseError');
 /** A URL, secret or setting that cannot be used as given. */
-export const ConnectionConfigError = define('ConnectionConfigError', false);
+export const ConnectionConfigError = define('ConnectionConfigError');
 /** The database role lacks a privilege the step needs. */
-export const PermissionError = define('PermissionError', false);
+export const PermissionError = define('PermissionError');
 /** An invalid mapping file (all problems are listed in the message). */
-export const MappingError = define('MappingError', false);
+export const MappingError = define('MappingError');
 /** The analysis refuses the source: an unknown table with rows, an ambiguous reference, ... */
-export const PlanError = define('PlanError', false);
+export const PlanError = define('PlanError');
 /** One batch failed for a reason other than a bad row (bad rows are rejected, not thrown). */
-export const MigrationBatchError = define('MigrationBatchError', false);
+export const MigrationBatchError = define('MigrationBatchError');
 /** Verification found a difference between source and target. */
-export const VerificationFailedError = define('VerificationFailedError', false);
+export const VerificationFailedError = define('VerificationFailedError');
 /** Another run holds the target's lease. */
-export const LeaseHeldError = define('LeaseHeldError', false);
-export const BackupError = define('BackupError', false);
-export const RestoreError = define('RestoreError', false);
+export const LeaseHeldError = define('LeaseHeldError');
+export const BackupError = define('BackupError');
+export const RestoreError = define('RestoreError');
 /** S3 unavailable or throttling for a moment. */
-export const TransientStorageError = define('TransientStorageError', true);
-export const CutoverError = define('CutoverError', false);
+export const TransientStorageError = define('TransientStorageError');
+export const CutoverError = define('CutoverError');
 /** Invalid execution input or CLI arguments. */
-export const InputError = define('InputError', false);
-
-export type AnyMigrationError = InstanceType<
-  | typeof TransientDatabaseError
-  | typeof DatabaseError
-  | typeof ConnectionConfigError
-  | typeof PermissionError
-  | typeof MappingError
-  | typeof PlanError
-  | typeof MigrationBatchError
-  | typeof VerificationFailedError
-  | typeof LeaseHeldError
-  | typeof BackupError
-  | typeof RestoreError
-  | typeof TransientStorageError
-  | typeof CutoverError
-  | typeof InputError
->;
+export const InputError = define('InputError');
 
 /** Names Step Functions retries with backoff; everything else fails the execution at once. */
-export const RETRYABLE_ERROR_NAMES: readonly ErrorCode[] = ['TransientDatabaseError', 'TransientStorageError'];
+export const RETRYABLE_ERROR_NAMES: readonly ErrorCode[] = (Object.keys(RETRYABLE) as ErrorCode[]).filter((name) => RETRYABLE[name]);

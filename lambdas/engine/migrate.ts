@@ -5,8 +5,7 @@ import { TARGET_ORDER, WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN, type TargetTa
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
-  buildDerivedLinkSelect,
-  buildMappingSelect,
+  buildUnitSelect,
   createdAtExpr,
   derivedSourceName,
   foldedQrExpr,
@@ -14,14 +13,16 @@ import {
   sourceRowsFrom,
   targetIdExpr,
   translatedRefExpr,
+  tableUnits,
   type KeyRange,
+  type TableUnit,
   type MappingContext,
   type PasswordHashes,
 } from '../core/sql/mapping';
 import { renderComputeSummaries } from '../core/sql/derived';
 import { renderAnalyze, renderCreateTables, renderPostLoad, renderResetSequence, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
-import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
+import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
 
 /** What every migration step needs to know about its run. */
 export interface EngineRun {
@@ -69,7 +70,6 @@ export interface StepResult {
   readonly batches: number;
 }
 
-const STEP_DONE_SOURCE = '*';
 
 function outOfTime(o: StepOptions): boolean {
   return Date.now() >= o.deadline || (o.shouldStop?.() ?? false);
@@ -249,45 +249,10 @@ async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingCo
 
 // ---------------------------------------------------------------- table steps
 
-interface SourceUnit {
-  readonly label: string;
-  readonly source: SourcePlan;
-  readonly build: (ctx: MappingContext, params: Params, range: KeyRange | null, passwords: PasswordHashes | null) => { text: string; columns: string[] };
-  /** Only rows of the source table matching this are read (derived links: rows with a parent). */
-  readonly filter?: string;
-  /** False: unique-key collisions were ruled out before the batch (see BatchInsertOptions.mayConflict). */
-  readonly mayConflict?: boolean;
-}
-
-function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
-  const units: SourceUnit[] = table.sources.map((source) => ({
-    label: source.table,
-    source,
-    build: (ctx, params, range, passwords) => buildMappingSelect(table, source, ctx, params, range, passwords),
-    // Bag QR codes cannot collide: `prepare` renamed every duplicate and refused renamed codes that clash.
-    ...(table.target === 'bag' ? { mayConflict: false } : {}),
-  }));
-  const bag = plan.tables.find((t) => t.target === 'bag');
-  for (const derived of table.derivedLinks) {
-    const source = bag?.sources.find((s) => s.table === derived.fromSource);
-    if (!source) continue;
-    units.push({
-      label: derivedSourceName(derived),
-      source,
-      build: (ctx, params, range) => buildDerivedLinkSelect(derived, source, ctx, params, range),
-      filter: `s.${id(derived.parentColumn)} IS NOT NULL`,
-      // One derived link per child, and a child linked elsewhere is rejected by the mapping itself.
-      mayConflict: false,
-      // (Children that were rejected are skipped by the mapping itself.)
-    });
-  }
-  return units;
-}
-
 async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const offsets = await loadOffsets(o.client, o.run.targetSchema);
-  for (const unit of unitsOf(o.plan, table)) {
+  for (const unit of tableUnits(o.plan, table)) {
     const r = await migrateUnit(o, table, unit, offsets, totals);
     if (!r.done) return { ...totals, done: false, cursor: r.cursor };
   }
@@ -316,7 +281,7 @@ async function resolveBagParents(o: StepOptions): Promise<number> {
   return r.rowCount ?? 0;
 }
 
-async function nextBatchHi(o: StepOptions, unit: SourceUnit, readSchema: string, lo: number | null): Promise<number | null> {
+async function nextBatchHi(o: StepOptions, unit: TableUnit, readSchema: string, lo: number | null): Promise<number | null> {
   const key = id(unit.source.key!);
   const where = [lo === null ? 'TRUE' : `s.${key} > $1`, unit.filter ?? 'TRUE'].join(' AND ');
   const values: unknown[] = lo === null ? [] : [lo];
@@ -329,7 +294,7 @@ async function nextBatchHi(o: StepOptions, unit: SourceUnit, readSchema: string,
 }
 
 /** Whether a table without a primary key has rows without an id (the first batch reads them; see rangeWhere). */
-async function hasRowsWithoutKey(o: StepOptions, unit: SourceUnit, readSchema: string): Promise<boolean> {
+async function hasRowsWithoutKey(o: StepOptions, unit: TableUnit, readSchema: string): Promise<boolean> {
   if (unit.source.keyStrategy !== 'id-column') return false;
   const r = await o.client.query(`SELECT EXISTS (SELECT 1 FROM ${qualified(readSchema, unit.source.table)} s WHERE s.${id(unit.source.key!)} IS NULL) AS e`);
   return Boolean(r.rows[0].e);
@@ -338,7 +303,7 @@ async function hasRowsWithoutKey(o: StepOptions, unit: SourceUnit, readSchema: s
 async function migrateUnit(
   o: StepOptions,
   table: TablePlan,
-  unit: SourceUnit,
+  unit: TableUnit,
   offsets: Record<string, number>,
   totals: { migrated: number; rejected: number; batches: number },
 ): Promise<{ done: boolean; cursor: string | null }> {
@@ -377,7 +342,7 @@ async function migrateUnit(
           return { migrated: 0, rejected: 0, already: -1 };
         }
         const params = new Params();
-        const mapping = unit.build(ctx, params, range, passwords);
+        const mapping = buildUnitSelect(table, unit, ctx, params, range, passwords);
         const q = buildBatchInsert(
           {
             runId: run.runId, target: table.target, sourceLabel: unit.label, mapping, sourceSchema: readSchema, targetSchema: schema, source: unit.source,

@@ -3,7 +3,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { to as copyTo } from 'pg-copy-streams';
-import { qualified } from '../core/sql/ident';
+import { escapeLiteral, qualified } from '../core/sql/ident';
 import type { VerificationResult } from '../core/verify';
 import type { RunContext } from '../handlers/contract';
 import { uploadStream } from '../io/backup';
@@ -32,7 +32,8 @@ export interface MigrationReport {
 /** Streams the run's rejected rows (no secrets: they were stripped when stored) to S3 as gzipped JSON lines. */
 export async function exportRejects(client: pg.ClientBase, schema: string, runId: string, s3: S3Client, bucket: string, key: string, kmsKeyId?: string): Promise<number> {
   const n = await client.query(`SELECT count(*)::bigint AS n FROM ${qualified(schema, '_migration_reject')} WHERE run_id = $1`, [runId]);
-  const literal = `'${runId.replace(/'/g, "''")}'`;
+  // COPY takes no parameters: the run id (validated by assertRunId) as a literal.
+  const literal = escapeLiteral(runId);
   await uploadStream({
     s3, bucket, key, contentType: 'application/gzip', kmsKeyId,
     produce: async (body) => {

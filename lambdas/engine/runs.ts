@@ -37,14 +37,6 @@ export interface CutoverRecord {
   readonly movedLegacy: string[];
 }
 
-const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-
-export function assertRunId(runId: string): void {
-  if (!RUN_ID.test(runId)) {
-    throw new InputError(`Run id "${runId}" is not valid: use 1-63 letters, digits, '_', '.', '-' (it names S3 keys and a schema).`);
-  }
-}
-
 /** A new run id: UTC time plus a short random suffix, e.g. 20261125T170102Z-3fa9. */
 export function newRunId(now = new Date(), random = Math.random): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
@@ -201,6 +193,8 @@ export interface Checkpoint {
 
 /** batch_no of the marker row that says a source (or a whole step) is complete. */
 export const COMPLETE = -1;
+/** The checkpoint source that marks a whole step done (its batch number is COMPLETE). */
+export const STEP_DONE_SOURCE = '*';
 
 export async function lastCheckpoint(client: pg.ClientBase, schema: string, runId: string, step: string, source: string): Promise<Checkpoint | null> {
   const r = await client.query(

@@ -9,7 +9,7 @@ import { applyCopySettings } from '../io/backup';
 import { readTableInfo } from '../io/catalog';
 import { toMigrationError, withTransaction } from '../io/pg';
 import type { EngineRun, StepResult } from './migrate';
-import { claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
+import { claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
 
 /**
  * The cross-database path: the source tables the plan reads are streamed with COPY from the source
@@ -40,7 +40,7 @@ export function stagedTables(plan: Plan): string[] {
 export async function runStageStep(o: StageOptions): Promise<StepResult> {
   const { target, run, plan } = o;
   const schema = run.targetSchema;
-  const done = await lastCheckpoint(target, schema, run.runId, STEP, '*');
+  const done = await lastCheckpoint(target, schema, run.runId, STEP, STEP_DONE_SOURCE);
   if (done?.batchNo === COMPLETE) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
   await target.query(`CREATE SCHEMA IF NOT EXISTS ${id(stagingSchema(schema))}`);
   const totals = { copied: 0, batches: 0 };
@@ -49,7 +49,7 @@ export async function runStageStep(o: StageOptions): Promise<StepResult> {
     if (cursor) return { done: false, cursor, migrated: totals.copied, rejected: 0, batches: totals.batches };
   }
   await withTransaction(target, async () => {
-    await claimCheckpoint(target, schema, run.runId, STEP, '*', { batchNo: COMPLETE, keyLo: null, keyHi: null });
+    await claimCheckpoint(target, schema, run.runId, STEP, STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null });
     await recordStep(target, schema, run.runId, 'migrate:stage', { status: 'done', finishedAt: new Date().toISOString(), schema: stagingSchema(schema) });
   });
   return { done: true, cursor: null, migrated: totals.copied, rejected: 0, batches: totals.batches };

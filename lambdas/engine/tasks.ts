@@ -3,6 +3,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { CutoverError, InputError, PermissionError, VerificationFailedError } from '../core/errors';
 import { parseMappingFile, type MappingOverrides } from '../core/mapping-file';
 import { renderPlanText, type Plan } from '../core/planner';
+import { assertRunId } from '../core/backup-manifest';
 import { TARGET_TABLES } from '../core/rules';
 import { escapeIdentifier, qualified } from '../core/sql/ident';
 import { renderFailures, type VerificationResult } from '../core/verify';
@@ -27,7 +28,6 @@ import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher
 import { exportRejects, buildReport } from './report';
 import {
   acquireLease,
-  assertRunId,
   ensureInternalTables,
   newRunId,
   readRun,
@@ -221,7 +221,7 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
       await assertTargetWritable(c, base.targetSchema);
       await ensureInternalTables(c, base.targetSchema);
       const cut = await c.query(
-        `SELECT run_id, cutover->>'at' AS at FROM ${schemaTable(base.targetSchema, '_migration_run')} WHERE cutover->>'status' = 'cut-over' LIMIT 1`,
+        `SELECT run_id, cutover->>'at' AS at FROM ${qualified(base.targetSchema, '_migration_run')} WHERE cutover->>'status' = 'cut-over' LIMIT 1`,
       );
       if (cut.rows[0]) {
         throw new CutoverError(`Run ${cut.rows[0].run_id} was cut over at ${cut.rows[0].at}: the new tables now live in the application schema. Roll it back first (tracetrack-migrate rollback --run-id ${cut.rows[0].run_id}) or use another target schema.`);
@@ -246,9 +246,6 @@ function readSchemaOf(run: RunContext): string | undefined {
   return run.crossDatabase ? stagingSchema(run.targetSchema) : undefined;
 }
 
-function schemaTable(schema: string, table: string): string {
-  return `"${schema.replace(/"/g, '""')}"."${table.replace(/"/g, '""')}"`;
-}
 
 async function readOverrides(deps: TaskDeps, run: RunContext): Promise<MappingOverrides | undefined> {
   if (!run.mappingKey) return undefined;

@@ -4,12 +4,13 @@ import { BCRYPT_HASH_PATTERN, TARGET_ORDER, WERKZEUG_HASH_PATTERN, type TargetTa
 import { derivedColumnScopes, renderSummaryMismatches } from '../core/sql/derived';
 import { escapeIdentifier as id, escapeLiteral, Params, qualified } from '../core/sql/ident';
 import {
-  buildDerivedLinkSelect,
-  buildMappingSelect,
+  buildUnitSelect,
   derivedSourceName,
   targetIdExpr,
-  translatedRefExpr,
+  tableUnits,
+  unitOffset,
   type KeyRange,
+  type TableUnit,
   type MappingContext,
 } from '../core/sql/mapping';
 import { renderAnalyze, TARGET_TABLE_DDL, WORK_TABLES } from '../core/sql/target-ddl';
@@ -72,37 +73,18 @@ export async function verifyRun(o: VerifyOptions): Promise<VerificationResult> {
   return { runId: run.runId, passed, verifiedAt: new Date().toISOString(), checks, tables, readiness };
 }
 
-interface Unit {
-  readonly label: string;
-  readonly kind: 'source' | 'derived';
-  readonly source: SourcePlan;
-  /** Target ids of this unit are `offset + key`. */
+/** A unit of the table (core's tableUnits) with its target-id offset and its mapping over a key range. */
+interface Unit extends TableUnit {
   readonly offset: number;
-  /** The unit's mapping SELECT, over the whole source or one key range. */
   readonly mapping: (params: Params, range?: KeyRange | null) => { text: string; columns: string[] };
 }
 
 function unitsFor(plan: Plan, table: TablePlan, ctx: MappingContext): Unit[] {
-  const units: Unit[] = table.sources.map((s) => ({
-    label: s.table,
-    kind: 'source',
-    source: s,
-    offset: ctx.offsets[s.table] ?? 0,
-    mapping: (params, range = null) => buildMappingSelect(table, s, ctx, params, range),
+  return tableUnits(plan, table).map((u) => ({
+    ...u,
+    offset: unitOffset(u, ctx.offsets),
+    mapping: (params: Params, range: KeyRange | null = null) => buildUnitSelect(table, u, ctx, params, range),
   }));
-  const bag = plan.tables.find((t) => t.target === 'bag');
-  for (const d of table.derivedLinks) {
-    const s = bag?.sources.find((b) => b.table === d.fromSource);
-    if (!s) continue;
-    units.push({
-      label: derivedSourceName(d),
-      kind: 'derived',
-      source: s,
-      offset: (ctx.offsets[derivedSourceName(d)] ?? 0) + (ctx.offsets[s.table] ?? 0),
-      mapping: (params, range = null) => buildDerivedLinkSelect(d, s, ctx, params, range),
-    });
-  }
-  return units;
 }
 
 interface SourcePass {
@@ -122,7 +104,7 @@ async function sourcePass(o: VerifyOptions, table: TablePlan, unit: Unit, ctx: M
   const mapping = unit.mapping(params);
   const runP = params.add(run.runId);
   const labelP = params.add(unit.label);
-  const redundantExpr = unit.kind === 'derived' ? redundantLinkExpr(o.plan, unit, ctx) : 'FALSE';
+  const redundantExpr = unit.kind === 'derived' ? redundantLinkExpr(unit, ctx) : 'FALSE';
   const columns = mapping.columns.filter((col) => !isSaltedColumn(unit.source, col));
   const kept = `m._reject IS NULL AND r.source_key IS NULL`;
   const lost = `t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr})`;
@@ -233,11 +215,8 @@ function isSaltedColumn(source: SourcePlan, column: string): boolean {
   return column === 'password_hash' && source.columns.some((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
 }
 
-function redundantLinkExpr(plan: Plan, unit: Unit, ctx: MappingContext): string {
-  const link = plan.tables.find((t) => t.target === 'link')!;
-  const d = link.derivedLinks.find((x) => derivedSourceName(x) === unit.label)!;
-  const parentCol = unit.source.columns.find((c) => c.target === 'parent_id' && c.source === d.parentColumn)!;
-  void parentCol;
+/** A derived-link candidate that a link row already states (not derived again, not missing). */
+function redundantLinkExpr(unit: Unit, ctx: MappingContext): string {
   // m has child_bag_id (NULL when the child is missing) and _rp (the translated parent).
   return `EXISTS (SELECT 1 FROM ${qualified(ctx.targetSchema, 'link')} l WHERE l.child_bag_id = m.id - ${ctx.offsets[unit.label] ?? 0} AND l.parent_bag_id = m._rp)`;
 }
@@ -362,7 +341,6 @@ async function passwordCheck(client: pg.ClientBase, run: EngineRun, plan: Plan, 
     for (const row of sample.rows) {
       if (!(await checkPasswordWerkzeug(row.hash, row.plain))) problems.push(`user ${row.id}: the new hash does not accept the legacy password`);
     }
-    void translatedRefExpr;
   }
   data.rehashed = rehashed;
   return {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { escapeIdentifier, qualified } from '../core/sql/ident';
 import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
@@ -160,10 +161,6 @@ export async function applyCopySettings(client: pg.ClientBase): Promise<void> {
   }
 }
 
-function qualified(schema: string, table: string): string {
-  return `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(table)}`;
-}
-
 /** Streams `source` into one S3 object (multipart), aborting the upload if the stream fails. */
 export async function uploadStream(input: {
   s3: S3Client;
@@ -300,7 +297,7 @@ async function writePart(input: BackupTableOptions & {
       let filter = '';
       if (splitKey !== null) {
         // COPY takes no bind parameters: the bounds travel as parameters into transaction-local settings.
-        const k = pg.escapeIdentifier(splitKey);
+        const k = escapeIdentifier(splitKey);
         await client.query("SELECT set_config('tracetrack.backup_after', $1, true)", [after ?? '']);
         const lower = after === null ? 'TRUE' : `${k} > current_setting('tracetrack.backup_after')::int8`;
         const probe = await client.query<{ k: string }>(
@@ -313,7 +310,7 @@ async function writePart(input: BackupTableOptions & {
         filter = ` WHERE ${lower} AND ${upper} ORDER BY ${k}`;
         keyRange = { after, through };
       } else if (table.primaryKey.length) {
-        filter = ` ORDER BY ${table.primaryKey.map((c) => pg.escapeIdentifier(c)).join(', ')}`;
+        filter = ` ORDER BY ${table.primaryKey.map((c) => escapeIdentifier(c)).join(', ')}`;
       }
       const hasher = new HashingCounter();
       const compressed = new ByteCounter();
@@ -524,5 +521,5 @@ async function primaryKeyOrder(client: pg.ClientBase, schema: string, table: str
       WHERE n.nspname = $1 AND c.relname = $2 AND con.contype = 'p' ORDER BY k.i`,
     [schema, table],
   );
-  return pk.rows.length ? ` ORDER BY ${pk.rows.map((r) => `t.${pg.escapeIdentifier(r.name)}`).join(', ')}` : '';
+  return pk.rows.length ? ` ORDER BY ${pk.rows.map((r) => `t.${escapeIdentifier(r.name)}`).join(', ')}` : '';
 }

@@ -1,11 +1,12 @@
 import pg from 'pg';
-import type { Catalog, ColumnInfo, ForeignKeyInfo, TableInfo } from '../core/catalog';
+import { INTEGER_TYPES, type Catalog, type ColumnInfo, type ForeignKeyInfo, type TableInfo } from '../core/catalog';
 import { InputError } from '../core/errors';
+import { escapeIdentifier, qualified } from '../core/sql/ident';
 import { toMigrationError } from './pg';
 
 /**
  * Reads the source schema's ordinary and partitioned tables (partitions are left out: their rows
- * are read through the partitioned parent). Identifiers always go through `escapeIdentifier`;
+ * are read through the partitioned parent). Identifiers always go through core's `escapeIdentifier`;
  * table names may hold quotes, spaces, upper case or semicolons.
  */
 export async function readCatalog(client: pg.ClientBase, schema: string): Promise<Catalog> {
@@ -56,8 +57,15 @@ async function readTables(client: pg.ClientBase, schema: string, onlyTable: stri
   ).rows.map((r) => ({ ...r, oid: Number(r.oid) }));
   if (tables.length === 0) return [];
   const oids = tables.map((t) => t.oid);
+  const columns = await readColumns(client, oids);
+  const keys = await readKeys(client, oids);
+  const result: TableInfo[] = [];
+  for (const t of tables) result.push(await tableInfo(client, schema, t, columns, keys));
+  return result;
+}
 
-  const columns = (
+async function readColumns(client: pg.ClientBase, oids: number[]): Promise<ColumnRow[]> {
+  return (
     await client.query<ColumnRow>(
       `SELECT a.attrelid::int8 AS attrelid, a.attname::text AS name,
               format_type(a.atttypid, a.atttypmod) AS data_type,
@@ -74,8 +82,10 @@ async function readTables(client: pg.ClientBase, schema: string, onlyTable: stri
       [oids],
     )
   ).rows;
+}
 
-  const keys = (
+async function readKeys(client: pg.ClientBase, oids: number[]): Promise<KeyRow[]> {
+  return (
     await client.query<KeyRow>(
       `SELECT con.conrelid::int8 AS conrelid, con.conname::text AS name,
               ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
@@ -94,55 +104,53 @@ async function readTables(client: pg.ClientBase, schema: string, onlyTable: stri
       [oids],
     )
   ).rows;
+}
 
-  const result: TableInfo[] = [];
-  for (const t of tables) {
-    const cols: ColumnInfo[] = columns
-      .filter((c) => Number(c.attrelid) === t.oid)
-      .map((c) => ({
-        name: c.name,
-        dataType: c.data_type,
-        udtName: c.udt_name,
-        nullable: c.nullable,
-        defaultExpr: c.default_expr,
-        ordinal: c.ordinal,
-      }));
-    const own = keys.filter((k) => Number(k.conrelid) === t.oid);
-    const pk = own.find((k) => k.ref_table === null);
-    const foreignKeys: ForeignKeyInfo[] = own
-      .filter((k) => k.ref_table !== null)
-      .map((k) => ({
-        name: k.name,
-        columns: k.columns,
-        refSchema: k.ref_schema ?? '',
-        refTable: k.ref_table ?? '',
-        refColumns: k.ref_columns ?? [],
-      }));
-    const primaryKey = pk?.columns ?? [];
-    const qualified = `${client.escapeIdentifier(schema)}.${client.escapeIdentifier(t.name)}`;
-    const hasRows = Boolean((await client.query(`SELECT EXISTS (SELECT 1 FROM ${qualified}) AS has_rows`)).rows[0].has_rows);
-    let minKey: number | null = null;
-    let maxKey: number | null = null;
-    const keyColumn = primaryKey.length === 1 ? cols.find((c) => c.name === primaryKey[0]) : undefined;
-    if (hasRows && keyColumn && ['int2', 'int4', 'int8'].includes(keyColumn.udtName)) {
-      const k = client.escapeIdentifier(keyColumn.name);
-      const row = (await client.query(`SELECT min(${k})::text AS min, max(${k})::text AS max FROM ${qualified}`)).rows[0];
-      minKey = row.min === null ? null : Number(row.min);
-      maxKey = row.max === null ? null : Number(row.max);
-    }
-    result.push({
-      schema,
-      name: t.name,
-      columns: cols,
-      primaryKey,
-      foreignKeys,
-      rowEstimate: Number(t.reltuples),
-      hasRows,
-      minKey,
-      maxKey,
-    });
+async function tableInfo(client: pg.ClientBase, schema: string, t: TableRow, columns: ColumnRow[], keys: KeyRow[]): Promise<TableInfo> {
+  const cols: ColumnInfo[] = columns
+    .filter((c) => Number(c.attrelid) === t.oid)
+    .map((c) => ({
+      name: c.name,
+      dataType: c.data_type,
+      udtName: c.udt_name,
+      nullable: c.nullable,
+      defaultExpr: c.default_expr,
+      ordinal: c.ordinal,
+    }));
+  const own = keys.filter((k) => Number(k.conrelid) === t.oid);
+  const pk = own.find((k) => k.ref_table === null);
+  const foreignKeys: ForeignKeyInfo[] = own
+    .filter((k) => k.ref_table !== null)
+    .map((k) => ({
+      name: k.name,
+      columns: k.columns,
+      refSchema: k.ref_schema ?? '',
+      refTable: k.ref_table ?? '',
+      refColumns: k.ref_columns ?? [],
+    }));
+  const primaryKey = pk?.columns ?? [];
+  const table = qualified(schema, t.name);
+  const hasRows = Boolean((await client.query(`SELECT EXISTS (SELECT 1 FROM ${table}) AS has_rows`)).rows[0].has_rows);
+  let minKey: number | null = null;
+  let maxKey: number | null = null;
+  const keyColumn = primaryKey.length === 1 ? cols.find((c) => c.name === primaryKey[0]) : undefined;
+  if (hasRows && keyColumn && INTEGER_TYPES.includes(keyColumn.udtName)) {
+    const k = escapeIdentifier(keyColumn.name);
+    const row = (await client.query(`SELECT min(${k})::text AS min, max(${k})::text AS max FROM ${table}`)).rows[0];
+    minKey = row.min === null ? null : Number(row.min);
+    maxKey = row.max === null ? null : Number(row.max);
   }
-  return result;
+  return {
+    schema,
+    name: t.name,
+    columns: cols,
+    primaryKey,
+    foreignKeys,
+    rowEstimate: Number(t.reltuples),
+    hasRows,
+    minKey,
+    maxKey,
+  };
 }
 
 /** Names of the schema's ordinary and partitioned tables (no partitions), by name. */

@@ -1,4 +1,5 @@
 import { pipeline } from 'node:stream/promises';
+import { escapeIdentifier, qualified } from '../core/sql/ident';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
@@ -106,12 +107,12 @@ async function restoreTable(input: {
   schema: string;
 }): Promise<RestoredTable> {
   const { client, s3, bucket, prefix, manifest, table, schema } = input;
-  const target = `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(table.name)}`;
+  const target = qualified(schema, table.name);
   const where = `table ${JSON.stringify(table.name)} of run ${manifest.runId} into schema ${JSON.stringify(schema)}`;
   const nextStep =
     `Nothing was changed for this table (its restore was rolled back). Restore the table from another run's backup (findLatestRunId / the runs/ folder), or take a new backup while the source still holds the data.`;
   const ddl = retargetCreateTable(table.ddl, table.name, manifest.sourceSchema, schema);
-  const columnList = table.columns.map((c) => pg.escapeIdentifier(c.name)).join(', ');
+  const columnList = table.columns.map((c) => escapeIdentifier(c.name)).join(', ');
   const dir = tableDirKey(prefix, manifest.runId, table.name);
   for (const part of table.parts) {
     if (!part.key.startsWith(dir)) {
@@ -121,7 +122,7 @@ async function restoreTable(input: {
   try {
     return await withTransaction(client, async () => {
       await applyCopySettings(client);
-      await client.query(`CREATE SCHEMA IF NOT EXISTS ${pg.escapeIdentifier(schema)}`);
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${escapeIdentifier(schema)}`);
       await client.query(`DROP TABLE IF EXISTS ${target}`);
       await client.query(ddl);
       for (const [i, part] of table.parts.entries()) {

@@ -1,3 +1,4 @@
+import { escapeIdentifier } from '../../lambdas/core/sql/ident';
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
@@ -9,7 +10,6 @@ import {
   parseBackupCursor,
   parseBackupManifest,
   partDataKey,
-  quoteIdentifier,
   renderBackupCursor,
   renderCreateTable,
   renderJson,
@@ -41,7 +41,7 @@ const table: TableInfo = {
 
 describe('backup manifest (pure)', () => {
   it.each(['plain', 'Upper Case', 'quo"te', 'semi;colon', '"', 'ü😀'])('quotes %s like pg.escapeIdentifier', (name) => {
-    expect(quoteIdentifier(name)).toBe(pg.escapeIdentifier(name));
+    expect(escapeIdentifier(name)).toBe(pg.escapeIdentifier(name));
   });
 
   it.each([

@@ -208,6 +208,50 @@ export function buildDerivedLinkSelect(
   };
 }
 
+/**
+ * The units of a target table: each source table, then each bag source's derived links. A unit is what a
+ * batch, a checkpoint, a reject label and a verification count belong to. Batches (migrate) and checks
+ * (verify) are both built from this one list.
+ */
+export interface TableUnit {
+  /** Checkpoint and reject-store label: the source table, or `<bag source>.<parent column> (derived link)`. */
+  readonly label: string;
+  readonly kind: 'source' | 'derived';
+  /** The source table read (for derived links: the bag source). */
+  readonly source: SourcePlan;
+  readonly derived: DerivedLinkPlan | null;
+  /** Only rows of the source matching this SQL condition are read (derived links: rows with a parent). */
+  readonly filter: string | null;
+  /** False: unique-key collisions were ruled out before the batch (see BatchInsertOptions.mayConflict). */
+  readonly mayConflict: boolean | undefined;
+}
+
+export function tableUnits(plan: { readonly tables: readonly TablePlan[] }, table: TablePlan): TableUnit[] {
+  const units: TableUnit[] = table.sources.map((source) => ({
+    label: source.table, kind: 'source', source, derived: null, filter: null,
+    // Bag QR codes cannot collide: `prepare` renamed every duplicate and refused renamed codes that clash.
+    mayConflict: table.target === 'bag' ? false : undefined,
+  }));
+  const bag = plan.tables.find((t) => t.target === 'bag');
+  for (const derived of table.derivedLinks) {
+    const source = bag?.sources.find((s) => s.table === derived.fromSource);
+    if (!source) continue;
+    // One derived link per child, and a child linked elsewhere (or rejected) is handled by the mapping itself.
+    units.push({ label: derivedSourceName(derived), kind: 'derived', source, derived, filter: `s.${id(derived.parentColumn)} IS NOT NULL`, mayConflict: false });
+  }
+  return units;
+}
+
+/** The unit's mapping SELECT over one key range (null: the whole source). */
+export function buildUnitSelect(table: TablePlan, unit: TableUnit, ctx: MappingContext, params: Params, range: KeyRange | null, passwords: PasswordHashes | null = null): { text: string; columns: string[] } {
+  return unit.derived ? buildDerivedLinkSelect(unit.derived, unit.source, ctx, params, range) : buildMappingSelect(table, unit.source, ctx, params, range, passwords);
+}
+
+/** Target ids of a unit are `unitOffset + source key`. */
+export function unitOffset(unit: TableUnit, offsets: Readonly<Record<string, number>>): number {
+  return (offsets[unit.source.table] ?? 0) + (unit.derived ? offsets[unit.label] ?? 0 : 0);
+}
+
 export function derivedSourceName(link: DerivedLinkPlan): string {
   return `${link.fromSource}.${link.parentColumn} (derived link)`;
 }

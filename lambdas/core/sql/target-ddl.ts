@@ -316,9 +316,13 @@ export function renderAnalyze(schema: string, tables: readonly string[], options
  * runs, the lease, batch checkpoints, rejected rows, the persistent id map, and work tables.
  */
 export function renderInternalTables(schema: string): string[] {
+  return [`CREATE SCHEMA IF NOT EXISTS ${escapeIdentifier(schema)}`, ...renderRunTables(schema), ...renderWorkTables(schema), ...renderTimestampParser(schema)];
+}
+
+/** Runs, the lease, batch checkpoints and rejected rows. */
+function renderRunTables(schema: string): string[] {
   const q = (t: string) => qualified(schema, t);
   return [
-    `CREATE SCHEMA IF NOT EXISTS ${escapeIdentifier(schema)}`,
     `CREATE TABLE IF NOT EXISTS ${q('_migration_run')} (
   run_id        TEXT PRIMARY KEY,
   status        TEXT NOT NULL,
@@ -364,6 +368,13 @@ export function renderInternalTables(schema: string): string[] {
   rejected_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
   PRIMARY KEY (run_id, source_table, source_key)
 )`,
+  ];
+}
+
+/** The persistent id offsets and id map of merged sources, and the work tables of `prepare`. */
+function renderWorkTables(schema: string): string[] {
+  const q = (t: string) => qualified(schema, t);
+  return [
     `CREATE TABLE IF NOT EXISTS ${q('_migration_id_offset')} (
   source_table TEXT PRIMARY KEY,
   target_table TEXT NOT NULL,
@@ -379,6 +390,12 @@ export function renderInternalTables(schema: string): string[] {
     `CREATE TABLE IF NOT EXISTS ${q('_mig_qr_rename')} (target_id BIGINT PRIMARY KEY, qr_id TEXT NOT NULL)`,
     `CREATE TABLE IF NOT EXISTS ${q('_mig_bag_parent')} (target_id BIGINT PRIMARY KEY)`,
     `CREATE TABLE IF NOT EXISTS ${q('_mig_bag_child')} (target_id BIGINT PRIMARY KEY)`,
+  ];
+}
+
+function renderTimestampParser(schema: string): string[] {
+  const q = (t: string) => qualified(schema, t);
+  return [
     // Parses text timestamps; NULL when unparseable (the row is then rejected, never aborted).
     // The exception block costs a subtransaction per call, so only values that are not plainly
     // valid ISO timestamps (FAST_TIMESTAMP_PATTERN) take that path.
