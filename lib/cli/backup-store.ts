@@ -1,6 +1,7 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { createS3Client } from '../../lambdas/io/s3';
 import { startLocalS3 } from '../runner/local-s3';
 import { CliUsageError, withResource, type CliContext } from './common';
 
@@ -22,6 +23,8 @@ export interface BackupStore {
   readonly bucket: string;
   /** Set for an S3-compatible server (local or --s3-endpoint). */
   readonly endpoint?: string;
+  /** The endpoint is the built-in local server (signed with its fixed key). */
+  readonly localServer: boolean;
   readonly s3: S3Client;
   /** Local directory holding the objects (local server only). */
   readonly directory?: string;
@@ -43,17 +46,11 @@ export async function withBackupStore<T>(ctx: CliContext, flags: BackupStoreFlag
   assertBackupFlags(flags);
   if (flags.bucket) {
     const endpoint = flags['s3-endpoint'];
-    const s3 = endpoint
-      ? new S3Client({
-          endpoint,
-          forcePathStyle: true,
-          region: ctx.env.AWS_REGION ?? 'us-east-1',
-          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-        })
-      : new S3Client({});
+    // Any S3 the user names is signed with the standard credential chain of the CLI's environment.
+    const s3 = createS3Client({ endpoint, env: ctx.env });
     const bucket = flags.bucket;
     try {
-      return await fn({ bucket, endpoint, s3, describe: (key) => `s3://${bucket}/${key ?? ''}` });
+      return await fn({ bucket, endpoint, localServer: false, s3, describe: (key) => `s3://${bucket}/${key ?? ''}` });
     } finally {
       s3.destroy();
     }
@@ -72,16 +69,12 @@ export async function withBackupStore<T>(ctx: CliContext, flags: BackupStoreFlag
     () => startLocalS3({ directory, buckets: [LOCAL_BUCKET] }),
     (server) => server.stop(),
     async (server) => {
-      const s3 = new S3Client({
-        endpoint: server.endpoint,
-        forcePathStyle: true,
-        region: 'us-east-1',
-        credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-      });
+      const s3 = createS3Client({ endpoint: server.endpoint, localServer: true, env: ctx.env });
       try {
         return await fn({
           bucket: LOCAL_BUCKET,
           endpoint: server.endpoint,
+          localServer: true,
           s3,
           directory,
           describe: (key) => `s3://${LOCAL_BUCKET}/${key ?? ''} (stored under ${displayPath(ctx.cwd, directory)})`,

@@ -183,6 +183,7 @@ async function runAgainst(ctx: CliContext, flags: RunFlags, sourceUrl: string, t
       targetUrl,
       bucket: store.bucket,
       s3Endpoint: store.endpoint,
+      s3LocalServer: store.localServer,
       input,
       timeBudgetMs: flags.timeBudgetMs,
       executionName: runId,

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { createS3Client } from '../../lambdas/io/s3';
 import { startLocalS3 } from '../../lib/runner/local-s3';
 
 export interface TestS3 {
@@ -17,12 +18,7 @@ export async function startTestS3(): Promise<TestS3> {
   const directory = mkdtempSync(join(tmpdir(), 'tracetrack-s3-'));
   const bucket = `tt-backup-${randomBytes(4).toString('hex')}`;
   const server = await startLocalS3({ directory, buckets: [bucket] });
-  const s3 = new S3Client({
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-  });
+  const s3 = createS3Client({ endpoint: server.endpoint, localServer: true });
   return {
     s3,
     bucket,
