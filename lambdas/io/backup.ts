@@ -74,9 +74,11 @@ export function toStorageError(err: unknown, doing: string, fallback: ErrorClass
   }
   if (isAccessError(err)) {
     const hint = accessHint(err);
-    const used = hint ? ` with ${hint.credentials}` : '';
     const remedy = hint?.remedy ?? `Grant the function's role access to the bucket (and its KMS key), then rerun.`;
-    return new fallback(`${doing} was refused by S3 (${name})${used}. ${remedy}`, { cause: err });
+    if (name === 'CredentialsProviderError') {
+      return new fallback(`${doing} failed: no AWS credentials were found${hint ? ` (looked in ${hint.source})` : ''}. ${remedy}`, { cause: err });
+    }
+    return new fallback(`${doing} was refused by S3 (${name})${hint ? ` with ${hint.credentials}` : ''}. ${remedy}`, { cause: err });
   }
   if (name === 'NoSuchBucket') {
     return new fallback(`${doing} failed: the bucket does not exist (${name}). Check BACKUP_BUCKET.`, { cause: err });

@@ -30,7 +30,10 @@ export interface S3ClientOptions {
 
 /** Which credentials an S3 request was signed with, and what to check: attached to auth errors. */
 export interface S3AccessHint {
+  /** `access key AKIA… from <source>`, or `no credentials from <source>`. */
   readonly credentials: string;
+  /** Where the credentials came from (or were looked for). */
+  readonly source: string;
   readonly remedy: string;
 }
 
@@ -95,8 +98,8 @@ export function createS3Client(options: S3ClientOptions = {}): S3Client {
           } catch {
             // no credentials at all: the error itself says so
           }
-          const credentials = keyId ? `access key ${keyId} from ${source}` : `no credentials (looked in ${source})`;
-          Object.defineProperty(err, HINT, { value: { credentials, remedy: remedyFor(env, where, localServer) }, enumerable: false });
+          const credentials = keyId ? `access key ${keyId} from ${source}` : `no credentials from ${source}`;
+          Object.defineProperty(err, HINT, { value: { credentials, source, remedy: remedyFor(env, where, localServer) }, enumerable: false });
         }
         throw err;
       }
