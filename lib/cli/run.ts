@@ -5,7 +5,7 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { parseMappingFile } from '../../lambdas/core/mapping-file';
 import type { ExecutionInput, ReportResult } from '../../lambdas/handlers/contract';
 import { newRunId, assertRunId } from '../../lambdas/engine/runs';
-import { readObjectText, sseParams } from '../../lambdas/io/backup';
+import { readObjectText, sseParams, toStorageError } from '../../lambdas/io/backup';
 import { parseDatabaseUrl, redactUrl, withClient } from '../../lambdas/io/pg';
 import { seedLegacyShapeA } from '../runner/demo-seed';
 import { startEmbeddedCluster } from '../runner/embedded-postgres';
@@ -174,7 +174,11 @@ async function runAgainst(ctx: CliContext, flags: RunFlags, sourceUrl: string, t
     let input: ExecutionInput = flags.input;
     if (mappingText !== undefined) {
       const mappingKey = `runs/${runId}/mapping.json`;
-      await store.s3.send(new PutObjectCommand({ Bucket: store.bucket, Key: mappingKey, Body: mappingText, ContentType: 'application/json', ...sseParams(store.kmsKeyId) }));
+      try {
+        await store.s3.send(new PutObjectCommand({ Bucket: store.bucket, Key: mappingKey, Body: mappingText, ContentType: 'application/json', ...sseParams(store.kmsKeyId) }));
+      } catch (err) {
+        throw toStorageError(err, `Uploading the mapping file to ${store.describe(mappingKey)}`);
+      }
       input = { ...input, mappingKey };
     }
     ctx.stdout(
