@@ -11,10 +11,12 @@ import { FAKE_ACCOUNT, FAKE_REGION, runLocally, type LocalRunResult, type LocalT
  * each invocation goes to a Node process of that function's own (a new one when all are busy, as
  * Lambda starts a new execution environment), started bare (no NODE_PATH, no loader, cwd = the
  * bundle's directory, nothing above it to resolve modules from), with the function's `Environment`
- * from the template. Only what cannot exist locally is translated: Secrets Manager ARNs become the
- * local database URLs (a function gets a URL only for the secrets the template gives it), the
- * bucket's Ref the local bucket, the KMS key's ARN a fake ARN of the same form, and the S3 endpoint
- * is the local s3rver.
+ * from the template. Only what cannot exist locally is translated: the bucket's Ref becomes the local
+ * bucket, the KMS key's ARN a fake ARN of the same form, the S3 endpoint the local s3rver; the secret
+ * ARNs are read from the Secrets Manager endpoint given (through the SDK's standard
+ * AWS_ENDPOINT_URL_SECRETS_MANAGER, each function signing with an access key of its own, as each
+ * role has), or without one become the local database URLs (a function gets a URL only for the
+ * secrets the template gives it).
  */
 
 export interface BundledRunOptions {
@@ -28,6 +30,8 @@ export interface BundledRunOptions {
   /** The built-in local s3rver. */
   readonly s3Endpoint: string;
   readonly input: unknown;
+  /** A Secrets Manager (stand-in) holding the template's secrets. @default - secret ARNs become the URLs */
+  readonly secretsManagerEndpoint?: string;
   readonly executionName?: string;
   /** Replaces the template's TIME_BUDGET_MS (which is 10 minutes) so that the resumable loops come back. */
   readonly timeBudgetMs?: number;
@@ -45,7 +49,7 @@ export class BundleLoadError extends Error {
 /** Resolves the intrinsics a function's environment holds to local stand-ins; anything else is refused. */
 export function resolveFunctionEnvironment(
   fn: BundledFunction,
-  local: { sourceUrl: string; targetUrl: string; bucket: string },
+  local: { sourceUrl: string; targetUrl: string; bucket: string; secretsManagerEndpoint?: string },
   template: { Resources?: Record<string, { Type: string }> },
 ): Record<string, string> {
   const resources = template.Resources ?? {};
@@ -61,6 +65,16 @@ export function resolveFunctionEnvironment(
   };
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(fn.environment)) env[name] = resolve(name, value);
+  if (local.secretsManagerEndpoint) {
+    return {
+      ...env,
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: local.secretsManagerEndpoint,
+      // Lambda hands a function its role's credentials in these variables.
+      AWS_ACCESS_KEY_ID: functionAccessKeyId(fn),
+      AWS_SECRET_ACCESS_KEY: 'local-stand-in',
+      AWS_SESSION_TOKEN: 'local-stand-in',
+    };
+  }
   if (env[ENV.sourceSecretArn]) {
     delete env[ENV.sourceSecretArn];
     env[ENV.sourceUrl] = local.sourceUrl;
@@ -70,6 +84,11 @@ export function resolveFunctionEnvironment(
     env[ENV.targetUrl] = local.targetUrl;
   }
   return env;
+}
+
+/** The access key a function signs with when its secrets come from a Secrets Manager endpoint: one per function. */
+export function functionAccessKeyId(fn: BundledFunction): string {
+  return `ASIA${fn.logicalId.toUpperCase()}`;
 }
 
 /** The worker: loads one bundle in a bare process and serves invocations over IPC. Plain CommonJS, no dependency. */
@@ -167,7 +186,7 @@ function invoke(worker: Worker, event: unknown, id: number): Promise<unknown> {
 /** Runs the definition through the bundles; every process it started is stopped when it ends. */
 export async function runBundledWorkflow(options: BundledRunOptions, template: { Resources?: Record<string, { Type: string }> }, outdir: string): Promise<BundledRunResult> {
   const workerFile = writeWorker(outdir);
-  const local = { sourceUrl: options.sourceUrl, targetUrl: options.targetUrl ?? options.sourceUrl, bucket: options.bucket };
+  const local = { sourceUrl: options.sourceUrl, targetUrl: options.targetUrl ?? options.sourceUrl, bucket: options.bucket, secretsManagerEndpoint: options.secretsManagerEndpoint };
   const pools = new Map<string, Worker[]>();
   const stats: BundledRunResult['functions'] = {};
   let nextId = 0;

@@ -53,12 +53,19 @@ function taskFunctionIds(states: Record<string, unknown>, out: Record<string, st
   return out;
 }
 
+/** The secrets the bundled stack is synthesized with: two, so that a test can tell which function reads which. */
+export const BUNDLED_SECRET_ARNS = {
+  source: `arn:aws:secretsmanager:${FAKE_REGION}:${FAKE_ACCOUNT}:secret:bundled-source-AbCdEf`,
+  target: `arn:aws:secretsmanager:${FAKE_REGION}:${FAKE_ACCOUNT}:secret:bundled-target-GhIjKl`,
+} as const;
+
 /** Synthesizes the stack into `outdir` with bundling, as `cdk synth` does (the feature flags of cdk.json). */
 export function synthesizeBundles(outdir: string): SynthesizedBundles {
   const cdkJson = JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'cdk.json'), 'utf8')) as { context?: object };
   const app = new App({ outdir, context: { ...cdkJson.context, 'aws:cdk:enable-asset-metadata': true } });
   const stack = new MigrationStack(app, 'BundledMigration', {
-    sourceSecretArn: `arn:aws:secretsmanager:${FAKE_REGION}:${FAKE_ACCOUNT}:secret:bundled-source-AbCdEf`,
+    sourceSecretArn: BUNDLED_SECRET_ARNS.source,
+    targetSecretArn: BUNDLED_SECRET_ARNS.target,
   });
   const template = app.synth().getStackByName(stack.stackName).template as Record<string, unknown>;
   const resources = template.Resources as Record<string, Resource>;

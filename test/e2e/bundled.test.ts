@@ -4,8 +4,10 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { TASK_STATES, type ReportResult } from '../../lambdas/handlers/contract';
 import { readObjectText } from '../../lambdas/io/backup';
-import { synthesizeBundles, type SynthesizedBundles } from '../../lib/runner/bundles';
-import { runBundledWorkflow, startBundleProcess, writeWorker } from '../../lib/runner/bundled-run';
+import { TASK_FUNCTIONS } from '../../lib/migration-stack';
+import { BUNDLED_SECRET_ARNS, synthesizeBundles, type SynthesizedBundles } from '../../lib/runner/bundles';
+import { functionAccessKeyId, runBundledWorkflow, startBundleProcess, writeWorker } from '../../lib/runner/bundled-run';
+import { rdsSecretOf, startLocalSecretsManager } from '../support/secrets-manager';
 import { createTestDatabase, withTestClient } from '../support/pg';
 import { loadFixture } from '../support/engine';
 import { startTestS3, type TestS3 } from '../support/s3';
@@ -60,6 +62,8 @@ describe('the function bundles', () => {
   it('runs the synthesized definition through the bundles: a run, a rerun with cutover, against PostgreSQL and the local S3', async () => {
     const db = await createTestDatabase('bundled');
     const s3 = await startTestS3();
+    // Both secrets name the test database (source and target in one database, the usual case).
+    const secrets = await startLocalSecretsManager({ [BUNDLED_SECRET_ARNS.source]: rdsSecretOf(db.url), [BUNDLED_SECRET_ARNS.target]: rdsSecretOf(db.url) });
     try {
       await loadFixture(db.url, 'a');
       const run = (runId: string, extra: Record<string, unknown> = {}) =>
@@ -70,6 +74,7 @@ describe('the function bundles', () => {
             sourceUrl: db.url,
             bucket: s3.bucket,
             s3Endpoint: s3.endpoint,
+            secretsManagerEndpoint: secrets.endpoint,
             input: { runId, batchSize: 5, ...extra },
             executionName: runId,
             // Short budgets, so that the BackupTable and MigrateStep loops of the definition come back.
@@ -98,6 +103,20 @@ describe('the function bundles', () => {
       for (const [k, s] of Object.entries(second.functions)) if (s.invocations > 0) ran.add(k);
       expect([...ran].sort()).toEqual(Object.values(TASK_STATES).sort());
 
+      // Each function read its database settings from Secrets Manager, only secrets its template grants.
+      const readBy: Record<string, string[]> = {};
+      for (const [key, spec] of Object.entries(TASK_FUNCTIONS)) {
+        const fn = bundles.functions[TASK_STATES[key as keyof typeof TASK_STATES]]!;
+        const read = [...new Set(secrets.reads.filter((r) => r.accessKeyId === functionAccessKeyId(fn)).map((r) => r.secretId))].sort();
+        const granted = spec.secrets.map((s) => BUNDLED_SECRET_ARNS[s]);
+        expect(read.length, fn.state).toBeGreaterThan(0);
+        expect(read.filter((arn) => !granted.includes(arn)), fn.state).toEqual([]);
+        readBy[fn.state] = read.map((arn) => (arn === BUNDLED_SECRET_ARNS.source ? 'source' : 'target'));
+      }
+      expect(readBy[TASK_STATES.preflight]).toEqual(['source', 'target']);
+      expect(readBy[TASK_STATES.backupTable]).toEqual(['source']);
+      expect(readBy[TASK_STATES.cutover]).toEqual(['target']);
+
       await withTestClient(db.url, async (c) => {
         const where = (await c.query(
           `SELECT table_schema, table_name FROM information_schema.columns WHERE table_name = 'bag' AND column_name IN ('qr_id', 'qr_code') ORDER BY 1`,
@@ -110,6 +129,7 @@ describe('the function bundles', () => {
         expect(bags.rows[0].n).toBe(15);
       });
     } finally {
+      await secrets.stop();
       await s3.stop();
       await db.drop();
     }
