@@ -32,6 +32,11 @@ export interface BundledRunOptions {
   readonly input: unknown;
   /** A Secrets Manager (stand-in) holding the template's secrets. @default - secret ARNs become the URLs */
   readonly secretsManagerEndpoint?: string;
+  /**
+   * Each function signs S3 requests with credentials of its own ({@link functionCredentials}) through the
+   * standard chain, as with its role in Lambda; the S3 server must accept them. @default false (the local s3rver's key)
+   */
+  readonly functionCredentials?: boolean;
   readonly executionName?: string;
   /** Replaces the template's TIME_BUDGET_MS (which is 10 minutes) so that the resumable loops come back. */
   readonly timeBudgetMs?: number;
@@ -66,14 +71,7 @@ export function resolveFunctionEnvironment(
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(fn.environment)) env[name] = resolve(name, value);
   if (local.secretsManagerEndpoint) {
-    return {
-      ...env,
-      AWS_ENDPOINT_URL_SECRETS_MANAGER: local.secretsManagerEndpoint,
-      // Lambda hands a function its role's credentials in these variables.
-      AWS_ACCESS_KEY_ID: functionAccessKeyId(fn),
-      AWS_SECRET_ACCESS_KEY: 'local-stand-in',
-      AWS_SESSION_TOKEN: 'local-stand-in',
-    };
+    return { ...env, AWS_ENDPOINT_URL_SECRETS_MANAGER: local.secretsManagerEndpoint, ...functionCredentials(fn) };
   }
   if (env[ENV.sourceSecretArn]) {
     delete env[ENV.sourceSecretArn];
@@ -86,9 +84,17 @@ export function resolveFunctionEnvironment(
   return env;
 }
 
-/** The access key a function signs with when its secrets come from a Secrets Manager endpoint: one per function. */
+/** The access key a function signs with (its Secrets Manager and, with `functionCredentials`, S3 requests): one per function. */
 export function functionAccessKeyId(fn: BundledFunction): string {
   return `ASIA${fn.logicalId.toUpperCase()}`;
+}
+
+/** The secret key of every function's stand-in credentials (local servers only). */
+export const FUNCTION_SECRET_ACCESS_KEY = 'local-stand-in';
+
+/** Lambda hands a function its role's credentials in these variables. */
+export function functionCredentials(fn: BundledFunction): Record<string, string> {
+  return { AWS_ACCESS_KEY_ID: functionAccessKeyId(fn), AWS_SECRET_ACCESS_KEY: FUNCTION_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN: FUNCTION_SECRET_ACCESS_KEY };
 }
 
 /** The worker: loads one bundle in a bare process and serves invocations over IPC. Plain CommonJS, no dependency. */
@@ -195,7 +201,7 @@ export async function runBundledWorkflow(options: BundledRunOptions, template: {
     const env = {
       ...resolveFunctionEnvironment(fn, local, template),
       [ENV.s3Endpoint]: options.s3Endpoint,
-      [ENV.s3LocalServer]: 'true',
+      ...(options.functionCredentials ? functionCredentials(fn) : { [ENV.s3LocalServer]: 'true' }),
       ...(options.timeBudgetMs !== undefined && fn.environment[ENV.timeBudgetMs] !== undefined ? { [ENV.timeBudgetMs]: String(options.timeBudgetMs) } : {}),
     };
     const pool: Worker[] = [];

@@ -4,13 +4,14 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { TASK_STATES, type ReportResult } from '../../lambdas/handlers/contract';
 import { readObjectText } from '../../lambdas/io/backup';
-import { TASK_FUNCTIONS } from '../../lib/migration-stack';
-import { BUNDLED_SECRET_ARNS, synthesizeBundles, type SynthesizedBundles } from '../../lib/runner/bundles';
-import { functionAccessKeyId, runBundledWorkflow, startBundleProcess, writeWorker } from '../../lib/runner/bundled-run';
+import { BUNDLED_SECRET_ARNS, synthesizeBundles, type BundledFunction, type SynthesizedBundles } from '../../lib/runner/bundles';
+import { FUNCTION_SECRET_ACCESS_KEY, functionAccessKeyId, runBundledWorkflow, startBundleProcess, writeWorker } from '../../lib/runner/bundled-run';
+import { FAKE_ACCOUNT, FAKE_REGION } from '../../lib/runner/state-machine';
+import { isAllowed, roleStatements, s3Actions } from '../support/iam';
 import { rdsSecretOf, startLocalSecretsManager } from '../support/secrets-manager';
 import { createTestDatabase, withTestClient } from '../support/pg';
 import { loadFixture } from '../support/engine';
-import { startTestS3, type TestS3 } from '../support/s3';
+import { registerTestS3Credentials, startRecordingS3Front, startTestS3, type TestS3 } from '../support/s3';
 
 /**
  * What `cdk deploy` ships, run: the stack synthesized with bundling (the esbuild bundles of the cloud
@@ -64,6 +65,9 @@ describe('the function bundles', () => {
     const s3 = await startTestS3();
     // Both secrets name the test database (source and target in one database, the usual case).
     const secrets = await startLocalSecretsManager({ [BUNDLED_SECRET_ARNS.source]: rdsSecretOf(db.url), [BUNDLED_SECRET_ARNS.target]: rdsSecretOf(db.url) });
+    // Every function signs S3 requests with a key of its own (s3rver checks them), recorded by the front.
+    for (const fn of Object.values(bundles.functions)) registerTestS3Credentials({ accessKeyId: functionAccessKeyId(fn), secretAccessKey: FUNCTION_SECRET_ACCESS_KEY });
+    const front = await startRecordingS3Front(s3.endpoint, '');
     try {
       await loadFixture(db.url, 'a');
       const run = (runId: string, extra: Record<string, unknown> = {}) =>
@@ -73,8 +77,9 @@ describe('the function bundles', () => {
             functions: bundles.functions,
             sourceUrl: db.url,
             bucket: s3.bucket,
-            s3Endpoint: s3.endpoint,
+            s3Endpoint: front.endpoint,
             secretsManagerEndpoint: secrets.endpoint,
+            functionCredentials: true,
             input: { runId, batchSize: 5, ...extra },
             executionName: runId,
             // Short budgets, so that the BackupTable and MigrateStep loops of the definition come back.
@@ -103,19 +108,39 @@ describe('the function bundles', () => {
       for (const [k, s] of Object.entries(second.functions)) if (s.invocations > 0) ran.add(k);
       expect([...ran].sort()).toEqual(Object.values(TASK_STATES).sort());
 
-      // Each function read its database settings from Secrets Manager, only secrets its template grants.
-      const readBy: Record<string, string[]> = {};
-      for (const [key, spec] of Object.entries(TASK_FUNCTIONS)) {
-        const fn = bundles.functions[TASK_STATES[key as keyof typeof TASK_STATES]]!;
-        const read = [...new Set(secrets.reads.filter((r) => r.accessKeyId === functionAccessKeyId(fn)).map((r) => r.secretId))].sort();
-        const granted = spec.secrets.map((s) => BUNDLED_SECRET_ARNS[s]);
-        expect(read.length, fn.state).toBeGreaterThan(0);
-        expect(read.filter((arn) => !granted.includes(arn)), fn.state).toEqual([]);
-        readBy[fn.state] = read.map((arn) => (arn === BUNDLED_SECRET_ARNS.source ? 'source' : 'target'));
+      // Every AWS call a function made is allowed by the IAM policies the template gives its role.
+      const template = bundles.template as never as { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+      const keyArn = `arn:aws:kms:${FAKE_REGION}:${FAKE_ACCOUNT}:key/`;
+      const resolveArn = (id: string, attribute: string | null) => {
+        const type = template.Resources[id]?.Type;
+        if (type === 'AWS::S3::Bucket' && attribute === 'Arn') return `arn:aws:s3:::${s3.bucket}`;
+        if (type === 'AWS::KMS::Key' && attribute === 'Arn') return `${keyArn}${id}`;
+        return `unresolved:${id}.${attribute}`;
+      };
+      const byKey = new Map(Object.values(bundles.functions).map((fn) => [functionAccessKeyId(fn), fn]));
+      const calls: { fn: BundledFunction; action: string; resource: string }[] = [];
+      for (const r of secrets.reads) calls.push({ fn: byKey.get(r.accessKeyId)!, action: 'secretsmanager:GetSecretValue', resource: r.secretId });
+      for (const r of front.requests) {
+        const fn = byKey.get(/Credential=([^/]+)\//.exec(String(r.headers.authorization))?.[1] ?? '');
+        expect(fn, `${r.method} ${r.path}: signed by no function`).toBeDefined();
+        for (const a of s3Actions(r)) calls.push({ fn: fn!, ...a });
+        const sse = r.headers['x-amz-server-side-encryption-aws-kms-key-id'];
+        if (sse !== undefined) calls.push({ fn: fn!, action: 'kms:GenerateDataKey', resource: String(sse) });
+        else if (r.method === 'GET' && r.path.split('/').length > 2) calls.push({ fn: fn!, action: 'kms:Decrypt', resource: String(resolveArn(keyId(template), 'Arn')) });
       }
-      expect(readBy[TASK_STATES.preflight]).toEqual(['source', 'target']);
-      expect(readBy[TASK_STATES.backupTable]).toEqual(['source']);
-      expect(readBy[TASK_STATES.cutover]).toEqual(['target']);
+      const denied = calls.filter((c) => !isAllowed(roleStatements(template, roleOf(template, c.fn)), c.action, c.resource, resolveArn));
+      expect(denied.map((c) => `${c.fn.state}: ${c.action} ${c.resource}`)).toEqual([]);
+      // Every write asked for SSE-KMS with the stack's key.
+      const writes = front.requests.filter((r) => (r.method === 'PUT' && !r.query.has('partNumber')) || (r.method === 'POST' && r.query.has('uploads')));
+      expect(writes.length).toBeGreaterThan(20);
+      expect(writes.filter((r) => r.headers['x-amz-server-side-encryption'] !== 'aws:kms' || r.headers['x-amz-server-side-encryption-aws-kms-key-id'] !== resolveArn(keyId(template), 'Arn'))).toEqual([]);
+      // Each function read only the secrets its template grants; between them, both.
+      const readBy = (state: string) =>
+        [...new Set(secrets.reads.filter((r) => byKey.get(r.accessKeyId)?.state === state).map((r) => (r.secretId === BUNDLED_SECRET_ARNS.source ? 'source' : 'target')))].sort();
+      expect(readBy(TASK_STATES.preflight)).toEqual(['source', 'target']);
+      expect(readBy(TASK_STATES.backupTable)).toEqual(['source']);
+      expect(readBy(TASK_STATES.cutover)).toEqual(['target']);
+      console.log(`bundled run: ${calls.length} AWS calls by ${byKey.size} functions, each allowed by its role's policies`);
 
       await withTestClient(db.url, async (c) => {
         const where = (await c.query(
@@ -129,6 +154,7 @@ describe('the function bundles', () => {
         expect(bags.rows[0].n).toBe(15);
       });
     } finally {
+      await front.stop();
       await secrets.stop();
       await s3.stop();
       await db.drop();
@@ -141,6 +167,19 @@ async function expectReportPassed(s3: TestS3, key: string): Promise<void> {
   expect(report.status).toBe('completed');
   expect(report.checks.length).toBeGreaterThan(10);
   expect(report.checks.filter((c) => !c.passed)).toEqual([]);
+}
+
+type Tpl = { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+
+/** The logical id of the role a function runs with (`Role: Fn::GetAtt [role, Arn]`). */
+function roleOf(template: Tpl, fn: BundledFunction): string {
+  return ((template.Resources[fn.logicalId]!.Properties.Role as { 'Fn::GetAtt': [string, string] })['Fn::GetAtt'])[0];
+}
+
+/** The backup key: the KMS key the functions' BACKUP_KMS_KEY_ID names. */
+function keyId(template: Tpl): string {
+  const fn = Object.values(template.Resources).find((r) => r.Type === 'AWS::Lambda::Function')!;
+  return ((fn.Properties.Environment as { Variables: Record<string, { 'Fn::GetAtt': [string, string] }> }).Variables.BACKUP_KMS_KEY_ID!)['Fn::GetAtt'][0];
 }
 
 function isBuiltin(name: string): boolean {

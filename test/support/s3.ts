@@ -38,10 +38,11 @@ export async function startTestS3(): Promise<TestS3> {
  * signature against its account registry): lets a test sign with credentials from the environment
  * and see a wrong key refused (InvalidAccessKeyId), as an authenticating S3-compatible server does.
  */
-export function registerTestS3Credentials(): { accessKeyId: string; secretAccessKey: string } {
+export function registerTestS3Credentials(
+  credentials = { accessKeyId: `AKIATEST${randomBytes(6).toString('hex').toUpperCase()}`, secretAccessKey: randomBytes(20).toString('base64') },
+): { accessKeyId: string; secretAccessKey: string } {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { DUMMY_ACCOUNT } = require('s3rver/lib/models/account') as { DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void } };
-  const credentials = { accessKeyId: `AKIATEST${randomBytes(6).toString('hex').toUpperCase()}`, secretAccessKey: randomBytes(20).toString('base64') };
   DUMMY_ACCOUNT.createKeyPair(credentials.accessKeyId, credentials.secretAccessKey);
   return credentials;
 }
