@@ -1,6 +1,8 @@
 import { Duration, RemovalPolicy, Stack, Validations, type CfnElement, type StackProps } from 'aws-cdk-lib';
 import * as codepipeline from 'aws-cdk-lib/aws-codepipeline';
 import * as actions from 'aws-cdk-lib/aws-codepipeline-actions';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
@@ -75,10 +77,13 @@ export interface ExamplePipelineStackProps extends StackProps {
 
 /**
  * An example: upload a zip with `input.json` to the source bucket, and the pipeline runs the migration with it.
+ * The upload starts the pipeline through EventBridge (the bucket sends its events to EventBridge; a rule
+ * on `Object Created` for the source key starts the pipeline), without polling and without CloudTrail.
  */
 export class ExamplePipelineStack extends Stack {
   readonly sourceBucket: s3.Bucket;
   readonly pipeline: codepipeline.Pipeline;
+  readonly startOnUpload: events.Rule;
 
   constructor(scope: Construct, id: string, props: ExamplePipelineStackProps) {
     super(scope, id, props);
@@ -107,6 +112,11 @@ export class ExamplePipelineStack extends Stack {
       });
     // The S3 source action needs a versioned bucket.
     this.sourceBucket = bucket('SourceBucket', true);
+    // EventBridge notifications as a property of the bucket itself: no notification custom resource.
+    (this.sourceBucket.node.defaultChild as s3.CfnBucket).notificationConfiguration = {
+      eventBridgeConfiguration: { eventBridgeEnabled: true },
+    };
+    const sourceKey = props.sourceKey ?? 'migration/input.zip';
     this.pipeline = new codepipeline.Pipeline(this, 'Pipeline', {
       pipelineType: codepipeline.PipelineType.V2,
       artifactBucket: bucket('ArtifactBucket', false),
@@ -119,11 +129,21 @@ export class ExamplePipelineStack extends Stack {
         new actions.S3SourceAction({
           actionName: 'MigrationInput',
           bucket: this.sourceBucket,
-          bucketKey: props.sourceKey ?? 'migration/input.zip',
+          bucketKey: sourceKey,
           output: input,
+          // Started by the rule below (EventBridge), not by polling: S3Trigger.EVENTS would need a CloudTrail trail.
           trigger: actions.S3Trigger.NONE,
         }),
       ],
+    });
+    this.startOnUpload = new events.Rule(this, 'StartOnUpload', {
+      description: `Starts the migration pipeline when ${sourceKey} is uploaded to the source bucket`,
+      eventPattern: {
+        source: ['aws.s3'],
+        detailType: ['Object Created'],
+        detail: { bucket: { name: [this.sourceBucket.bucketName] }, object: { key: [sourceKey] } },
+      },
+      targets: [new targets.CodePipeline(this.pipeline)],
     });
     // By name, not by object: the pipeline needs no cross-stack export from the migration stack.
     const stateMachine = sfn.StateMachine.fromStateMachineName(this, 'StateMachine', props.stateMachineName);

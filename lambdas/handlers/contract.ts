@@ -111,7 +111,8 @@ export type TaskKey = keyof typeof TASK_STATES;
  * Environment the handlers read (set by the stack; the local runner sets the same names):
  * - SOURCE_SECRET_ARN / TARGET_SECRET_ARN (AWS) or SOURCE_DATABASE_URL / TARGET_DATABASE_URL (local)
  * - BACKUP_BUCKET, BACKUP_PREFIX (default ''), BACKUP_KMS_KEY_ID (optional)
- * - S3_ENDPOINT (local S3 only), TIME_BUDGET_MS (default 600000 = 10 of the Lambda's 15 minutes)
+ * - S3_ENDPOINT (an S3-compatible server instead of AWS S3; signed with the standard credential chain),
+ *   S3_LOCAL_SERVER=true (S3_ENDPOINT is the built-in local s3rver: sign with its fixed key), TIME_BUDGET_MS (default 600000 = 10 of the Lambda's 15 minutes)
  */
 export const ENV = {
   sourceSecretArn: 'SOURCE_SECRET_ARN',
@@ -122,5 +123,6 @@ export const ENV = {
   prefix: 'BACKUP_PREFIX',
   kmsKeyId: 'BACKUP_KMS_KEY_ID',
   s3Endpoint: 'S3_ENDPOINT',
+  s3LocalServer: 'S3_LOCAL_SERVER',
   timeBudgetMs: 'TIME_BUDGET_MS',
 } as const;

@@ -42,6 +42,7 @@ import type { TableInfo } from '../core/catalog';
 import { BackupError, InputError, MigrationError, TransientStorageError } from '../core/errors';
 import { readTableNames } from './catalog';
 import { withTransaction, toMigrationError } from './pg';
+import { accessHint, isAccessError } from './s3';
 
 /** Multipart upload: at most `queueSize * partSize` bytes are buffered per object. */
 const UPLOAD_PART_SIZE = 8 * 1024 * 1024;
@@ -72,8 +73,13 @@ export function toStorageError(err: unknown, doing: string, fallback: ErrorClass
   if (TRANSIENT_S3.has(name) || (e?.code && TRANSIENT_S3.has(e.code)) || (status !== undefined && status >= 500)) {
     return new TransientStorageError(`${doing} failed for a transient reason (${name}${status ? `, HTTP ${status}` : ''}). It is safe to retry.`, { cause: err });
   }
-  if (name === 'AccessDenied' || status === 403) {
-    return new fallback(`${doing} was refused by S3 (${name}). Grant the function's role access to the bucket (and its KMS key), then rerun.`, { cause: err });
+  if (isAccessError(err)) {
+    const hint = accessHint(err);
+    const remedy = hint?.remedy ?? `Grant the function's role access to the bucket (and its KMS key), then rerun.`;
+    if (name === 'CredentialsProviderError') {
+      return new fallback(`${doing} failed: no AWS credentials were found${hint ? ` (looked in ${hint.source})` : ''}. ${remedy}`, { cause: err });
+    }
+    return new fallback(`${doing} was refused by S3 (${name})${hint ? ` with ${hint.credentials}` : ''}. ${remedy}`, { cause: err });
   }
   if (name === 'NoSuchBucket') {
     return new fallback(`${doing} failed: the bucket does not exist (${name}). Check BACKUP_BUCKET.`, { cause: err });
@@ -81,8 +87,9 @@ export function toStorageError(err: unknown, doing: string, fallback: ErrorClass
   return new fallback(`${doing} failed (${name}${status ? `, HTTP ${status}` : ''}).`, { cause: err });
 }
 
+/** Every object written asks for server-side encryption: SSE-KMS with the key when there is one, else SSE-S3. */
 export function sseParams(kmsKeyId: string | undefined): Pick<PutObjectCommandInput, 'ServerSideEncryption' | 'SSEKMSKeyId'> {
-  return kmsKeyId ? { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: kmsKeyId } : {};
+  return kmsKeyId ? { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: kmsKeyId } : { ServerSideEncryption: 'AES256' };
 }
 
 /** The object's text, or null when it does not exist. */

@@ -1,8 +1,9 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { ConnectionConfigError, InputError } from '../core/errors';
 import { ENV } from '../handlers/contract';
 import { parseDatabaseUrl, parseRdsSecret, type DatabaseConfig } from './pg';
+import { createS3Client } from './s3';
 
 /**
  * Runtime configuration of the task handlers, read from the environment.
@@ -83,17 +84,11 @@ export function timeBudgetMs(env: NodeJS.ProcessEnv = process.env): number {
   return Number.isFinite(v) && v > 0 ? v : 600_000;
 }
 
-/** The S3 client: AWS by default, the local S3 server when S3_ENDPOINT is set. */
+/**
+ * The S3 client: AWS by default, the S3-compatible server of S3_ENDPOINT when set (both with the
+ * standard credential chain), the built-in local server's key only when S3_LOCAL_SERVER=true.
+ */
 export function s3Client(env: NodeJS.ProcessEnv = process.env): S3Client {
-  if (s3) return s3;
-  const endpoint = env[ENV.s3Endpoint];
-  s3 = endpoint
-    ? new S3Client({
-        endpoint,
-        forcePathStyle: true,
-        region: env.AWS_REGION ?? 'us-east-1',
-        credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-      })
-    : new S3Client({});
+  s3 ??= createS3Client({ endpoint: env[ENV.s3Endpoint] || undefined, localServer: env[ENV.s3LocalServer] === 'true', env });
   return s3;
 }

@@ -22,7 +22,7 @@ export async function restoreCommand(args: string[], ctx: CliContext): Promise<n
   if (!v.target) throw new CliUsageError('restore needs --target postgres://USER:PASSWORD@HOST:PORT/DB (the database to restore into).');
   if (!v.schema) throw new CliUsageError('restore needs --schema NAME (the schema to restore into; restoring over the live source schema is refused).');
   const config = parseDatabaseUrl(v.target, 'target database URL');
-  return withBackupStore(ctx, { 'backup-dir': v['backup-dir'], bucket: v.bucket, 's3-endpoint': v['s3-endpoint'] }, async (store) => {
+  return withBackupStore(ctx, { 'backup-dir': v['backup-dir'], bucket: v.bucket, 's3-endpoint': v['s3-endpoint'] }, { writes: false }, async (store) => {
     const runId = v['run-id'] ?? (await findLatestRunId(store.s3, store.bucket, ''));
     if (!runId) {
       ctx.stderr(`No finished backup in ${store.describe('runs/')}. Run a migration first (it backs up every source table), or pass --run-id.\n`);

@@ -6,14 +6,14 @@ import { parseMappingFile } from '../../lambdas/core/mapping-file';
 import type { ExecutionInput, ReportResult } from '../../lambdas/handlers/contract';
 import { assertRunId } from '../../lambdas/core/backup-manifest';
 import { newRunId } from '../../lambdas/engine/runs';
-import { readObjectText } from '../../lambdas/io/backup';
+import { readObjectText, sseParams, toStorageError } from '../../lambdas/io/backup';
 import { parseDatabaseUrl, redactUrl, withClient } from '../../lambdas/io/pg';
 import { seedLegacyShapeA } from '../runner/demo-seed';
 import { startEmbeddedCluster } from '../runner/embedded-postgres';
 import { runLocalWorkflow, type LocalRunTrace } from '../runner/local-run';
 import { createProgress } from '../runner/progress';
 import type { LocalExecutionFailedError } from '../runner/state-machine';
-import { withBackupStore, type BackupStore } from './backup-store';
+import { withBackupStore, type BackupStore, type BackupStoreFlags } from './backup-store';
 import {
   CliUsageError,
   EXIT,
@@ -31,7 +31,7 @@ import {
 /** `tracetrack-migrate run`: the whole workflow, locally, with the deployed state machine definition. */
 
 export const RUN_USAGE = `tracetrack-migrate run [--source URL] [--target URL] [--source-schema public] [--target-schema tracetrack]
-                       [--backup-dir DIR | --bucket NAME [--s3-endpoint URL]] [--batch-size N]
+                       [--backup-dir DIR | --bucket NAME [--s3-endpoint URL] [--kms-key-id KEY] [--allow-unencrypted-bucket]] [--batch-size N]
                        [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--report FILE] [--cutover] [--legacy-json-backup] [--recompute-summaries] [--demo [--scale N]]`;
 
 /** A few thousand bags: the demo finishes in seconds. */
@@ -46,6 +46,8 @@ const OPTIONS = {
   'backup-dir': { type: 'string' },
   bucket: { type: 'string' },
   's3-endpoint': { type: 'string' },
+  'kms-key-id': { type: 'string' },
+  'allow-unencrypted-bucket': { type: 'boolean' },
   'batch-size': { type: 'string' },
   mapping: { type: 'string' },
   'skip-table': { type: 'string', multiple: true },
@@ -68,7 +70,7 @@ export interface RunFlags {
   readonly mappingFile?: string;
   readonly reportFile?: string;
   readonly timeBudgetMs?: number;
-  readonly store: { 'backup-dir'?: string; bucket?: string; 's3-endpoint'?: string };
+  readonly store: BackupStoreFlags;
 }
 
 /** Parses and checks the arguments of `run`; every refusal is a usage error (exit 2). */
@@ -110,7 +112,10 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
     mappingFile: v.mapping,
     reportFile: v.report,
     timeBudgetMs: parsePositiveInt(v['time-budget-ms'], '--time-budget-ms'),
-    store: { 'backup-dir': v['backup-dir'], bucket: v.bucket, 's3-endpoint': v['s3-endpoint'] },
+    store: {
+      'backup-dir': v['backup-dir'], bucket: v.bucket, 's3-endpoint': v['s3-endpoint'],
+      'kms-key-id': v['kms-key-id'], 'allow-unencrypted-bucket': v['allow-unencrypted-bucket'],
+    },
   };
 }
 
@@ -168,11 +173,15 @@ export async function runCommand(args: string[], ctx: CliContext): Promise<numbe
 async function runAgainst(ctx: CliContext, flags: RunFlags, sourceUrl: string, targetUrl: string, mappingText: string | undefined): Promise<number> {
   const secrets = urlSecrets(sourceUrl, targetUrl);
   const { runId } = flags.input;
-  return withBackupStore(ctx, flags.store, async (store) => {
+  return withBackupStore(ctx, flags.store, { writes: true }, async (store) => {
     let input: ExecutionInput = flags.input;
     if (mappingText !== undefined) {
       const mappingKey = `runs/${runId}/mapping.json`;
-      await store.s3.send(new PutObjectCommand({ Bucket: store.bucket, Key: mappingKey, Body: mappingText, ContentType: 'application/json' }));
+      try {
+        await store.s3.send(new PutObjectCommand({ Bucket: store.bucket, Key: mappingKey, Body: mappingText, ContentType: 'application/json', ...sseParams(store.kmsKeyId) }));
+      } catch (err) {
+        throw toStorageError(err, `Uploading the mapping file to ${store.describe(mappingKey)}`);
+      }
       input = { ...input, mappingKey };
     }
     ctx.stdout(
@@ -186,6 +195,8 @@ async function runAgainst(ctx: CliContext, flags: RunFlags, sourceUrl: string, t
       targetUrl,
       bucket: store.bucket,
       s3Endpoint: store.endpoint,
+      s3LocalServer: store.localServer,
+      kmsKeyId: store.kmsKeyId,
       input,
       timeBudgetMs: flags.timeBudgetMs,
       executionName: runId,

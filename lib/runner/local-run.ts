@@ -41,6 +41,10 @@ export interface LocalRunOptions {
   readonly bucket: string;
   /** S3-compatible endpoint (the local s3rver); AWS S3 when omitted. */
   readonly s3Endpoint?: string;
+  /** `s3Endpoint` is the built-in local s3rver (signed with its fixed key); otherwise the standard credential chain. @default false */
+  readonly s3LocalServer?: boolean;
+  /** BACKUP_KMS_KEY_ID: SSE-KMS key of every object written (else SSE-S3). */
+  readonly kmsKeyId?: string;
   /** BACKUP_PREFIX. @default '' */
   readonly prefix?: string;
   readonly input: ExecutionInput;
@@ -238,6 +242,8 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
     [ENV.bucket]: options.bucket,
     [ENV.prefix]: options.prefix ?? '',
     [ENV.s3Endpoint]: options.s3Endpoint,
+    [ENV.s3LocalServer]: options.s3LocalServer ? 'true' : undefined,
+    [ENV.kmsKeyId]: options.kmsKeyId,
     [ENV.timeBudgetMs]: String(options.timeBudgetMs ?? LOCAL_TIME_BUDGET_MS),
   });
   const restoreConsole = captureConsole(progress);

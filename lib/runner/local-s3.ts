@@ -7,13 +7,14 @@ const S3rver = require('s3rver') as new (options: Record<string, unknown>) => {
 };
 import { findFreePort } from './embedded-postgres';
 
-/** A local S3-compatible server (s3rver) on loopback, storing objects under `directory`. */
+/**
+ * A local S3-compatible server (s3rver) on loopback, storing objects under `directory`. It checks
+ * request signatures against its fixed key pair: connect with `createS3Client({ endpoint, localServer: true })`.
+ */
 export interface LocalS3 {
   readonly endpoint: string;
   readonly port: number;
   readonly directory: string;
-  readonly accessKeyId: string;
-  readonly secretAccessKey: string;
   stop(): Promise<void>;
 }
 
@@ -40,8 +41,6 @@ export async function startLocalS3(options: LocalS3Options): Promise<LocalS3> {
     endpoint: `http://127.0.0.1:${port}`,
     port,
     directory: options.directory,
-    accessKeyId: 'S3RVER',
-    secretAccessKey: 'S3RVER',
     stop: () => server.close(),
   };
 }

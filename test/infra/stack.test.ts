@@ -372,4 +372,44 @@ describe('ExamplePipelineStack', () => {
     });
     expect(new AwsSolutionsChecks(app).validateScope(stack).violations).toEqual([]);
   });
+
+  it('starts on upload: the source bucket sends its events to EventBridge, a rule on Object Created of the input key starts the pipeline', () => {
+    const app = newApp();
+    const stack = new ExamplePipelineStack(app, 'Pipeline', { stateMachineName: 'TraceTrackMigration', sourceKey: 'in/migration.zip' });
+    const template = Template.fromStack(stack);
+    const bucket = logicalId(stack, stack.sourceBucket);
+    const pipeline = logicalId(stack, stack.pipeline);
+    expect(template.toJSON().Resources[bucket].Properties.NotificationConfiguration).toEqual({ EventBridgeConfiguration: { EventBridgeEnabled: true } });
+    // No notification custom resource (and its function) for it.
+    template.resourceCountIs('Custom::S3BucketNotifications', 0);
+    template.resourceCountIs('AWS::Lambda::Function', 0);
+    const rule = template.toJSON().Resources[logicalId(stack, stack.startOnUpload)];
+    expect(rule.Properties.State).toBe('ENABLED');
+    expect(rule.Properties.EventPattern).toEqual({
+      source: ['aws.s3'],
+      'detail-type': ['Object Created'],
+      detail: { bucket: { name: [{ Ref: bucket }] }, object: { key: ['in/migration.zip'] } },
+    });
+    const pipelineArn = {
+      'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':codepipeline:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':', { Ref: pipeline }]],
+    };
+    expect(rule.Properties.Targets).toEqual([expect.objectContaining({ Arn: pipelineArn })]);
+    // The rule's role may start this pipeline and nothing else.
+    const roleId = rule.Properties.Targets[0].RoleArn['Fn::GetAtt'][0];
+    const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) =>
+      (p.Properties.Roles as { Ref: string }[]).some((r) => r.Ref === roleId));
+    expect(policies.flatMap((p) => p.Properties.PolicyDocument.Statement)).toEqual([
+      { Action: 'codepipeline:StartPipelineExecution', Effect: 'Allow', Resource: pipelineArn },
+    ]);
+    // The source action itself does not poll.
+    template.hasResourceProperties('AWS::CodePipeline::Pipeline', {
+      Stages: Match.arrayWith([
+        Match.objectLike({
+          Name: 'Source',
+          Actions: [Match.objectLike({ Configuration: Match.objectLike({ S3ObjectKey: 'in/migration.zip', PollForSourceChanges: false }) })],
+        }),
+      ]),
+    });
+    expect(new AwsSolutionsChecks(app).validateScope(stack).violations).toEqual([]);
+  });
 });

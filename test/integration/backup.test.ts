@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { createS3Client } from '../../lambdas/io/s3';
 import pg from 'pg';
 import { createTestDatabase } from '../support/pg';
 import { startTestS3, type TestS3 } from '../support/s3';
@@ -293,8 +294,7 @@ describe('backup and restore', () => {
   it('writes the legacy single-file JSON backup with every row', async () => {
     const tables = ['kitchen_sink', WEIRD, 'composite', 'empty_one', 'multi'];
     // The local S3 ignores SSE, so observe the real requests' headers instead.
-    const s3 = new S3Client({ endpoint: s3env.endpoint, forcePathStyle: true, region: 'us-east-1',
-      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    const s3 = createS3Client({ endpoint: s3env.endpoint, localServer: true });
     const sse: string[] = [];
     s3.middlewareStack.add((next) => async (args) => {
       const headers = (args.request as { headers?: Record<string, string> }).headers ?? {};
@@ -326,18 +326,18 @@ describe('backup and restore', () => {
     expect(parsed.multi.map((r) => r.id)).toEqual(Array.from({ length: 2500 }, (_, i) => (i + 1) * 3));
   });
 
-  it('runs through the BackupTable, FinalizeBackup and Restore handlers', async () => {
+  it('runs through the BackupTable and FinalizeBackup handlers; the newest finished run restores', async () => {
     const saved = { ...process.env };
     process.env.SOURCE_DATABASE_URL = db.url;
     process.env.BACKUP_BUCKET = s3env.bucket;
     process.env.BACKUP_PREFIX = 'handlers';
     process.env.S3_ENDPOINT = s3env.endpoint;
+    process.env.S3_LOCAL_SERVER = 'true';
     process.env.TIME_BUDGET_MS = '1';
     resetRuntime();
     try {
       const { handler: backup } = await import('../../lambdas/handlers/backup-table');
       const { handler: finalize } = await import('../../lambdas/handlers/finalize-backup');
-      const { handler: restore } = await import('../../lambdas/handlers/restore');
       const run = { runId: 'via-handlers', sourceSchema: SRC, prefix: 'runs/via-handlers/' } as RunContext;
       const tables = (await readCatalog(client, SRC)).tables.map((t) => t.name);
       let total = 0;
@@ -354,7 +354,9 @@ describe('backup and restore', () => {
       expect(fin).toEqual({ manifestKey: 'handlers/runs/via-handlers/backup/manifest.json', tables: tables.length, rows: total });
       const manifest = await readBackupManifest(s3env.s3, s3env.bucket, 'handlers/', 'via-handlers');
       expect(manifest.tables).toHaveLength(tables.length);
-      const restored = await restore({ tables: ['kitchen_sink'], schema: 'via_handlers' });
+      const runId = await findLatestRunId(s3env.s3, s3env.bucket, 'handlers/');
+      expect(runId).toBe('via-handlers');
+      const restored = await restoreTables({ client, s3: s3env.s3, bucket: s3env.bucket, prefix: 'handlers/', runId: runId!, tables: ['kitchen_sink'], schema: 'via_handlers' });
       expect(restored.runId).toBe('via-handlers');
       expect(await differences(SRC, 'via_handlers', 'kitchen_sink')).toBe(0);
     } finally {

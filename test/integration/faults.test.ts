@@ -6,7 +6,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { S3Client } from '@aws-sdk/client-s3';
 import { createTestDatabase, withTestClient } from '../support/pg';
 import { startTestS3 } from '../support/s3';
 import { runStepToEnd, runTasks, targetDump, taskDeps } from '../support/tasks';
@@ -16,6 +15,7 @@ import { readTableInfo } from '../../lambdas/io/catalog';
 import { restoreTables } from '../../lambdas/io/restore';
 import { tableDirKey } from '../../lambdas/core/backup-manifest';
 import { startLocalS3 } from '../../lib/runner/local-s3';
+import { createS3Client } from '../../lambdas/io/s3';
 import {
   analyseTask,
   createSchemaTask,
@@ -327,11 +327,7 @@ describe('S3 unavailable for a moment during backup', () => {
     let server = await startLocalS3({ directory, buckets: [bucket] });
     const port = server.port;
     const front = await startS3Front(port);
-    const s3c = new S3Client({
-      endpoint: `http://127.0.0.1:${front.port}`, forcePathStyle: true, region: 'us-east-1',
-      credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-      maxAttempts: 2,
-    });
+    const s3c = createS3Client({ endpoint: `http://127.0.0.1:${front.port}`, localServer: true, maxAttempts: 2 });
     try {
       await client.query(`CREATE TABLE big (id serial PRIMARY KEY, payload text, at timestamp);
         INSERT INTO big (payload, at) SELECT md5(i::text) || repeat(chr(65 + i % 26), 50), timestamp '2024-01-01' + i * interval '1 minute' FROM generate_series(1, 200000) i`);
