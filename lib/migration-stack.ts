@@ -25,7 +25,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
-import { ENV, TASK_STATES, type TaskKey } from '../lambdas/handlers/contract';
+import { ENV, HANDLER_MODULES, TASK_STATES, type TaskKey } from '../lambdas/core/contract';
 import { MigrationWorkflow } from './workflow';
 
 const REPO_ROOT = path.resolve(__dirname, '..');
@@ -130,10 +130,9 @@ export const TASK_FUNCTIONS: Readonly<Record<TaskKey, TaskFunctionSpec>> = {
 /** Left out of the function bundles: only pg's optional native binding, which the code never loads. */
 export const BUNDLE_EXTERNAL_MODULES: readonly string[] = ['pg-native'];
 
-/** `backupTable` → `backup-table`: the handler file of a task is `lambdas/handlers/<kebab>.ts`. */
+/** The handler file of a task (HANDLER_MODULES, the same map the local runner uses). */
 export function handlerEntry(key: TaskKey): string {
-  const kebab = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-  return path.join(REPO_ROOT, 'lambdas', 'handlers', `${kebab}.ts`);
+  return path.join(REPO_ROOT, 'lambdas', 'handlers', `${HANDLER_MODULES[key]}.ts`);
 }
 
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$/;

@@ -4,7 +4,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { RETRYABLE_ERROR_NAMES } from '../lambdas/core/errors';
-import { TASK_STATES, type TaskKey } from '../lambdas/handlers/contract';
+import { TASK_STATES, type TaskKey } from '../lambdas/core/contract';
 
 /**
  * The one definition of the migration workflow. The stack deploys it; the local runner

@@ -5,11 +5,10 @@ import { createGzip } from 'node:zlib';
 import { to as copyTo } from 'pg-copy-streams';
 import { escapeLiteral, qualified } from '../core/sql/ident';
 import type { VerificationResult } from '../core/verify';
-import type { RunContext } from '../handlers/contract';
+import type { RunContext } from '../core/contract';
 import { uploadStream } from '../io/backup';
 import { readBackupManifest } from '../io/restore';
 import type { RunRecord } from './runs';
-import type { TaskDeps } from './tasks';
 
 /** The run's report (README "Report format"): counts per target and source table, backup keys, checks. */
 export interface MigrationReport {
@@ -48,8 +47,15 @@ export async function exportRejects(client: pg.ClientBase, schema: string, runId
   return Number(n.rows[0].n);
 }
 
+/** Where the run's objects are: the S3 client, the bucket and the global key prefix. */
+export interface RunStore {
+  readonly s3: S3Client;
+  readonly bucket: string;
+  readonly prefix: string;
+}
+
 export async function buildReport(input: {
-  deps: TaskDeps;
+  deps: RunStore;
   run: RunContext;
   record: RunRecord | null;
   verification: VerificationResult | null;

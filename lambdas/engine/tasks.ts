@@ -1,14 +1,15 @@
 import type pg from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { CutoverError, InputError, PermissionError, VerificationFailedError } from '../core/errors';
+import { CutoverError, InputError, VerificationFailedError } from '../core/errors';
 import { parseMappingFile, type MappingOverrides } from '../core/mapping-file';
 import { renderPlanText, type Plan } from '../core/planner';
-import { assertRunId } from '../core/backup-manifest';
-import { TARGET_TABLES } from '../core/rules';
-import { escapeIdentifier, qualified } from '../core/sql/ident';
+import { qualified } from '../core/sql/ident';
 import { renderFailures, type VerificationResult } from '../core/verify';
 import type {
   AnalyseResult,
+  BackupTableEvent,
+  BackupTableResult,
+  FinalizeBackupResult,
   ExecutionInput,
   MigrateStepEvent,
   MigrateStepResult,
@@ -19,9 +20,11 @@ import type {
   RunContext,
   RunEvent,
   VerifyResult,
-} from '../handlers/contract';
-import { putJsonObject, readObjectText } from '../io/backup';
-import { readTableNames } from '../io/catalog';
+} from '../core/contract';
+import { backupTable, finalizeBackup, listObjectKeys, putJsonObject, readObjectText, writeLegacyJsonBackup } from '../io/backup';
+import { readTableInfo, readTableNames } from '../io/catalog';
+import { assertSourceReadable, assertTargetWritable } from '../io/privileges';
+import { resolveExecutionInput } from '../core/execution-input';
 import { describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
@@ -61,151 +64,12 @@ export interface TaskDeps {
   readonly log?: (line: string) => void;
 }
 
-export const DEFAULT_BATCH_SIZE = 200_000;
-const IDENT = /^[A-Za-z_][A-Za-z0-9_$ -]{0,62}$/;
-
-/** Validates the execution input; every problem is reported at once. */
-export function resolveExecutionInput(input: unknown, fallbackRunId: () => string): Omit<RunContext, 'runTime' | 'crossDatabase'> {
-  const raw = (input ?? {}) as Record<string, unknown>;
-  const problems: string[] = [];
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
-  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries'];
-  for (const k of Object.keys(raw)) if (!known.includes(k)) problems.push(`unknown field "${k}" (allowed: ${known.join(', ')})`);
-  const str = (k: string, def: string) => {
-    const v = raw[k];
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'string' || !IDENT.test(v)) problems.push(`"${k}" must be a schema name (letters, digits, _; at most 63)`);
-    return String(v);
-  };
-  const list = (k: string): string[] | null => {
-    const v = raw[k];
-    if (v === undefined || v === null) return null;
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) {
-      problems.push(`"${k}" must be a list of table names`);
-      return null;
-    }
-    return v as string[];
-  };
-  const bool = (k: string) => {
-    const v = raw[k];
-    if (v === undefined || v === null) return false;
-    if (typeof v !== 'boolean') problems.push(`"${k}" must be true or false`);
-    return v === true;
-  };
-  let runId = raw.runId === undefined || raw.runId === null ? '' : String(raw.runId);
-  if (!runId) runId = fallbackRunId();
-  try {
-    assertRunId(runId);
-  } catch (e) {
-    problems.push((e as Error).message);
-  }
-  const tables = list('tables');
-  for (const t of tables ?? []) if (!(TARGET_TABLES as readonly string[]).includes(t)) problems.push(`"tables" has "${t}", not a target table (${TARGET_TABLES.join(', ')})`);
-  const batchSize = raw.batchSize === undefined || raw.batchSize === null ? DEFAULT_BATCH_SIZE : Number(raw.batchSize);
-  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 5_000_000) problems.push('"batchSize" must be a whole number from 1 to 5,000,000');
-  const mappingKey = raw.mappingKey === undefined || raw.mappingKey === null ? null : String(raw.mappingKey);
-  const ctx = {
-    runId,
-    sourceSchema: str('sourceSchema', 'public'),
-    targetSchema: str('targetSchema', 'tracetrack'),
-    appSchema: str('appSchema', 'public'),
-    tables,
-    skipTables: list('skipTables') ?? [],
-    batchSize,
-    cutover: bool('cutover'),
-    dryRun: bool('dryRun'),
-    legacyJsonBackup: bool('legacyJsonBackup'),
-    recomputeSummaries: bool('recomputeSummaries'),
-    mappingKey,
-    prefix: `runs/${runId}/`,
-  };
-  if (ctx.sourceSchema === ctx.targetSchema) problems.push(`"targetSchema" must differ from "sourceSchema" (both are "${ctx.sourceSchema}")`);
-  if (problems.length) {
-    throw new InputError(`The execution input has ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}\nFix the input and start a new execution.`);
-  }
-  return ctx;
-}
-
 export function engineRun(run: RunContext): EngineRun {
   return { runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: run.targetSchema, runTime: run.runTime, batchSize: run.batchSize };
 }
 
 function runKey(deps: TaskDeps, run: RunContext, name: string): string {
   return `${deps.prefix}${run.prefix}${name}`;
-}
-
-async function assertSourceReadable(client: pg.ClientBase, schema: string): Promise<string[]> {
-  const ns = await client.query(`SELECT has_schema_privilege(current_user, n.oid, 'USAGE') AS usage FROM pg_namespace n WHERE n.nspname = $1`, [schema]);
-  if (!ns.rows[0]) throw new InputError(`The source schema "${schema}" does not exist. Check --source-schema / "sourceSchema".`);
-  if (!ns.rows[0].usage) throw new PermissionError(`The role may not use schema "${schema}": GRANT USAGE ON SCHEMA ${schema} TO <role>.`);
-  const tables = await readTableNames(client, schema);
-  const denied = await client.query(
-    `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relkind IN ('r','p') AND NOT has_table_privilege(current_user, c.oid, 'SELECT') ORDER BY 1`,
-    [schema],
-  );
-  if (denied.rows.length) {
-    throw new PermissionError(`The role may not read ${denied.rows.map((r) => `"${r.relname}"`).join(', ')} in schema "${schema}": GRANT SELECT ON ALL TABLES IN SCHEMA ${schema} TO <role>, then redrive.`);
-  }
-  await assertEveryRowVisible(client, schema);
-  return largestFirst(client, schema, tables);
-}
-
-/**
- * Row-level security would hide rows from the migration: refused, naming each table and the fix. A
- * policy applies unless the role is a superuser, has BYPASSRLS, or owns the table (and it is not FORCEd)
- * — PostgreSQL's own rule (check_enable_rls). Every session also runs with row_security=off, so a read
- * that a policy would filter fails rather than returning part of a table.
- */
-async function assertEveryRowVisible(client: pg.ClientBase, schema: string): Promise<void> {
-  const r = await client.query<{ relname: string; forced: boolean; owner: string; role: string }>(
-    `SELECT c.relname, c.relforcerowsecurity AS forced, pg_get_userbyid(c.relowner) AS owner, current_user::text AS role
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles me ON me.rolname = current_user
-      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relrowsecurity
-        AND NOT (me.rolsuper OR me.rolbypassrls)
-        AND (c.relforcerowsecurity OR NOT pg_has_role(current_user, c.relowner, 'USAGE'))
-      ORDER BY 1`,
-    [schema],
-  );
-  if (r.rows.length === 0) return;
-  const role = r.rows[0]!.role;
-  const tables = r.rows.map((x) => `"${x.relname}"${x.forced ? ' (FORCE ROW LEVEL SECURITY)' : ''}`).join(', ');
-  const first = r.rows[0]!;
-  throw new PermissionError(
-    `Row-level security would hide rows of ${tables} in schema "${schema}" from role "${role}": the migration must read every row. ` +
-      `Either ALTER ROLE ${escapeIdentifier(role)} BYPASSRLS (as a superuser), or run as the tables' owner (${escapeIdentifier(first.owner)}${r.rows.some((x) => x.forced) ? '; forced tables also need ALTER TABLE … NO FORCE ROW LEVEL SECURITY' : ''}), ` +
-      `or give the role a policy that shows it every row (CREATE POLICY migrate_read_all ON ${qualified(schema, first.relname)} FOR SELECT TO ${escapeIdentifier(role)} USING (true), per table). Then start the run again.`,
-  );
-}
-
-/**
- * The backup Map runs a few tables at a time: starting with the largest keeps the biggest table off the
- * end of the phase (at scale 1, alphabetical order started the 3,000,000-row scan table last).
- */
-async function largestFirst(client: pg.ClientBase, schema: string, tables: string[]): Promise<string[]> {
-  const r = await client.query<{ relname: string; bytes: string }>(
-    `SELECT c.relname,
-            (CASE WHEN c.relkind = 'p' THEN (SELECT COALESCE(sum(pg_relation_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p)
-                  ELSE pg_relation_size(c.oid) END)::bigint AS bytes
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind IN ('r', 'p')`,
-    [schema, tables],
-  );
-  const bytes = new Map(r.rows.map((row) => [row.relname, Number(row.bytes)]));
-  return [...tables].sort((a, b) => (bytes.get(b) ?? 0) - (bytes.get(a) ?? 0) || (a < b ? -1 : a > b ? 1 : 0));
-}
-
-async function assertTargetWritable(client: pg.ClientBase, schema: string): Promise<void> {
-  const r = await client.query(
-    `SELECT has_database_privilege(current_user, current_database(), 'CREATE') AS db_create,
-            (SELECT has_schema_privilege(current_user, n.oid, 'CREATE') FROM pg_namespace n WHERE n.nspname = $1) AS schema_create`,
-    [schema],
-  );
-  const { db_create: dbCreate, schema_create: schemaCreate } = r.rows[0];
-  if (schemaCreate === null && !dbCreate) {
-    throw new PermissionError(`The target role may not create schema "${schema}" in database ${(await client.query('SELECT current_database() AS d')).rows[0].d}: GRANT CREATE ON DATABASE <db> TO <role> (or create the schema and grant CREATE on it), then redrive.`);
-  }
-  if (schemaCreate === false) throw new PermissionError(`The target role may not create tables in schema "${schema}": GRANT CREATE ON SCHEMA ${schema} TO <role>, then redrive.`);
 }
 
 /** Preflight: validate the input, connect, check privileges, take the lease, record the run. */
@@ -252,6 +116,37 @@ async function readOverrides(deps: TaskDeps, run: RunContext): Promise<MappingOv
   const text = await readObjectText(deps.s3, deps.bucket, run.mappingKey);
   if (text === null) throw new InputError(`The mapping file s3://${deps.bucket}/${run.mappingKey} does not exist.`);
   return parseMappingFile(text, `mapping file s3://${deps.bucket}/${run.mappingKey}`);
+}
+
+/** BackupTable: one source table to S3, part by part, until the time budget is spent. */
+export async function backupTableTask(event: BackupTableEvent, deps: TaskDeps): Promise<BackupTableResult> {
+  const deadlineMs = Date.now() + deps.timeBudgetMs;
+  const { run, cursor } = event;
+  return withClient(await deps.source(), async (client) => {
+    const table = await readTableInfo(client, run.sourceSchema, event.table);
+    const progress = await backupTable({
+      client, s3: deps.s3, bucket: deps.bucket, prefix: deps.prefix, runId: run.runId, table, cursor, deadlineMs, kmsKeyId: deps.kmsKeyId,
+    });
+    return { table: event.table, done: progress.done, cursor: progress.cursor, rows: progress.rows };
+  }, { applicationName: 'tracetrack-migrate:backup' });
+}
+
+/** FinalizeBackup: the run's manifest, once every table of the source schema has finished (and the legacy JSON backup if asked). */
+export async function finalizeBackupTask(event: RunEvent, deps: TaskDeps): Promise<FinalizeBackupResult> {
+  const { run } = event;
+  const source = await deps.source();
+  const expectedTables = await withClient(source, (client) => readTableNames(client, run.sourceSchema));
+  const { manifestKey, manifest } = await finalizeBackup({ s3: deps.s3, bucket: deps.bucket, prefix: deps.prefix, runId: run.runId, expectedTables, kmsKeyId: deps.kmsKeyId });
+  const rows = manifest.tables.reduce((sum, t) => sum + t.rows, 0);
+  if (!run.legacyJsonBackup) return { manifestKey, tables: manifest.tables.length, rows };
+  // The seed's single-file JSON backup, once per run (a redrive finds it and writes no second one).
+  const runPrefix = runKey(deps, run, '');
+  let legacyJsonKey = (await listObjectKeys(deps.s3, deps.bucket, `${runPrefix}rds_backup_`))[0];
+  if (!legacyJsonKey) {
+    const out = await withClient(source, (client) => writeLegacyJsonBackup({ client, s3: deps.s3, bucket: deps.bucket, prefix: runPrefix, schema: run.sourceSchema, kmsKeyId: deps.kmsKeyId }));
+    legacyJsonKey = out.key;
+  }
+  return { manifestKey, tables: manifest.tables.length, rows, legacyJsonKey };
 }
 
 /** Analyse: plan to S3 (JSON and text), and into the run record. Refuses a source it cannot map. */

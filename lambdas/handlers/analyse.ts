@@ -1,5 +1,5 @@
 import { analyseTask } from '../engine/tasks';
-import type { AnalyseResult, RunEvent } from './contract';
+import type { AnalyseResult, RunEvent } from '../core/contract';
 import { runtimeDeps } from './deps';
 
 /** Analyse: read the source catalog, plan every mapping decision, write the plan to S3. */

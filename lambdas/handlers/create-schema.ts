@@ -1,5 +1,5 @@
 import { createSchemaTask } from '../engine/tasks';
-import type { RunEvent } from './contract';
+import type { RunEvent } from '../core/contract';
 import { runtimeDeps } from './deps';
 
 /** CreateSchema: the eight target tables in their own schema (idempotent). */

@@ -1,5 +1,5 @@
 import { cutoverTask } from '../engine/tasks';
-import type { CutoverResult, RunEvent } from './contract';
+import type { CutoverResult, RunEvent } from '../core/contract';
 import { runtimeDeps } from './deps';
 
 /** Cutover: legacy tables to legacy_<run>, the new tables into the application schema, in one transaction. */

@@ -1,5 +1,5 @@
 import { migrateStepTask } from '../engine/tasks';
-import type { MigrateStepEvent, MigrateStepResult } from './contract';
+import type { MigrateStepEvent, MigrateStepResult } from '../core/contract';
 import { runtimeDeps } from './deps';
 
 /** MigrateStep: checkpointed batches of one step until done or the time budget is spent. */

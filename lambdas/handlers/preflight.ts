@@ -1,5 +1,5 @@
 import { preflightTask } from '../engine/tasks';
-import type { PreflightEvent, PreflightResult } from './contract';
+import type { PreflightEvent, PreflightResult } from '../core/contract';
 import { runtimeDeps } from './deps';
 
 /** Preflight: validate the input, connect, check privileges, take the run lease, record the run. */

@@ -1,5 +1,5 @@
 import { reportTask } from '../engine/tasks';
-import type { ReportResult, RunEvent } from './contract';
+import type { ReportResult, RunEvent } from '../core/contract';
 import { runtimeDeps } from './deps';
 
 /** Report: the run's JSON report and rejected rows to S3; completes the run and releases its lease. */

@@ -1,5 +1,5 @@
 import { verifyTask } from '../engine/tasks';
-import type { RunEvent, VerifyResult } from './contract';
+import type { RunEvent, VerifyResult } from '../core/contract';
 import { runtimeDeps } from './deps';
 
 /** Verify: counts, checksums, orphans, sequences, passwords; throws VerificationFailedError on any difference. */

@@ -1,7 +1,7 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { ConnectionConfigError, InputError } from '../core/errors';
-import { ENV } from '../handlers/contract';
+import { ENV } from '../core/contract';
 import { parseDatabaseUrl, parseRdsSecret, type DatabaseConfig } from './pg';
 import { createS3Client } from './s3';
 

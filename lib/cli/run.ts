@@ -3,7 +3,7 @@ import type { Readiness } from '../../lambdas/core/verify';
 import * as path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { parseMappingFile } from '../../lambdas/core/mapping-file';
-import type { ExecutionInput, ReportResult } from '../../lambdas/handlers/contract';
+import type { ExecutionInput, ReportResult } from '../../lambdas/core/contract';
 import { assertRunId } from '../../lambdas/core/backup-manifest';
 import { newRunId } from '../../lambdas/engine/runs';
 import { readObjectText, sseParams, toStorageError } from '../../lambdas/io/backup';

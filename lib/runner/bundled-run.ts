@@ -2,7 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
-import { ENV } from '../../lambdas/handlers/contract';
+import { ENV } from '../../lambdas/core/contract';
 import type { BundledFunction } from './bundles';
 import { FAKE_ACCOUNT, FAKE_REGION, runLocally, type LocalRunResult, type LocalTaskHandler } from './state-machine';
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { App } from 'aws-cdk-lib';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
-import { TASK_STATES } from '../../lambdas/handlers/contract';
+import { TASK_STATES } from '../../lambdas/core/contract';
 import { MigrationStack } from '../migration-stack';
 import { extractDefinition, FAKE_ACCOUNT, FAKE_REGION } from './state-machine';
 

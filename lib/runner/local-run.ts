@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFile
 import { homedir } from 'node:os';
 import * as path from 'node:path';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
-import { ENV, TASK_STATES, type ExecutionInput, type ReportResult, type TaskKey } from '../../lambdas/handlers/contract';
+import { ENV, HANDLER_MODULES, TASK_STATES, type ExecutionInput, type ReportResult, type TaskKey } from '../../lambdas/core/contract';
 import { resetRuntime } from '../../lambdas/io/runtime';
 import { silentProgress, type ProgressSink } from './progress';
 import { LocalExecutionFailedError, runLocally, type LocalTaskHandler } from './state-machine';
@@ -16,18 +16,6 @@ import { LocalExecutionFailedError, runLocally, type LocalTaskHandler } from './
  * module sets those variables for the duration of the run and restores them afterwards.
  */
 
-/** Task → handler module (lambdas/handlers/<module>.ts). */
-export const HANDLER_MODULES: Readonly<Record<TaskKey, string>> = {
-  preflight: 'preflight',
-  backupTable: 'backup-table',
-  finalizeBackup: 'finalize-backup',
-  analyse: 'analyse',
-  createSchema: 'create-schema',
-  migrateStep: 'migrate-step',
-  verify: 'verify',
-  cutover: 'cutover',
-  report: 'report',
-};
 
 const HANDLERS_DIR = path.join(__dirname, '..', '..', 'lambdas', 'handlers');
 

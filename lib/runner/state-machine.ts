@@ -1,6 +1,6 @@
 import './polyfills';
 import { ExecutionError, StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
-import { TASK_STATES } from '../../lambdas/handlers/contract';
+import { TASK_STATES } from '../../lambdas/core/contract';
 
 /**
  * Runs the deployed workflow definition in-process: the definition is taken from the synthesized

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { TASK_STATES, type ReportResult } from '../../lambdas/handlers/contract';
+import { TASK_STATES, type ReportResult } from '../../lambdas/core/contract';
 import { readObjectText } from '../../lambdas/io/backup';
 import { BUNDLED_SECRET_ARNS, synthesizeBundles, type BundledFunction, type SynthesizedBundles } from '../../lib/runner/bundles';
 import { FUNCTION_SECRET_ACCESS_KEY, functionAccessKeyId, runBundledWorkflow, startBundleProcess, writeWorker } from '../../lib/runner/bundled-run';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MappingError, TransientDatabaseError } from '../../lambdas/core/errors';
-import type { ExecutionInput, RunContext } from '../../lambdas/handlers/contract';
-import { TASK_STATES } from '../../lambdas/handlers/contract';
+import type { ExecutionInput, RunContext } from '../../lambdas/core/contract';
+import { TASK_STATES } from '../../lambdas/core/contract';
 import { LocalExecutionFailedError, runLocally } from '../../lib/runner/state-machine';
 import { synthesizeDefinition } from '../../lib/runner/synthesize';
 

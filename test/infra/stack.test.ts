@@ -4,7 +4,7 @@ import { App, type CfnElement, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
-import { TASK_STATES, type TaskKey } from '../../lambdas/handlers/contract';
+import { TASK_STATES, type TaskKey } from '../../lambdas/core/contract';
 import { MigrationStack, TASK_FUNCTIONS, type MigrationStackProps } from '../../lib/migration-stack';
 import { ExamplePipelineStack } from '../../lib/pipeline';
 

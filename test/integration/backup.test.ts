@@ -12,7 +12,7 @@ import { parseBackupManifest, partDataKey, tableDirKey, type BackupManifest } fr
 import type { TableInfo } from '../../lambdas/core/catalog';
 import { RestoreError } from '../../lambdas/core/errors';
 import { resetRuntime } from '../../lambdas/io/runtime';
-import type { RunContext } from '../../lambdas/handlers/contract';
+import type { RunContext } from '../../lambdas/core/contract';
 
 const SRC = 'src';
 const WEIRD = 'Weird "Table"; name';

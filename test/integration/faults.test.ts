@@ -25,7 +25,7 @@ import {
   verifyTask,
   type TaskDeps,
 } from '../../lambdas/engine/tasks';
-import type { RunContext } from '../../lambdas/handlers/contract';
+import type { RunContext } from '../../lambdas/core/contract';
 
 /**
  * Faults injected into real PostgreSQL and real local S3: every one must end exactly like a clean

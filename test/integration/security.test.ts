@@ -23,7 +23,7 @@ import {
   verifyTask,
   type TaskDeps,
 } from '../../lambdas/engine/tasks';
-import type { RunContext } from '../../lambdas/handlers/contract';
+import type { RunContext } from '../../lambdas/core/contract';
 
 /**
  * Nothing secret leaks: the database password and the legacy plaintext passwords appear in no log

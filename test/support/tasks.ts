@@ -9,7 +9,7 @@ import {
   verifyTask,
   type TaskDeps,
 } from '../../lambdas/engine/tasks';
-import type { RunContext } from '../../lambdas/handlers/contract';
+import type { RunContext } from '../../lambdas/core/contract';
 import { withTestClient } from './pg';
 
 /** Task dependencies on test databases (URLs instead of secrets) and a local S3 bucket. */

@@ -107,6 +107,19 @@ export const TASK_STATES = {
 } as const;
 export type TaskKey = keyof typeof TASK_STATES;
 
+/** The handler module of each task: `lambdas/handlers/<module>.ts` (deployed and run locally alike). */
+export const HANDLER_MODULES: Readonly<Record<TaskKey, string>> = {
+  preflight: 'preflight',
+  backupTable: 'backup-table',
+  finalizeBackup: 'finalize-backup',
+  analyse: 'analyse',
+  createSchema: 'create-schema',
+  migrateStep: 'migrate-step',
+  verify: 'verify',
+  cutover: 'cutover',
+  report: 'report',
+};
+
 /**
  * Environment the handlers read (set by the stack; the local runner sets the same names):
  * - SOURCE_SECRET_ARN / TARGET_SECRET_ARN (AWS) or SOURCE_DATABASE_URL / TARGET_DATABASE_URL (local)
