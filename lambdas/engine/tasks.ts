@@ -20,6 +20,7 @@ import type {
 } from '../handlers/contract';
 import { putJsonObject, readObjectText } from '../io/backup';
 import { readTableNames } from '../io/catalog';
+import { escapeIdentifier, qualified } from '../core/sql/ident';
 import { describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
@@ -28,6 +29,7 @@ import {
   acquireLease,
   assertRunId,
   ensureInternalTables,
+  markRunRunning,
   newRunId,
   readRun,
   recordRun,
@@ -166,6 +168,16 @@ async function largestFirst(client: pg.ClientBase, schema: string, tables: strin
 }
 
 async function assertTargetWritable(client: pg.ClientBase, schema: string): Promise<void> {
+  const ro = await client.query(`SELECT current_setting('transaction_read_only') = 'on' AS read_only, pg_is_in_recovery() AS replica, current_user AS role`);
+  if (ro.rows[0].read_only) {
+    const { role, replica } = ro.rows[0];
+    throw new PermissionError(
+      replica
+        ? `The target database is a read replica (hot standby): nothing can be written there. Pass --target (or TARGET_SECRET_ARN) with the primary; the replica can stay the --source. Then rerun.`
+        : `Role "${role}" runs read-only transactions (default_transaction_read_only is on for it), but a migration writes its target schema "${schema}". ` +
+          `Use a role that may write (ALTER ROLE ${escapeIdentifier(role)} SET default_transaction_read_only = off), or keep this role for --source only and pass --target with a writable role; then rerun.`,
+    );
+  }
   const r = await client.query(
     `SELECT has_database_privilege(current_user, current_database(), 'CREATE') AS db_create,
             (SELECT has_schema_privilege(current_user, n.oid, 'CREATE') FROM pg_namespace n WHERE n.nspname = $1) AS schema_create`,
@@ -186,6 +198,7 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
   let runTime = new Date().toISOString().replace('Z', '');
   const target = await deps.target();
   const crossDatabase = !sameDatabase(source, target);
+  if (base.cutover && !base.dryRun) await assertCutoverOwnership(deps, base, target);
   if (!base.dryRun) {
     runTime = await withClient(target, async (c) => {
       await assertTargetWritable(c, base.targetSchema);
@@ -198,12 +211,44 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
       }
       await acquireLease(c, base.targetSchema, base.runId, deps.holder ?? 'local');
       const rec = await recordRun(c, base.targetSchema, { runId: base.runId, sourceSchema: base.sourceSchema, runTime });
+      await markRunRunning(c, base.targetSchema, base.runId);
       await recordStep(c, base.targetSchema, base.runId, 'preflight', { status: 'done', at: new Date().toISOString(), source: describeDatabase(source), target: describeDatabase(target) });
       return rec.runTime;
     });
   }
   deps.log?.(`Preflight: run ${base.runId}, ${backupTables.length} source tables in "${base.sourceSchema}"${base.dryRun ? ' (dry run)' : ''}`);
   return { run: { ...base, runTime, crossDatabase }, backupTables };
+}
+
+/**
+ * `--cutover` moves the legacy tables the plan reads (ALTER TABLE … SET SCHEMA), which only their owner
+ * may do, and ownership cannot be granted. Checked before the backup, so the run does not fail at its end.
+ */
+async function assertCutoverOwnership(deps: TaskDeps, base: Omit<RunContext, 'runTime' | 'crossDatabase'>, target: DatabaseConfig): Promise<void> {
+  const overrides = await readOverrides(deps, { ...base, runTime: '', crossDatabase: false });
+  const { plan } = await withClient(await deps.source(), (c) =>
+    analyseSource(c, { sourceSchema: base.sourceSchema, targetSchema: base.targetSchema, skipTables: base.skipTables, tables: base.tables, overrides }),
+  );
+  if (plan.sourceSchema !== base.appSchema) return;
+  const read = [...new Set(plan.tables.flatMap((t) => t.sources.map((s) => s.table)))];
+  const notOwned = await withClient(target, async (c) => {
+    const r = await c.query<{ relname: string; owner: string; role: string }>(
+      `SELECT c.relname, pg_get_userbyid(c.relowner) AS owner, current_user AS role
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind IN ('r', 'p')
+          AND NOT pg_has_role(current_user, c.relowner, 'USAGE') ORDER BY 1`,
+      [base.appSchema, read],
+    );
+    return r.rows;
+  });
+  if (!notOwned.length) return;
+  const role = notOwned[0]!.role;
+  throw new PermissionError(
+    `--cutover moves the legacy tables into a legacy schema, which only their owner may do, and role "${role}" does not own ` +
+      `${notOwned.map((t) => `${qualified(base.appSchema, t.relname)} (owner ${t.owner})`).join(', ')}. Ownership cannot be granted: ` +
+      `run as the owner, or as the owner (or a superuser) run\n${notOwned.map((t) => `  ALTER TABLE ${qualified(base.appSchema, t.relname)} OWNER TO ${escapeIdentifier(role)};`).join('\n')}\n` +
+      `then rerun. (Without --cutover the migration needs no ownership; cut over later with tracetrack-migrate cutover.) Nothing was backed up or written yet.`,
+  );
 }
 
 function sameDatabase(a: DatabaseConfig, b: DatabaseConfig): boolean {

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { parseMappingFile } from '../../lambdas/core/mapping-file';
 import type { ExecutionInput, ReportResult } from '../../lambdas/handlers/contract';
-import { newRunId, assertRunId } from '../../lambdas/engine/runs';
+import { newRunId, assertRunId, markRunFailed } from '../../lambdas/engine/runs';
 import { readObjectText } from '../../lambdas/io/backup';
 import { parseDatabaseUrl, redactUrl, withClient } from '../../lambdas/io/pg';
 import { seedLegacyShapeA } from '../runner/demo-seed';
@@ -188,7 +188,10 @@ async function runAgainst(ctx: CliContext, flags: RunFlags, sourceUrl: string, t
       executionName: runId,
       progress,
     });
-    if (!outcome.ok) return reportFailure(ctx, flags, store, outcome.failure, outcome.trace, secrets);
+    if (!outcome.ok) {
+      await recordFailure(targetUrl, input.targetSchema ?? 'tracetrack', runId, outcome.failure, outcome.trace, secrets);
+      return reportFailure(ctx, flags, store, outcome.failure, outcome.trace, secrets);
+    }
     return reportSuccess(ctx, flags, store, outcome.output, outcome.trace);
   });
 }
@@ -228,7 +231,7 @@ export function renderReadiness(r: Readiness): string {
 }
 
 /** What to do after a failure, by the error's name (the state machine's vocabulary). */
-export function nextStep(error: string, runId: string): string {
+export function nextStep(error: string, runId: string, message = ''): string {
   const resume = `rerun with --run-id ${runId} to resume (finished steps and batches are skipped)`;
   switch (error) {
     case 'PlanError':
@@ -236,11 +239,16 @@ export function nextStep(error: string, runId: string): string {
     case 'MappingError':
       return `Fix the mapping file; then ${resume}.`;
     case 'PermissionError':
-      return `Grant the missing privilege to the migration role; then ${resume}.`;
+      return `Run the GRANT / ALTER the message above names (or use a role that has it); then ${resume}.`;
     case 'ConnectionConfigError':
       return `Check the database URL (host, port, user, password, database); then ${resume}.`;
-    case 'LeaseHeldError':
-      return `Another run holds the target's lease: wait for it to finish, or ${resume} if it is that run.`;
+    case 'LeaseHeldError': {
+      // The run to resume or abandon is the one holding the lease (named first in the message), not this one.
+      const holder = /^Run (\S+) holds/.exec(message)?.[1];
+      return holder
+        ? `Run ${holder} holds the target's lease: wait for it if it is still going; otherwise resume it with --run-id ${holder}, or release it with tracetrack-migrate abandon --target <URL> --run-id ${holder} and start this run again.`
+        : `Another run holds the target's lease: wait for it to finish, or resume that run with its --run-id.`;
+    }
     case 'CutoverError':
       return `See the message above (e.g. roll back the earlier run with: tracetrack-migrate rollback --run-id <id>).`;
     case 'VerificationFailedError':
@@ -250,6 +258,18 @@ export function nextStep(error: string, runId: string): string {
     default:
       return `Fix the cause above; then ${resume}.`;
   }
+}
+
+/**
+ * The run is recorded as failed: it keeps everything it did (resume it with its --run-id), but its
+ * lease no longer blocks the next run the failure message suggests. Best effort: the database may be
+ * what failed.
+ */
+async function recordFailure(targetUrl: string, targetSchema: string, runId: string, failure: LocalExecutionFailedError, trace: LocalRunTrace, secrets: string[]): Promise<void> {
+  const step = failure.state ?? trace.lastTask ?? 'unknown';
+  await withClient(parseDatabaseUrl(targetUrl), (c) =>
+    markRunFailed(c, targetSchema, runId, { step, error: failure.error, message: scrubText(failure.causeMessage, secrets).slice(0, 2000) }),
+  ).catch(() => undefined);
 }
 
 function reportFailure(
@@ -264,7 +284,7 @@ function reportFailure(
   const state = failure.state ?? trace.lastTask ?? 'unknown step';
   const message = scrubText(failure.causeMessage, secrets);
   ctx.stderr(`\nRun ${runId} failed in step ${state} with ${failure.error}:\n${message}\n`);
-  ctx.stderr(`Next: ${nextStep(failure.error, runId)}\n`);
+  ctx.stderr(`Next: ${nextStep(failure.error, runId, message)}\n`);
   ctx.stderr(`Backups and plan so far: ${store.describe(`runs/${runId}/`)}\n`);
   if (flags.reportFile) {
     const failed = { runId, status: 'failed', failedStep: state, error: failure.error, message, steps: trace.steps, backups: trace.backups };
