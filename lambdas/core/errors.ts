@@ -19,7 +19,8 @@ export type ErrorCode =
   | 'RestoreError'
   | 'TransientStorageError'
   | 'CutoverError'
-  | 'InputError';
+  | 'InputError'
+  | 'LocalStorageError';
 
 export abstract class MigrationError extends Error {
   abstract readonly retryable: boolean;
@@ -62,6 +63,8 @@ export const TransientStorageError = define('TransientStorageError', true);
 export const CutoverError = define('CutoverError', false);
 /** Invalid execution input or CLI arguments. */
 export const InputError = define('InputError', false);
+/** The local S3 server's own disk failed (full, read-only, …): the message names the path. Not retried. */
+export const LocalStorageError = define('LocalStorageError', false);
 
 export type AnyMigrationError = InstanceType<
   | typeof TransientDatabaseError
@@ -78,6 +81,7 @@ export type AnyMigrationError = InstanceType<
   | typeof TransientStorageError
   | typeof CutoverError
   | typeof InputError
+  | typeof LocalStorageError
 >;
 
 /** Names Step Functions retries with backoff; everything else fails the execution at once. */

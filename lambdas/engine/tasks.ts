@@ -18,13 +18,14 @@ import type {
   RunEvent,
   VerifyResult,
 } from '../handlers/contract';
-import { putJsonObject, readObjectText } from '../io/backup';
+import { putJsonObject, putTextObject, readObjectText } from '../io/backup';
 import { readTableNames } from '../io/catalog';
 import { escapeIdentifier, qualified } from '../core/sql/ident';
 import { describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
-import { exportRejects, buildReport } from './report';
+import { exportRejects, buildReport, readRejectGroups } from './report';
+import { renderReportHtml } from '../core/report-html';
 import {
   acquireLease,
   assertRunId,
@@ -372,9 +373,11 @@ export async function reportTask(event: RunEvent, deps: TaskDeps): Promise<Repor
     const verification = rec?.verification as VerificationResult | null;
     const rejectsKey = runKey(deps, run, 'rejects.jsonl.gz');
     const rejects = await exportRejects(c, run.targetSchema, run.runId, deps.s3, deps.bucket, rejectsKey, deps.kmsKeyId);
-    const report = await buildReport({ deps, run, record: rec, verification, rejectsKey, rejects });
+    const rejectGroups = await readRejectGroups(c, run.targetSchema, run.runId);
+    const report = await buildReport({ deps, run, record: rec, verification, rejectsKey, rejects, rejectGroups });
     const reportKey = runKey(deps, run, 'report.json');
     await putJsonObject(deps.s3, deps.bucket, reportKey, report, deps.kmsKeyId);
+    await putTextObject(deps.s3, deps.bucket, runKey(deps, run, 'report.html'), renderReportHtml(report, rec?.plan ?? null), 'text/html; charset=utf-8', deps.kmsKeyId);
     await updateRun(c, run.targetSchema, run.runId, { status: report.status, finished: true });
     await recordStep(c, run.targetSchema, run.runId, 'report', { status: 'done', at: new Date().toISOString(), reportKey });
     if (run.crossDatabase && report.status === 'completed') await dropStaging(c, run.targetSchema);

@@ -4,6 +4,7 @@ import { analyzeCommand, ANALYZE_USAGE } from './analyze';
 import { AWS_USAGE, redriveCommand, startCommand, statusCommand } from './aws';
 import { CliUsageError, EXIT, scrubText, urlSecrets, type CliContext } from './common';
 import { cutoverCommand, CUTOVER_USAGE } from './cutover';
+import { rejectsCommand, REJECTS_USAGE } from './rejects';
 import { restoreCommand, RESTORE_USAGE } from './restore';
 import { runCommand, RUN_USAGE } from './run';
 
@@ -13,6 +14,7 @@ export const USAGE = `Usage:
   ${RESTORE_USAGE}
   ${CUTOVER_USAGE}
   ${ABANDON_USAGE}
+  ${REJECTS_USAGE}
 ${AWS_USAGE.split('\n').map((l) => `  ${l}`).join('\n')}
 
 Exit status: 0 success; 1 the run/execution failed (step, error and what to do next on stderr);
@@ -29,6 +31,7 @@ const COMMANDS: Record<string, Command> = {
   cutover: (args, ctx) => cutoverCommand('cutover', args, ctx),
   rollback: (args, ctx) => cutoverCommand('rollback', args, ctx),
   abandon: abandonCommand,
+  rejects: rejectsCommand,
   start: (args, ctx) => startCommand(args, ctx),
   status: (args, ctx) => statusCommand(args, ctx),
   redrive: (args, ctx) => redriveCommand(args, ctx),

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Readiness } from '../../lambdas/core/verify';
 import * as path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
@@ -13,6 +13,8 @@ import { runLocalWorkflow, type LocalRunTrace } from '../runner/local-run';
 import { createProgress } from '../runner/progress';
 import type { LocalExecutionFailedError } from '../runner/state-machine';
 import { withBackupStore, type BackupStore } from './backup-store';
+import { writeRejectsFromObject } from './rejects';
+import { describeIoCode, LocalFileError } from './local-file-error';
 import {
   CliUsageError,
   EXIT,
@@ -129,6 +131,7 @@ function readMappingFile(file: string, cwd: string): string {
 
 export async function runCommand(args: string[], ctx: CliContext): Promise<number> {
   const flags = resolveRunFlags(args, ctx.env);
+  if (flags.reportFile) assertWritableDirectory(path.dirname(path.resolve(ctx.cwd, flags.reportFile)), '--report');
   const mappingText = flags.mappingFile ? readMappingFile(flags.mappingFile, ctx.cwd) : undefined;
   if (!flags.demo) return runAgainst(ctx, flags, flags.sourceUrl!, flags.targetUrl ?? flags.sourceUrl!, mappingText);
 
@@ -206,13 +209,62 @@ async function reportSuccess(ctx: CliContext, flags: RunFlags, store: BackupStor
   ctx.stdout(`Peak memory of this process: ${Math.round(process.resourceUsage().maxRSS / 1024)} MB\n`);
   ctx.stdout(`Backup: ${store.describe(`runs/${output.runId}/backup/`)}\n`);
   ctx.stdout(`Report: ${store.describe(output.reportKey)}\n`);
+  const htmlKey = output.reportKey.replace(/\.json$/, '.html');
+  ctx.stdout(`Report (HTML): ${store.describe(htmlKey)}\n`);
   if (flags.reportFile) {
     const file = path.resolve(ctx.cwd, flags.reportFile);
-    writeFileSync(file, reportText ?? JSON.stringify({ runId: output.runId, status: output.status, tables: output.tables }, null, 2), { mode: 0o600 });
+    writeLocalFile(file, reportText ?? JSON.stringify({ runId: output.runId, status: output.status, tables: output.tables }, null, 2));
     ctx.stdout(`Report written to ${flags.reportFile}\n`);
+    const html = await readObjectText(store.s3, store.bucket, htmlKey);
+    if (html !== null) {
+      const htmlFile = htmlFileFor(file);
+      writeLocalFile(htmlFile, html);
+      ctx.stdout(`Report (HTML) written to ${path.relative(ctx.cwd, htmlFile) || htmlFile}\n`);
+    }
   }
+  if (flags.demo) await writeDemoFiles(ctx, store, output.runId, htmlKey);
   if (flags.input.cutover) ctx.stdout(`Cut over: the new tables are in the application schema; undo with: tracetrack-migrate rollback --run-id ${output.runId}\n`);
   return output.status === 'completed' || report?.status === 'completed' ? EXIT.ok : EXIT.failed;
+}
+
+/** Refuses, before anything starts, a --report whose directory cannot take the file. */
+function assertWritableDirectory(dir: string, flag: string): void {
+  try {
+    accessSync(dir, fsConstants.W_OK);
+  } catch (err) {
+    throw new CliUsageError(`${flag}: cannot write into ${dir}: ${describeIoCode((err as NodeJS.ErrnoException).code, (err as Error).message)}.`);
+  }
+}
+
+/** `--report out.json` → `out.html` beside it; any other name gets `.html` appended. */
+export function htmlFileFor(reportFile: string): string {
+  return reportFile.endsWith('.json') ? `${reportFile.slice(0, -'.json'.length)}.html` : `${reportFile}.html`;
+}
+
+/** The demo's report and rejects as ordinary files a newcomer can open: `<backup dir>/../reports/<run>/`. */
+async function writeDemoFiles(ctx: CliContext, store: BackupStore, runId: string, htmlKey: string): Promise<void> {
+  const base = store.directory ? path.dirname(store.directory) : path.resolve(ctx.cwd, '.tracetrack');
+  const dir = path.join(base, 'reports', runId);
+  // The rejected rows are source data (secret columns stripped): owner only, like the backups.
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const html = await readObjectText(store.s3, store.bucket, htmlKey);
+  const htmlFile = path.join(dir, 'report.html');
+  if (html !== null) writeLocalFile(htmlFile, html);
+  const rejectsFile = path.join(dir, 'rejects.csv');
+  const chunks: string[] = [];
+  const n = await writeRejectsFromObject(store.s3, store.bucket, runId, {}, 'csv', (t) => chunks.push(t));
+  writeLocalFile(rejectsFile, chunks.join(''));
+  ctx.stdout(`\nOpen the report in a browser: ${htmlFile}\n`);
+  ctx.stdout(`Rejected rows (${n}, CSV, no secret columns): ${rejectsFile}\n`);
+}
+
+/** Writes a file for the operator (mode 0600); a local I/O failure names the path. */
+function writeLocalFile(file: string, text: string): void {
+  try {
+    writeFileSync(file, text, { mode: 0o600 });
+  } catch (err) {
+    throw new LocalFileError(file, 'write', err);
+  }
 }
 
 /** The application readiness report (shown before any cutover): who cannot log in, what lost a link. Never a hash. */
@@ -255,6 +307,8 @@ export function nextStep(error: string, runId: string, message = ''): string {
       return `Nothing was cut over. Investigate the differences listed above; then ${resume}.`;
     case 'InputError':
       return `Fix the arguments; then ${resume}.`;
+    case 'LocalStorageError':
+      return `Free space in (or fix the permissions of) the directory named above — the run's backup and objects so far are there, so keep the same --backup-dir; then ${resume}.`;
     default:
       return `Fix the cause above; then ${resume}.`;
   }
