@@ -18,7 +18,7 @@ export interface RejectSample {
   readonly reason: string;
 }
 
-/** Rejected rows of one target table, source table and kind of reason (the reason up to its first ':'). */
+/** Rejected rows of one target table, source table and kind of reason (the reason up to its first ':', numbers as N). */
 export interface RejectGroup {
   readonly target: string;
   readonly source: string;
@@ -230,7 +230,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse}.grid td,.grid th,#tables td,#tables th{border-bottom:1px solid #eceff1;padding:3px 8px;text-align:left;vertical-align:top}
 .n{text-align:right!important;font-variant-numeric:tabular-nums}.status{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
 .status.completed{background:#2e7d32}.status.other{background:#c62828}tr.fail td{background:#ffebee}tr.pass td:first-child{color:#2e7d32}tr.fail td:first-child{color:#c62828;font-weight:600}
-.samples{margin:0;padding-left:16px}.note{color:#607d8b;font-size:12px}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px}
+.samples{margin:0;padding-left:16px}#checks+p+table td:first-child{white-space:nowrap}.note{color:#607d8b;font-size:12px}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px}
 svg text{font:12px system-ui,sans-serif;fill:#37474f}code{font-size:12px}.meta td{padding:1px 12px 1px 0}.list{max-width:600px}`;
 
 /** The whole page. */

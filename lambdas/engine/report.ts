@@ -50,17 +50,19 @@ export async function exportRejects(client: pg.ClientBase, schema: string, runId
 
 /**
  * The run's rejects by target table, source table and kind of reason (the reason up to its first ':',
- * e.g. `weight_kg (weight)`, `duplicate email`), largest first, with up to `samples` examples each:
+ * numbers as N: `weight_kg (weight)`, `duplicate email`, `parent bag N does not exist or was rejected`), largest first, with up to `samples` examples each:
  * the source key, the id the row would have had in the target, and the reason. Never the row.
  */
 export async function readRejectGroups(client: pg.ClientBase, schema: string, runId: string, samples = 5): Promise<RejectGroup[]> {
   const r = await client.query(
-    `WITH r AS (
-       SELECT target_table, source_table, source_key, reason, split_part(reason, ':', 1) AS kind,
-              row_number() OVER (PARTITION BY target_table, source_table, split_part(reason, ':', 1)
-                                 ORDER BY length(source_key), source_key) AS rn,
-              count(*) OVER (PARTITION BY target_table, source_table, split_part(reason, ':', 1)) AS n
-         FROM ${qualified(schema, '_migration_reject')} WHERE run_id = $1)
+    `WITH k AS (
+       SELECT target_table, source_table, source_key, reason,
+              regexp_replace(split_part(reason, ':', 1), '[0-9]+', 'N', 'g') AS kind
+         FROM ${qualified(schema, '_migration_reject')} WHERE run_id = $1),
+     r AS (
+       SELECT k.*, row_number() OVER (PARTITION BY target_table, source_table, kind ORDER BY length(source_key), source_key) AS rn,
+              count(*) OVER (PARTITION BY target_table, source_table, kind) AS n
+         FROM k)
      SELECT r.target_table, r.source_table, r.kind, r.n, r.source_key, r.reason,
             CASE WHEN r.source_key ~ '^-?[0-9]{1,18}$' THEN
               COALESCE((SELECT m.target_id FROM ${qualified(schema, '_migration_id_map')} m WHERE m.source_table = r.source_table AND m.source_key = r.source_key::bigint),

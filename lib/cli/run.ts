@@ -33,7 +33,8 @@ import {
 
 export const RUN_USAGE = `tracetrack-migrate run [--source URL] [--target URL] [--source-schema public] [--target-schema tracetrack]
                        [--backup-dir DIR | --bucket NAME [--s3-endpoint URL]] [--batch-size N]
-                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--report FILE] [--cutover] [--legacy-json-backup] [--demo [--scale N]]`;
+                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--retry-rejects] [--report FILE] [--cutover] [--legacy-json-backup]
+                       [--demo [--scale N] [--keep]]`;
 
 /** A few thousand bags: the demo finishes in seconds. */
 export const DEFAULT_DEMO_SCALE = 0.005;
@@ -56,6 +57,7 @@ const OPTIONS = {
   'legacy-json-backup': { type: 'boolean' },
   demo: { type: 'boolean' },
   scale: { type: 'string' },
+  keep: { type: 'boolean' },
   'time-budget-ms': { type: 'string' },
 } as const;
 
@@ -64,6 +66,8 @@ export interface RunFlags {
   readonly targetUrl?: string;
   readonly demo: boolean;
   readonly scale: number;
+  /** --demo --keep: the embedded database stays up (its URL printed) until Ctrl-C. */
+  readonly keep: boolean;
   readonly input: ExecutionInput & { readonly runId: string };
   readonly mappingFile?: string;
   readonly reportFile?: string;
@@ -76,6 +80,7 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
   const v = parseCommandArgs('run', args, OPTIONS);
   const demo = v.demo === true;
   if (v.scale !== undefined && !demo) throw new CliUsageError('--scale only applies with --demo.');
+  if (v.keep && !demo) throw new CliUsageError('--keep only applies with --demo (it keeps the embedded database running).');
   if (demo && (v.source || v.target)) {
     throw new CliUsageError('--demo seeds and migrates its own embedded database; it does not take --source or --target.');
   }
@@ -104,6 +109,7 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
     sourceUrl,
     targetUrl: v.target,
     demo,
+    keep: v.keep === true,
     scale: parsePositiveNumber(v.scale, '--scale') ?? DEFAULT_DEMO_SCALE,
     input,
     mappingFile: v.mapping,
@@ -160,6 +166,15 @@ export async function runCommand(args: string[], ctx: CliContext): Promise<numbe
       );
       const code = await runAgainst(ctx, flags, url, url, mappingText);
       ctx.stdout(`Demo: finished in ${((Date.now() - started) / 1000).toFixed(1)} s.\n`);
+      if (flags.keep && ctx.untilInterrupted) {
+        // A local throwaway database: its URL (password included) is what the newcomer needs to look inside.
+        ctx.stdout(
+          `Demo: the embedded PostgreSQL keeps running. Connect with:\n  psql '${url}'\n` +
+            `  (the migrated tables are in schema "${flags.input.targetSchema ?? 'tracetrack'}", the legacy ones in "public"; ` +
+            `tracetrack-migrate rejects --target '${url}' lists the rejected rows)\nPress Ctrl-C to stop it.\n`,
+        );
+        await ctx.untilInterrupted();
+      }
       return code;
     },
   );
