@@ -246,7 +246,7 @@ async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingCo
 
 // ---------------------------------------------------------------- table steps
 
-interface SourceUnit {
+export interface SourceUnit {
   readonly label: string;
   readonly source: SourcePlan;
   readonly build: (ctx: MappingContext, params: Params, range: KeyRange | null, passwords: PasswordHashes | null) => { text: string; columns: string[] };
@@ -256,7 +256,7 @@ interface SourceUnit {
   readonly mayConflict?: boolean;
 }
 
-function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
+export function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
   const units: SourceUnit[] = table.sources.map((source) => ({
     label: source.table,
     source,
@@ -402,7 +402,7 @@ async function migrateUnit(
 }
 
 /** Legacy plaintext passwords of one batch, hashed in Node (werkzeug scrypt); never logged. */
-async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSchema: string, range: KeyRange | null): Promise<PasswordHashes | null> {
+export async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSchema: string, range: KeyRange | null): Promise<PasswordHashes | null> {
   const pw = source.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
   if (!pw?.source || !source.key) return null;
   const col = id(pw.source);

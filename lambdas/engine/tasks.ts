@@ -30,6 +30,7 @@ import {
   acquireLease,
   assertRunId,
   ensureInternalTables,
+  internalTablesExist,
   markRunRunning,
   newRunId,
   readRun,
@@ -40,6 +41,7 @@ import {
   updateRun,
 } from './runs';
 import { verifyRun } from './verify';
+import { runRetryStep, startRetryRound } from './retry-rejects';
 import { cutoverRun } from './cutover';
 import { compareStaged, dropStaging, runStageStep, stagingSchema } from './stage';
 
@@ -67,11 +69,11 @@ export const DEFAULT_BATCH_SIZE = 200_000;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_$ -]{0,62}$/;
 
 /** Validates the execution input; every problem is reported at once. */
-export function resolveExecutionInput(input: unknown, fallbackRunId: () => string): Omit<RunContext, 'runTime' | 'crossDatabase'> {
+export function resolveExecutionInput(input: unknown, fallbackRunId: () => string): Omit<RunContext, 'runTime' | 'crossDatabase'> & { readonly retryRejects?: true } {
   const raw = (input ?? {}) as Record<string, unknown>;
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
-  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup'];
+  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'retryRejects'];
   for (const k of Object.keys(raw)) if (!known.includes(k)) problems.push(`unknown field "${k}" (allowed: ${known.join(', ')})`);
   const str = (k: string, def: string) => {
     const v = raw[k];
@@ -117,14 +119,18 @@ export function resolveExecutionInput(input: unknown, fallbackRunId: () => strin
     cutover: bool('cutover'),
     dryRun: bool('dryRun'),
     legacyJsonBackup: bool('legacyJsonBackup'),
+    retryRejects: bool('retryRejects'),
     mappingKey,
     prefix: `runs/${runId}/`,
   };
+  if (ctx.retryRejects && (raw.runId === undefined || raw.runId === null)) problems.push('"retryRejects" needs the "runId" of the run whose rejected rows are retried');
+  if (ctx.retryRejects && ctx.dryRun) problems.push('"retryRejects" and "dryRun" exclude each other');
   if (ctx.sourceSchema === ctx.targetSchema) problems.push(`"targetSchema" must differ from "sourceSchema" (both are "${ctx.sourceSchema}")`);
+  const { retryRejects, ...resolved } = ctx;
   if (problems.length) {
     throw new InputError(`The execution input has ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}\nFix the input and start a new execution.`);
   }
-  return ctx;
+  return { ...resolved, ...(retryRejects ? { retryRejects: true } : {}) };
 }
 
 export function engineRun(run: RunContext): EngineRun {
@@ -200,8 +206,19 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
   const target = await deps.target();
   const crossDatabase = !sameDatabase(source, target);
   if (base.cutover && !base.dryRun) await assertCutoverOwnership(deps, base, target);
+  if (base.retryRejects && crossDatabase) {
+    throw new InputError(`--retry-rejects works on runs in place (source and target in one database); run ${base.runId} migrates into another database. Rerun that migration with a new run id instead.`);
+  }
+  const { retryRejects, ...runBase } = base;
+  let retry: RunContext['retry'];
   if (!base.dryRun) {
     runTime = await withClient(target, async (c) => {
+      if (retryRejects) {
+        const prior = (await internalTablesExist(c, base.targetSchema)) ? await readRun(c, base.targetSchema, base.runId) : null;
+        if (!prior?.plan) {
+          throw new InputError(`Run ${base.runId} has not migrated anything in schema "${base.targetSchema}", so it has no rejected rows to retry. Run it first (tracetrack-migrate run --run-id ${base.runId}), or check --run-id / --target-schema.`);
+        }
+      }
       await assertTargetWritable(c, base.targetSchema);
       await ensureInternalTables(c, base.targetSchema);
       const cut = await c.query(
@@ -213,12 +230,13 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
       await acquireLease(c, base.targetSchema, base.runId, deps.holder ?? 'local');
       const rec = await recordRun(c, base.targetSchema, { runId: base.runId, sourceSchema: base.sourceSchema, runTime });
       await markRunRunning(c, base.targetSchema, base.runId);
+      if (retryRejects) retry = await startRetryRound(c, base.targetSchema, base.runId);
       await recordStep(c, base.targetSchema, base.runId, 'preflight', { status: 'done', at: new Date().toISOString(), source: describeDatabase(source), target: describeDatabase(target) });
       return rec.runTime;
     });
   }
   deps.log?.(`Preflight: run ${base.runId}, ${backupTables.length} source tables in "${base.sourceSchema}"${base.dryRun ? ' (dry run)' : ''}`);
-  return { run: { ...base, runTime, crossDatabase }, backupTables };
+  return { run: { ...runBase, runTime, crossDatabase, ...(retry ? { retry } : {}) }, backupTables };
 }
 
 /**
@@ -326,7 +344,8 @@ export async function migrateStepTask(event: MigrateStepEvent, deps: TaskDeps): 
       const r = await withClient(await deps.source(), (src) => runStageStep({ source: src, target: c, run: engineRun(run), plan, deadline }));
       return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: 0, batches: r.batches };
     }
-    const r = await runMigrateStep({ client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run) }, step);
+    const options = { client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run) };
+    const r = run.retry ? await runRetryStep(options, step, run.retry) : await runMigrateStep(options, step);
     return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: r.rejected, batches: r.batches };
   });
 }

@@ -52,6 +52,7 @@ const OPTIONS = {
   mapping: { type: 'string' },
   'skip-table': { type: 'string', multiple: true },
   'run-id': { type: 'string' },
+  'retry-rejects': { type: 'boolean' },
   report: { type: 'string' },
   cutover: { type: 'boolean' },
   'legacy-json-backup': { type: 'boolean' },
@@ -90,6 +91,8 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
   }
   if (sourceUrl) parseDatabaseUrl(sourceUrl, 'source database URL');
   if (v.target) parseDatabaseUrl(v.target, 'target database URL');
+  if (v['retry-rejects'] && !v['run-id']) throw new CliUsageError('--retry-rejects needs --run-id ID: the run whose rejected rows are retried (tracetrack-migrate rejects names it).');
+  if (v['retry-rejects'] && demo) throw new CliUsageError('--retry-rejects needs the database of an earlier run; --demo starts a new one each time.');
   const runId = v['run-id'] ?? newRunId();
   try {
     assertRunId(runId);
@@ -104,6 +107,7 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
     ...(v['batch-size'] ? { batchSize: parsePositiveInt(v['batch-size'], '--batch-size') } : {}),
     ...(v.cutover ? { cutover: true } : {}),
     ...(v['legacy-json-backup'] ? { legacyJsonBackup: true } : {}),
+    ...(v['retry-rejects'] ? { retryRejects: true } : {}),
   };
   return {
     sourceUrl,

@@ -33,6 +33,12 @@ export interface MappingContext {
   readonly offsets: Readonly<Record<string, number>>;
   /** `load`: self references taken as they are (fixed after the table is complete); `checksum`: resolved. */
   readonly mode: 'load' | 'checksum';
+  /**
+   * `load` only: resolve self references against the target now (a missing row → NULL) instead of after
+   * the table; a retry of rejected rows (lambdas/engine/retry-rejects.ts) inserts into a table that
+   * already has its foreign keys.
+   */
+  readonly resolveSelfRefs?: boolean;
 }
 
 export interface KeyRange {
@@ -196,7 +202,7 @@ function buildColumn(
       const translated = plus(asBigint(col, m.sourceType), offsetOf(ctx, ref.sourceTable));
       b.level1.push(`${translated} AS ${raw}`);
       const selfRef = ref.target === table.target;
-      if (selfRef && ctx.mode === 'load') {
+      if (selfRef && ctx.mode === 'load' && !ctx.resolveSelfRefs) {
         // Resolved after the whole table is loaded (the referenced row may be in a later batch).
         value = translated;
       } else {
