@@ -143,7 +143,7 @@ function rejectSection(input: ReportPageInput): string {
     })
     .join('\n');
   return `<p><span data-field="reject-total" data-value="${input.rejects.rows}">${fmt(input.rejects.rows)}</span> rejected rows in ${groups.length} groups; ` +
-    `all of them (without secret columns) in <code>${escapeHtml(input.rejects.key)}</code>, or: <code>tracetrack-migrate rejects --run-id ${escapeHtml(input.runId)}</code>.</p>` +
+    `all of them (without secret columns) in <code>${escapeHtml(input.rejects.key)}</code>, or: <code>tracetrack-migrate rejects --target URL --run-id ${escapeHtml(input.runId)}</code>.</p>` +
     `<table class="grid"><thead><tr><th>target</th><th>source</th><th>reason</th><th class="n">rows</th><th>samples (source key → target id)</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
