@@ -39,7 +39,7 @@ export const TABLE_SHA256_DEFINITION =
   "sha256 over the UTF-8 text formed by each part's sha256 (lowercase hex) followed by '\\n', in part order; " +
   "a part's sha256 is over its uncompressed COPY text data";
 
-export interface KeyRange {
+export interface PartKeyRange {
   /** Exclusive lower bound of the split key (decimal text), or null for "from the start". */
   readonly after: string | null;
   /** Inclusive upper bound (decimal text), or null for "to the end". */
@@ -65,7 +65,7 @@ export interface BackupPartRecord {
   /** sha256 (hex) of the part's uncompressed data. */
   readonly sha256: string;
   /** Null when the table has no integer key to split on (then it has exactly one part). */
-  readonly keyRange: KeyRange | null;
+  readonly keyRange: PartKeyRange | null;
   /** When the part's read transaction started (UTC ISO). */
   readonly readAt: string;
 }
@@ -97,7 +97,7 @@ export interface ManifestPart {
   readonly bytes: number;
   readonly compressedBytes: number;
   readonly sha256: string;
-  readonly keyRange: KeyRange | null;
+  readonly keyRange: PartKeyRange | null;
 }
 
 export interface ManifestTable {

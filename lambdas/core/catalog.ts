@@ -1,4 +1,9 @@
 /** The source database as the analysis sees it: plain data, read by lambdas/io/catalog.ts. */
+
+/** `pg_type.typname`s of the integer types: the only keys batches and ids can use. */
+export const INTEGER_TYPES: readonly string[] = ['int2', 'int4', 'int8'];
+/** Integer and other numeric types (read as numbers, not parsed from text). */
+export const NUMBER_TYPES: readonly string[] = [...INTEGER_TYPES, 'numeric', 'float4', 'float8'];
 export interface ColumnInfo {
   readonly name: string;
   /** `format_type(atttypid, atttypmod)`, e.g. `integer`, `character varying(64)`, `timestamp without time zone`. */

@@ -14,7 +14,7 @@ export function isTargetTable(name: string): name is TargetTable {
   return (TARGET_TABLES as readonly string[]).includes(name);
 }
 
-/** How a value is read and checked; the SQL for each lives in sql/transforms.ts. */
+/** How a value is read and checked; the SQL for each lives in sql/mapping.ts. */
 export type ValueKind =
   | 'text'
   | 'int'
@@ -38,8 +38,6 @@ export interface ColumnRule {
   /** Source column names, first present wins. */
   readonly aliases: readonly string[];
   readonly kind: ValueKind;
-  /** Maximum length of the target VARCHAR: longer values are rejected, never truncated. */
-  readonly maxLength?: number;
   /** For `ref`: the target table referenced. */
   readonly ref?: TargetTable;
   /** For `ref`: what an id that does not resolve does to the row. */
@@ -55,40 +53,43 @@ export interface ColumnRule {
 }
 
 const ts = (target: string, aliases: string[], defaultNow = true): ColumnRule => ({ target, aliases, kind: 'timestamp', defaultNow });
-const text = (target: string, aliases: string[], maxLength?: number, required = false): ColumnRule => ({ target, aliases, kind: 'text', maxLength, required });
+const text = (target: string, aliases: string[], required = false): ColumnRule => ({ target, aliases, kind: 'text', required });
 const int = (target: string, aliases: string[]): ColumnRule => ({ target, aliases, kind: 'int' });
 const ref = (target: string, aliases: string[], table: TargetTable, onOrphan: 'null' | 'reject'): ColumnRule => ({
   target, aliases, kind: 'ref', ref: table, onOrphan, required: onOrphan === 'reject',
 });
 
-/** Column rules per target table, in target column order. `id` is handled by the id strategy. */
+/**
+ * Column rules per target table, in target column order. `id` is handled by the id strategy. Length limits
+ * come from the target's column data (sql/target-ddl.ts): longer values are rejected, never truncated.
+ */
 export const COLUMN_RULES: Readonly<Record<TargetTable, readonly ColumnRule[]>> = {
   user: [
-    { target: 'username', aliases: ['username', 'name', 'user_name'], kind: 'text', maxLength: 64, required: true },
-    { target: 'email', aliases: ['email'], kind: 'email', maxLength: 120 },
-    { target: 'password_hash', aliases: ['password_hash', 'password'], kind: 'password', maxLength: 256 },
+    { target: 'username', aliases: ['username', 'name', 'user_name'], kind: 'text', required: true },
+    { target: 'email', aliases: ['email'], kind: 'email' },
+    { target: 'password_hash', aliases: ['password_hash', 'password'], kind: 'password' },
     { target: 'role', aliases: ['role'], kind: 'role' },
-    text('dispatch_area', ['dispatch_area', 'area'], 30),
-    text('verification_token', ['verification_token'], 100),
+    text('dispatch_area', ['dispatch_area', 'area']),
+    text('verification_token', ['verification_token']),
     { target: 'verified', aliases: ['verified'], kind: 'bool', constantWhenMissing: 'true' },
     ts('created_at', ['created_at']),
     int('failed_login_attempts', ['failed_login_attempts']),
     ts('locked_until', ['locked_until'], false),
     ts('last_failed_login', ['last_failed_login'], false),
-    text('password_reset_token', ['password_reset_token'], 100),
+    text('password_reset_token', ['password_reset_token']),
     ts('password_reset_token_expires', ['password_reset_token_expires'], false),
-    text('totp_secret', ['totp_secret'], 32),
+    text('totp_secret', ['totp_secret']),
     { target: 'two_fa_enabled', aliases: ['two_fa_enabled'], kind: 'bool' },
   ],
   bag: [
-    { target: 'qr_id', aliases: ['qr_id', 'qr_code'], kind: 'qr', maxLength: 255 },
+    { target: 'qr_id', aliases: ['qr_id', 'qr_code'], kind: 'qr' },
     { target: 'type', aliases: ['type', 'bag_type', 'is_parent'], kind: 'bag_type' },
-    text('name', ['name', 'bag_name', 'customer_name'], 100),
+    text('name', ['name', 'bag_name', 'customer_name']),
     int('child_count', ['child_count', 'children_count']),
     ref('parent_id', ['parent_id', 'parent_bag_id'], 'bag', 'null'),
     ref('user_id', ['user_id', 'owner_id', 'created_by'], 'user', 'null'),
-    text('dispatch_area', ['dispatch_area', 'area'], 30),
-    text('status', ['status'], 20),
+    text('dispatch_area', ['dispatch_area', 'area']),
+    text('status', ['status']),
     { target: 'weight_kg', aliases: ['weight_kg', 'weight'], kind: 'weight' },
     ts('created_at', ['created_at']),
     ts('updated_at', ['updated_at']),
@@ -99,16 +100,16 @@ export const COLUMN_RULES: Readonly<Record<TargetTable, readonly ColumnRule[]>> 
     ts('created_at', ['created_at', 'linked_at']),
   ],
   bill: [
-    { target: 'bill_id', aliases: ['bill_id'], kind: 'bill_business_id', maxLength: 50 },
+    { target: 'bill_id', aliases: ['bill_id'], kind: 'bill_business_id' },
     { target: 'description', aliases: ['description', 'bill_description', 'notes'], kind: 'text' },
     int('parent_bag_count', ['parent_bag_count', 'bag_count']),
     { target: 'total_weight_kg', aliases: ['total_weight_kg', 'weight'], kind: 'weight' },
     { target: 'expected_weight_kg', aliases: ['expected_weight_kg'], kind: 'weight' },
     int('total_child_bags', ['total_child_bags', 'child_count']),
-    { target: 'linked_parent_count', aliases: ['linked_parent_count'], kind: 'int', constantWhenMissing: '0', nonNegative: true },
-    text('status', ['status'], 20),
-    text('destination', ['destination'], 200),
-    text('vehicle_number', ['vehicle_number'], 50),
+    { target: 'linked_parent_count', aliases: ['linked_parent_count'], kind: 'int', nonNegative: true },
+    text('status', ['status']),
+    text('destination', ['destination']),
+    text('vehicle_number', ['vehicle_number']),
     ref('created_by_id', ['created_by_id', 'created_by', 'user_id'], 'user', 'null'),
     ts('created_at', ['created_at']),
     ts('updated_at', ['updated_at']),
@@ -127,7 +128,7 @@ export const COLUMN_RULES: Readonly<Record<TargetTable, readonly ColumnRule[]>> 
   promotionrequest: [
     ref('user_id', ['user_id'], 'user', 'reject'),
     { target: 'reason', aliases: ['reason'], kind: 'promotion_reason' },
-    text('status', ['status'], 20),
+    text('status', ['status']),
     ref('admin_id', ['admin_id', 'reviewed_by'], 'user', 'null'),
     text('admin_notes', ['admin_notes']),
     ts('requested_at', ['requested_at', 'created_at']),
@@ -136,14 +137,14 @@ export const COLUMN_RULES: Readonly<Record<TargetTable, readonly ColumnRule[]>> 
   audit_log: [
     ts('timestamp', ['timestamp', 'created_at']),
     ref('user_id', ['user_id'], 'user', 'null'),
-    text('action', ['action'], 50, true),
-    text('entity_type', ['entity_type'], 20, true),
+    text('action', ['action'], true),
+    text('entity_type', ['entity_type'], true),
     int('entity_id', ['entity_id']),
     text('details', ['details']),
-    text('ip_address', ['ip_address'], 45),
+    text('ip_address', ['ip_address']),
     text('before_state', ['before_state']),
     text('after_state', ['after_state']),
-    text('request_id', ['request_id'], 36),
+    text('request_id', ['request_id']),
   ],
 };
 
@@ -155,7 +156,8 @@ export const TABLE_RULES: Readonly<Record<TargetTable, readonly string[]>> = {
   bill: ['bill', 'bills'],
   bill_bag: ['bill_bag', 'bill_bags'],
   scan: ['scan', 'scans'],
-  promotionrequest: ['promotionrequest', 'promotion_requests'],
+  // Flask-SQLAlchemy's default name for class PromotionRequest in the admin/employee era.
+  promotionrequest: ['promotionrequest', 'promotion_request', 'promotion_requests'],
   audit_log: ['audit_log', 'audit_logs'],
 };
 
@@ -203,8 +205,65 @@ export const PARENT_QR_PATTERN = '^SB[0-9]{5}$';
 export const PLACEHOLDER_EMAIL_DOMAIN = 'invalid.tracetrack';
 
 /**
- * Password hashes the application can check (POSIX regexes, usable with PostgreSQL `~` and in JS):
- * werkzeug `scrypt:N:r:p$salt$hex` / `pbkdf2:sha256:N$salt$hex`, and bcrypt.
+ * Password hashes the application can check: werkzeug `scrypt:N:r:p$salt$hex` (its key is always 64 bytes,
+ * so 128 hex digits), `pbkdf2:<hash>[:iterations]$salt$hex`, and bcrypt. The one definition, used by the
+ * migration, Verify, the readiness report and the tests. POSIX regexes (no escapes; `$` inside brackets),
+ * so the same string works in JavaScript (`new RegExp`) and in PostgreSQL (`value ~ pattern`).
  */
-export const WERKZEUG_HASH_PATTERN = '^(scrypt:[0-9]+:[0-9]+:[0-9]+|pbkdf2:sha(1|224|256|384|512)(:[0-9]+)?)\\$[^$]+\\$[0-9a-f]+$';
-export const BCRYPT_HASH_PATTERN = '^\\$2[abxy]?\\$[0-9]{2}\\$[./A-Za-z0-9]{53}$';
+export const WERKZEUG_SCRYPT_HASH_PATTERN = '^scrypt:[0-9]+:[0-9]+:[0-9]+[$][^$]+[$][0-9a-f]{128}$';
+export const WERKZEUG_PBKDF2_HASH_PATTERN = '^pbkdf2:sha(1|224|256|384|512)(:[0-9]+)?[$][^$]+[$][0-9a-f]+$';
+export const WERKZEUG_HASH_PATTERN =
+  '^(scrypt:[0-9]+:[0-9]+:[0-9]+[$][^$]+[$][0-9a-f]{128}|pbkdf2:sha(1|224|256|384|512)(:[0-9]+)?[$][^$]+[$][0-9a-f]+)$';
+/** Modular-crypt bcrypt: `$2b$12$` + 22 characters of salt + 31 of hash. */
+export const BCRYPT_HASH_PATTERN = '^[$]2[abxy]?[$][0-9]{2}[$][./A-Za-z0-9]{53}$';
+
+/** A parent bag is full with this many children (the application: 30 kg for a full parent at 1 kg a child). */
+export const PARENT_CAPACITY = 30;
+
+/**
+ * Summary columns the application derives from other rows (APP_RULES.md "Values the application derives").
+ * Where the source has no such column the value is computed from the migrated rows after the load; where it
+ * has one, the value is copied and rows that disagree with the rule are counted in the readiness report
+ * (`--recompute-summaries` computes them all). Each rule is SQL over the target row `t` and the aggregates
+ * `x` of its table (sql/derived.ts): bags `x.children`; bills `x.bill_bags`, `x.children`.
+ */
+export interface DerivedColumnRule {
+  readonly table: 'bag' | 'bill';
+  readonly column: string;
+  /** Only rows matching this are derived (bag summaries are of parents). */
+  readonly rowsWhere: string;
+  readonly sql: string;
+  /** The rule in words, and where the application says so. */
+  readonly rule: string;
+}
+
+export const DERIVED_COLUMNS: Readonly<Record<string, DerivedColumnRule>> = {
+  'bag.child_count': {
+    table: 'bag', column: 'child_count', rowsWhere: "t.type = 'parent'", sql: 'x.children',
+    rule: "a parent's children through link (models.py Bag.child_count, 'For parent bags')",
+  },
+  'bag.weight_kg': {
+    table: 'bag', column: 'weight_kg', rowsWhere: "t.type = 'parent'", sql: 'x.children::float8',
+    rule: `a parent weighs 1 kg per child through link, ${PARENT_CAPACITY} kg when full (models.py Bag.weight_kg comment)`,
+  },
+  'bag.status': {
+    table: 'bag', column: 'status', rowsWhere: "t.type = 'parent'", sql: `CASE WHEN x.children >= ${PARENT_CAPACITY} THEN 'completed' ELSE 'pending' END`,
+    rule: `a parent is completed when full (${PARENT_CAPACITY} children), else pending (models.py Bag.status)`,
+  },
+  'bill.linked_parent_count': {
+    table: 'bill', column: 'linked_parent_count', rowsWhere: 'TRUE', sql: 'x.bill_bags',
+    rule: "the bill's bill_bag rows (the schema revision that added the column backfills it so)",
+  },
+  'bill.total_child_bags': {
+    table: 'bill', column: 'total_child_bags', rowsWhere: 'TRUE', sql: 'x.children',
+    rule: "distinct child bags linked to the bill's parent bags (Bill.recalculate_weights)",
+  },
+  'bill.total_weight_kg': {
+    table: 'bill', column: 'total_weight_kg', rowsWhere: 'TRUE', sql: 'x.children::float8',
+    rule: "1 kg per distinct child bag of the bill's parent bags (Bill.recalculate_weights)",
+  },
+  'bill.expected_weight_kg': {
+    table: 'bill', column: 'expected_weight_kg', rowsWhere: 'TRUE', sql: 'GREATEST(COALESCE(t.parent_bag_count, 0), 0) * 30.0',
+    rule: 'parent_bag_count × 30 kg (Bill.recalculate_weights; parent_bag_count is the capacity target)',
+  },
+};

@@ -1,6 +1,6 @@
 import type { TargetTable } from './rules';
 import { escapeIdentifier as id } from './sql/ident';
-import { TARGET_TABLE_DDL } from './sql/target-ddl';
+import { targetColumn, type TargetColumn } from './sql/target-ddl';
 
 /**
  * Verification logic that needs no database: canonical column types for checksums, the row-hash
@@ -21,7 +21,8 @@ export interface SourceCounts {
   readonly rejected: number;
   readonly missing: number;
   readonly both: number;
-  readonly missingSample: number[];
+  /** Reject-store keys of missing rows: the source id, or `7#2` / `NULL#1` for a shared or missing id. */
+  readonly missingSample: string[];
 }
 
 export interface TableCounts {
@@ -38,6 +39,9 @@ export interface Readiness {
   readonly dispatchersWithoutArea: { id: number; username: string }[];
   readonly bagsWithRejectedParentLink: number[];
   readonly billsWithRejectedBags: number[];
+  /** Per summary column (`bill.linked_parent_count`): copied values that differ from the application's rule. */
+  readonly summariesDisagreeing: Record<string, { count: number; sample: { id: number; stored: string | null; derived: string | null }[] }>;
+  /** Exact counts (the lists hold the first 200). */
   readonly counts: Record<string, number>;
 }
 
@@ -50,18 +54,14 @@ export interface VerificationResult {
   readonly readiness: Readiness;
 }
 
-/** Canonical SQL type per target column, so both sides hash the same text. */
+/** Canonical SQL type per target column (from the target's column data), so both sides hash the same text. */
+const CANONICAL: Readonly<Record<TargetColumn['type'], string>> = {
+  serial: 'bigint', integer: 'bigint', float8: 'float8', timestamp: 'timestamp', boolean: 'boolean', varchar: 'text', text: 'text',
+};
+
 export function canonicalType(table: TargetTable, column: string): string {
-  const line = TARGET_TABLE_DDL[table].columns
-    .split('\n')
-    .map((l) => l.trim())
-    .find((l) => l.replace(/"/g, '').split(/\s+/)[0] === column);
-  const type = (line ?? '').replace(/"/g, '').split(/\s+/).slice(1).join(' ').toUpperCase();
-  if (column === 'id' || type.startsWith('INTEGER') || type.startsWith('SERIAL')) return 'bigint';
-  if (type.startsWith('DOUBLE')) return 'float8';
-  if (type.startsWith('TIMESTAMP')) return 'timestamp';
-  if (type.startsWith('BOOLEAN')) return 'boolean';
-  return 'text';
+  const c = targetColumn(table, column);
+  return column === 'id' || !c ? (column === 'id' ? 'bigint' : 'text') : CANONICAL[c.type];
 }
 
 /**
@@ -106,8 +106,15 @@ export function countsCheck(target: string, source: string, c: SourceCounts & { 
     : `${c.rows} source rows = ${c.migrated} migrated + ${c.rejected} rejected`;
   const detail = passed
     ? accounted
-    : `${c.rows} source rows but ${c.migrated} migrated + ${c.rejected} rejected: ${c.missing} missing${c.both ? `, ${c.both} both migrated and rejected` : ''}${c.missingSample.length ? ` (e.g. keys ${c.missingSample.join(', ')})` : ''}`;
+    : `${c.rows} source rows but ${c.migrated} migrated + ${c.rejected} rejected: ${c.missing} missing${c.both ? `, ${c.both} both migrated and rejected` : ''}${c.missingSample.length ? ` (e.g. ${c.missingSample.map(describeRejectKey).join(', ')})` : ''}`;
   return { name: `counts:${target}:${source}`, passed, detail, data: { ...c } };
+}
+
+/** A reject-store key as a person reads it: `key 7`, `key 7 (one of several rows with it)`, `a row without an id`. */
+export function describeRejectKey(key: string): string {
+  if (key.startsWith('NULL#')) return 'a row without an id';
+  const shared = /^(-?[0-9]+)#[0-9]+$/.exec(key);
+  return shared ? `key ${shared[1]} (one of several rows with it)` : `key ${key}`;
 }
 
 export function summarise(checks: readonly CheckResult[]): { passed: boolean; failed: string[] } {

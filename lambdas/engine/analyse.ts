@@ -13,6 +13,7 @@ export interface AnalyseOptions {
   readonly skipTables?: readonly string[];
   readonly tables?: readonly string[] | null;
   readonly overrides?: MappingOverrides;
+  readonly recomputeSummaries?: boolean;
 }
 
 /**
@@ -26,6 +27,7 @@ export async function analyseSource(client: pg.ClientBase, options: AnalyseOptio
     skipTables: options.skipTables,
     onlyTables: options.tables ?? null,
     overrides: options.overrides,
+    recomputeSummaries: options.recomputeSummaries,
   });
   const known = ROLE_RULES.flatMap((r) => r.from);
   for (const source of plan.tables.find((t) => t.target === 'user')?.sources ?? []) {
@@ -42,7 +44,23 @@ export async function analyseSource(client: pg.ClientBase, options: AnalyseOptio
       plan.decisions.push({ target: 'user.role', source: source.table, decision: `unknown roles → dispatcher: ${list}` });
     }
   }
+  await findUnmappedData(client, options.sourceSchema, plan);
   return { plan, catalog };
+}
+
+/**
+ * Which unmapped columns hold data: those are values the target will not have, so the run says so
+ * (warnings, printed by every run and kept in its plan and report), not only the analysis.
+ */
+async function findUnmappedData(client: pg.ClientBase, schema: string, plan: Plan): Promise<void> {
+  for (const entry of plan.unmappedColumns) {
+    const probes = entry.columns.map((c, i) => `EXISTS (SELECT 1 FROM ${qualified(schema, entry.table)} WHERE ${id(c)} IS NOT NULL) AS c${i}`);
+    const row = (await client.query(`SELECT ${probes.join(', ')}`)).rows[0] as Record<string, boolean>;
+    entry.withData = entry.columns.filter((_, i) => row[`c${i}`]);
+    if (entry.withData.length) {
+      plan.warnings.push(`Table "${entry.table}": column${entry.withData.length > 1 ? 's' : ''} ${entry.withData.map((c) => `"${c}"`).join(', ')} hold${entry.withData.length > 1 ? '' : 's'} data that maps to no target column (kept in the backup only). If a rule should read it, name it in a mapping file ("columns").`);
+    }
+  }
 }
 
 /** Refuses a plan with problems, listing every one and what to do. */

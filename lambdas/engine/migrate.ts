@@ -11,12 +11,14 @@ import {
   derivedSourceName,
   foldedQrExpr,
   sourceFrom,
+  sourceRowsFrom,
   targetIdExpr,
   translatedRefExpr,
   type KeyRange,
   type MappingContext,
   type PasswordHashes,
 } from '../core/sql/mapping';
+import { renderComputeSummaries } from '../core/sql/derived';
 import { renderAnalyze, renderCreateTables, renderPostLoad, renderResetSequence, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
 import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
@@ -87,7 +89,7 @@ export async function loadOffsets(client: pg.ClientBase, schema: string): Promis
 }
 
 function mappingContext(run: EngineRun, readSchema: string, offsets: Record<string, number>, mode: MappingContext['mode']): MappingContext {
-  return { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode };
+  return { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode, runTime: run.runTime };
 }
 
 async function stepIsDone(o: StepOptions, step: string): Promise<boolean> {
@@ -182,6 +184,7 @@ async function prepare(o: StepOptions): Promise<StepResult> {
         const r = await client.query(
           `INSERT INTO ${qualified(schema, '_migration_id_map')} (source_table, source_key, target_table, target_id)
            SELECT $1, s.${id(source.key!)}::bigint, $2, ${targetIdExpr(source, ctx)} FROM ${sourceFrom(source, ctx)}
+           WHERE s.${id(source.key!)} IS NOT NULL
            ON CONFLICT (source_table, source_key) DO NOTHING`,
           [source.table, table.target],
         );
@@ -325,6 +328,13 @@ async function nextBatchHi(o: StepOptions, unit: SourceUnit, readSchema: string,
   return r.rows[0].hi === null ? null : Number(r.rows[0].hi);
 }
 
+/** Whether a table without a primary key has rows without an id (the first batch reads them; see rangeWhere). */
+async function hasRowsWithoutKey(o: StepOptions, unit: SourceUnit, readSchema: string): Promise<boolean> {
+  if (unit.source.keyStrategy !== 'id-column') return false;
+  const r = await o.client.query(`SELECT EXISTS (SELECT 1 FROM ${qualified(readSchema, unit.source.table)} s WHERE s.${id(unit.source.key!)} IS NULL) AS e`);
+  return Boolean(r.rows[0].e);
+}
+
 async function migrateUnit(
   o: StepOptions,
   table: TablePlan,
@@ -347,10 +357,11 @@ async function migrateUnit(
     if (unit.source.key) {
       const lo = last?.keyHi ?? null;
       const hi = await nextBatchHi(o, unit, readSchema, lo);
-      if (hi === null) {
+      if (hi === null && (last || !(await hasRowsWithoutKey(o, unit, readSchema)))) {
         await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
         return { done: true, cursor: null };
       }
+      // hi null: a table without a primary key whose rows all lack an id; one batch reads (and rejects) them.
       range = { lo, hi };
     } else if (last) {
       await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo: COMPLETE, keyLo: null, keyHi: null });
@@ -366,7 +377,6 @@ async function migrateUnit(
           return { migrated: 0, rejected: 0, already: -1 };
         }
         const params = new Params();
-        params.add(run.runTime, 'timestamp');
         const mapping = unit.build(ctx, params, range, passwords);
         const q = buildBatchInsert(
           {
@@ -404,14 +414,21 @@ async function migrateUnit(
 /** Legacy plaintext passwords of one batch, hashed in Node (werkzeug scrypt); never logged. */
 export async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSchema: string, range: KeyRange | null): Promise<PasswordHashes | null> {
   const pw = source.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
-  if (!pw?.source || !source.key) return null;
-  const col = id(pw.source);
-  const key = id(source.key);
-  const values: unknown[] = [WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN];
-  const where = [`${col} IS NOT NULL`, `${col}::text <> ''`, `NOT (${col}::text ~ $1 OR ${col}::text ~ $2)`];
-  if (range?.lo !== null && range?.lo !== undefined) { values.push(range.lo); where.push(`${key} > $${values.length}`); }
-  if (range?.hi !== null && range?.hi !== undefined) { values.push(range.hi); where.push(`${key} <= $${values.length}`); }
-  const r = await o.client.query(`SELECT ${key}::bigint AS k, ${col}::text AS p FROM ${qualified(readSchema, source.table)} WHERE ${where.join(' AND ')}`, values);
+  if (!pw?.source) return null;
+  const col = `s.${id(pw.source)}`;
+  // The batch's own key: the id, or for a table without one the row number the mapping gives it.
+  // Rows without an id or sharing one are rejected by the mapping: one hash per key is enough.
+  const key = source.key ? `s.${id(source.key)}` : 's._rownum';
+  const params = new Params();
+  const isHash = `(${col}::text ~ ${params.add(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${params.add(BCRYPT_HASH_PATTERN)})`;
+  const where = [`${col} IS NOT NULL`, `${col}::text <> ''`, `NOT ${isHash}`, `${key} IS NOT NULL`];
+  if (range?.lo !== null && range?.lo !== undefined) where.push(`${key} > ${params.add(range.lo, 'bigint')}`);
+  if (range?.hi !== null && range?.hi !== undefined) where.push(`${key} <= ${params.add(range.hi, 'bigint')}`);
+  const ctx = mappingContext(o.run, readSchema, {}, 'load');
+  const r = await o.client.query(
+    `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col}::text AS p FROM ${sourceRowsFrom(source, ctx)} WHERE ${where.join(' AND ')} ORDER BY ${key}`,
+    params.values,
+  );
   if (r.rows.length === 0) return { keys: [], hashes: [] };
   const hashes = await o.hashPasswords(r.rows.map((row) => row.p as string));
   return { keys: r.rows.map((row) => Number(row.k)), hashes };
@@ -419,10 +436,14 @@ export async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan,
 
 // ---------------------------------------------------------------- finalize
 
-/** After the load: secondary indexes, foreign keys, sequences past the largest id, statistics. */
+/**
+ * After the load: the summaries the application derives (bag and bill, from the complete link and
+ * bill_bag tables), secondary indexes, foreign keys, sequences past the largest id, statistics.
+ */
 async function finalize(o: StepOptions): Promise<StepResult> {
   const { client, run } = o;
   const schema = run.targetSchema;
+  const offsets = await loadOffsets(client, schema);
   let batches = 0;
   for (const table of TARGET_ORDER) {
     if (batches > 0 && outOfTime(o)) return { done: false, cursor: `finalize:${table}`, migrated: 0, rejected: 0, batches };
@@ -430,6 +451,9 @@ async function finalize(o: StepOptions): Promise<StepResult> {
     await withTransaction(client, async () => {
       await tuneBatchTransaction(client);
       if (!(await claimCheckpoint(client, schema, run.runId, 'finalize', table, { batchNo: 1, keyLo: null, keyHi: null }))) return;
+      const tablePlan = o.plan.tables.find((t) => t.target === table);
+      const summaries = tablePlan ? renderComputeSummaries(schema, tablePlan, offsets) : null;
+      if (summaries) await client.query(summaries);
       for (const sql of renderPostLoad(schema, table as TargetTable)) await client.query(sql);
       await client.query(renderResetSequence(schema, table as TargetTable));
       await client.query(`ANALYZE ${qualified(schema, table)}`);

@@ -28,6 +28,8 @@ export interface MigrationReport {
   readonly rejectGroups: RejectGroup[];
   readonly checks: VerificationResult['checks'];
   readonly readiness: VerificationResult['readiness'] | null;
+  /** Source columns that hold data no target column receives (kept in the backup only). */
+  readonly unmappedColumnsWithData: { readonly table: string; readonly columns: string[] }[];
 }
 
 /** Streams the run's rejected rows (no secrets: they were stripped when stored) to S3 as gzipped JSON lines. */
@@ -118,6 +120,9 @@ export async function buildReport(input: {
     rejectGroups: input.rejectGroups,
     checks: verification?.checks ?? [],
     readiness: verification?.readiness ?? null,
+    unmappedColumnsWithData: (input.record?.plan?.unmappedColumns ?? [])
+      .filter((u) => u.withData?.length)
+      .map((u) => ({ table: u.table, columns: u.withData! })),
   };
 }
 

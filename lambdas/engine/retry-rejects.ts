@@ -4,6 +4,7 @@ import type { Plan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, type TargetTable } from '../core/rules';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import { buildBatchInsert, sourceFrom, targetIdExpr, translatedRefExpr, type KeyRange, type MappingContext } from '../core/sql/mapping';
+import { renderComputeSummaries } from '../core/sql/derived';
 import { renderResetSequence } from '../core/sql/target-ddl';
 import { toMigrationError, withTransaction } from '../io/pg';
 import { hashPlaintextPasswords, loadOffsets, tuneBatchTransaction, unitsOf, type SourceUnit, type StepOptions, type StepResult } from './migrate';
@@ -22,7 +23,7 @@ import { claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordSt
  * - a rejected key whose source row is gone (the operator deleted it) leaves the reject store;
  * - afterwards (the round's `finalize`) optional references that were NULL because their row was rejected
  *   are resolved now that it exists (e.g. a bag's owner, a scan's bag), exactly as the first pass would
- *   have, and sequences are moved past the new ids.
+ *   have; the summaries the application derives are computed again; sequences move past the new ids.
  *
  * What a round does not redo: the `prepare` step (id offsets, the id map, QR renames, bag roles), which
  * was computed from all source rows, the rejected ones included.
@@ -97,7 +98,7 @@ async function retryUnit(
      SELECT min(k)::text AS lo, max(k)::text AS hi FROM g WHERE r GROUP BY grp ORDER BY min(k)`,
     base,
   );
-  const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: schema, offsets, mode: 'load', resolveSelfRefs: true };
+  const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: schema, offsets, mode: 'load', runTime: run.runTime, resolveSelfRefs: true };
   const step = roundStep(retry.round, table.target);
   for (const island of islands.rows) {
     if (totals.batches > 0 && outOfTime(o)) return false;
@@ -112,7 +113,6 @@ async function retryUnit(
         if (!(await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo, keyLo: range.lo, keyHi: range.hi }))) return null;
         await client.query(`DELETE ${OLD_REJECTS(schema)} AND source_key::bigint > $4 AND source_key::bigint <= $5`, [...base, range.lo, range.hi]);
         const params = new Params();
-        params.add(run.runTime, 'timestamp');
         const mapping = unit.build(ctx, params, range, passwords);
         const q = buildBatchInsert(
           {
@@ -148,13 +148,17 @@ async function finalizeRound(o: StepOptions, retry: RetryRound): Promise<StepRes
   const schema = run.targetSchema;
   const name = roundStep(retry.round, 'finalize');
   const offsets = await loadOffsets(client, schema);
-  const ctx: MappingContext = { sourceSchema: o.readSchema ?? run.sourceSchema, targetSchema: schema, offsets, mode: 'load' };
+  const ctx: MappingContext = { sourceSchema: o.readSchema ?? run.sourceSchema, targetSchema: schema, offsets, mode: 'load', runTime: run.runTime };
   let resolved = 0;
   await withTransaction(client, async () => {
     await tuneBatchTransaction(client);
     if (!(await claimCheckpoint(client, schema, run.runId, name, STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null }))) return;
     for (const sql of renderReresolveRefs(plan, ctx)) resolved += (await client.query(sql)).rowCount ?? 0;
     for (const t of TARGET_ORDER) {
+      // The summaries the application derives (child counts, bill totals) now count the retried rows too.
+      const tablePlan = plan.tables.find((x) => x.target === t);
+      const summaries = tablePlan ? renderComputeSummaries(schema, tablePlan, offsets) : null;
+      if (summaries) await client.query(summaries);
       await client.query(renderResetSequence(schema, t as TargetTable));
       await client.query(`ANALYZE ${qualified(schema, t)}`);
     }

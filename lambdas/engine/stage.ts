@@ -38,86 +38,107 @@ export function stagedTables(plan: Plan): string[] {
 }
 
 export async function runStageStep(o: StageOptions): Promise<StepResult> {
-  const { source, target, run, plan } = o;
+  const { target, run, plan } = o;
   const schema = run.targetSchema;
-  const stage = stagingSchema(schema);
   const done = await lastCheckpoint(target, schema, run.runId, STEP, '*');
   if (done?.batchNo === COMPLETE) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
-  await target.query(`CREATE SCHEMA IF NOT EXISTS ${id(stage)}`);
-  let copied = 0;
-  let batches = 0;
+  await target.query(`CREATE SCHEMA IF NOT EXISTS ${id(stagingSchema(schema))}`);
+  const totals = { copied: 0, batches: 0 };
   for (const name of stagedTables(plan)) {
-    const info = await readTableInfo(source, run.sourceSchema, name);
-    const exists = await target.query('SELECT to_regclass($1) IS NOT NULL AS ok', [qualified(stage, name)]);
-    if (!exists.rows[0].ok) await target.query(renderCreateTable(info, stage));
-    const key = plan.tables.flatMap((t) => t.sources).find((s) => s.table === name)?.key ?? null;
-    const cols = info.columns.map((c) => id(c.name)).join(', ');
-    for (;;) {
-      const last = await lastCheckpoint(target, schema, run.runId, STEP, name);
-      if (last?.batchNo === COMPLETE) break;
-      if (batches > 0 && Date.now() >= o.deadline) return { done: false, cursor: `stage:${name}:${last?.keyHi ?? ''}`, migrated: copied, rejected: 0, batches };
-      const batchNo = (last?.batchNo ?? 0) + 1;
-      let lo: number | null = null;
-      let hi: number | null = null;
-      if (key) {
-        lo = last?.keyHi ?? null;
-        const r = await source.query(
-          `SELECT max(k)::bigint AS hi FROM (SELECT ${id(key)} AS k FROM ${qualified(run.sourceSchema, name)} ${lo === null ? '' : `WHERE ${id(key)} > $2`} ORDER BY 1 LIMIT $1) x`,
-          lo === null ? [run.batchSize] : [run.batchSize, lo],
-        );
-        hi = r.rows[0].hi === null ? null : Number(r.rows[0].hi);
-        if (hi === null) {
-          await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
-          break;
-        }
-      } else if (last) {
-        await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: null, keyHi: null });
-        break;
-      }
-      const started = Date.now();
-      let rows = 0;
-      try {
-        rows = await withTransaction(target, async () => {
-          if (!(await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo, keyLo: lo, keyHi: hi }))) return -1;
-          // COPY takes no bind parameters: the bounds are numbers we computed, rendered as integer literals.
-          const where = key ? `WHERE ${id(key)} > ${lo === null ? '-9223372036854775808' : Math.trunc(lo)} AND ${id(key)} <= ${Math.trunc(hi!)}` : '';
-          await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-          try {
-            await applyCopySettings(source);
-            await applyCopySettings(target);
-            const out = source.query(copyTo(`COPY (SELECT ${cols} FROM ${qualified(run.sourceSchema, name)} ${where}) TO STDOUT`));
-            const into = target.query(copyFrom(`COPY ${qualified(stage, name)} (${cols}) FROM STDIN`));
-            await pipeline(out, into);
-            await source.query('COMMIT');
-            const n = Number((into as unknown as { rowCount: number }).rowCount ?? 0);
-            await completeCheckpoint(target, schema, run.runId, STEP, name, batchNo, { migrated: n, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
-            return n;
-          } catch (err) {
-            await source.query('ROLLBACK').catch(() => undefined);
-            throw err;
-          }
-        });
-      } catch (err) {
-        const e = toMigrationError(err, `Copying ${name} (keys ${lo ?? 'start'}–${hi ?? 'end'}, batch ${batchNo}) from the source into "${stage}"`);
-        if (e instanceof MigrationError && e.retryable) throw e;
-        throw new MigrationBatchError(`${e.message}. Nothing of this batch was written. Fix the cause and redrive.`, { cause: err });
-      }
-      if (rows < 0) continue;
-      copied += rows;
-      batches++;
-      o.onProgress?.({ source: name, rows, batchNo });
-      if (!key) {
-        await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: null, keyHi: null });
-        break;
-      }
-    }
-    await target.query(`ANALYZE ${qualified(stage, name)}`);
+    const cursor = await stageTable(o, name, totals);
+    if (cursor) return { done: false, cursor, migrated: totals.copied, rejected: 0, batches: totals.batches };
   }
   await withTransaction(target, async () => {
     await claimCheckpoint(target, schema, run.runId, STEP, '*', { batchNo: COMPLETE, keyLo: null, keyHi: null });
-    await recordStep(target, schema, run.runId, 'migrate:stage', { status: 'done', finishedAt: new Date().toISOString(), schema: stage });
+    await recordStep(target, schema, run.runId, 'migrate:stage', { status: 'done', finishedAt: new Date().toISOString(), schema: stagingSchema(schema) });
   });
-  return { done: true, cursor: null, migrated: copied, rejected: 0, batches };
+  return { done: true, cursor: null, migrated: totals.copied, rejected: 0, batches: totals.batches };
+}
+
+/** Copies one source table into the staging schema in checkpointed key-range batches; a cursor when out of time. */
+async function stageTable(o: StageOptions, name: string, totals: { copied: number; batches: number }): Promise<string | null> {
+  const { source, target, run, plan } = o;
+  const schema = run.targetSchema;
+  const stage = stagingSchema(schema);
+  const info = await readTableInfo(source, run.sourceSchema, name);
+  const exists = await target.query('SELECT to_regclass($1) IS NOT NULL AS ok', [qualified(stage, name)]);
+  if (!exists.rows[0].ok) await target.query(renderCreateTable(info, stage));
+  const plannedSource = plan.tables.flatMap((t) => t.sources).find((s) => s.table === name);
+  const key = plannedSource?.key ?? null;
+  // A table without a primary key may have rows without an id: the first batch copies them too.
+  const nullKeys = plannedSource?.keyStrategy === 'id-column';
+  for (;;) {
+    const last = await lastCheckpoint(target, schema, run.runId, STEP, name);
+    if (last?.batchNo === COMPLETE) break;
+    if (totals.batches > 0 && Date.now() >= o.deadline) return `stage:${name}:${last?.keyHi ?? ''}`;
+    const batchNo = (last?.batchNo ?? 0) + 1;
+    const lo = key ? last?.keyHi ?? null : null;
+    const hi = key ? await nextStageHi(o, name, key, lo) : null;
+    if ((key && hi === null && (last || !nullKeys)) || (!key && last)) {
+      await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
+      break;
+    }
+    const where = key ? stageWhere(key, lo, hi, nullKeys) : '';
+    const rows = await copyBatch(o, name, info.columns.map((c) => id(c.name)).join(', '), where, { batchNo, lo, hi });
+    if (rows < 0) continue;
+    totals.copied += rows;
+    totals.batches++;
+    o.onProgress?.({ source: name, rows, batchNo });
+    if (!key || hi === null) {
+      await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: null, keyHi: null });
+      break;
+    }
+  }
+  await target.query(`ANALYZE ${qualified(stage, name)}`);
+  return null;
+}
+
+async function nextStageHi(o: StageOptions, name: string, key: string, lo: number | null): Promise<number | null> {
+  const r = await o.source.query(
+    `SELECT max(k)::bigint AS hi FROM (SELECT ${id(key)} AS k FROM ${qualified(o.run.sourceSchema, name)} ${lo === null ? '' : `WHERE ${id(key)} > $2`} ORDER BY 1 LIMIT $1) x`,
+    lo === null ? [o.run.batchSize] : [o.run.batchSize, lo],
+  );
+  return r.rows[0].hi === null ? null : Number(r.rows[0].hi);
+}
+
+/** COPY takes no bind parameters: the bounds are numbers we computed, rendered as integer literals. */
+function stageWhere(key: string, lo: number | null, hi: number | null, nullKeys: boolean): string {
+  const k = id(key);
+  const range = [lo === null ? null : `${k} > ${Math.trunc(lo)}`, hi === null ? null : `${k} <= ${Math.trunc(hi)}`].filter(Boolean).join(' AND ');
+  if (nullKeys && lo === null) return `WHERE ${range ? `(${range}) OR ` : ''}${k} IS NULL`;
+  return range ? `WHERE ${range}` : '';
+}
+
+/** One batch: COPY source → staging table in one target transaction with its checkpoint (-1: done meanwhile). */
+async function copyBatch(o: StageOptions, name: string, cols: string, where: string, batch: { batchNo: number; lo: number | null; hi: number | null }): Promise<number> {
+  const { source, target, run } = o;
+  const schema = run.targetSchema;
+  const stage = stagingSchema(schema);
+  const started = Date.now();
+  try {
+    return await withTransaction(target, async () => {
+      if (!(await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: batch.batchNo, keyLo: batch.lo, keyHi: batch.hi }))) return -1;
+      await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      try {
+        await applyCopySettings(source);
+        await applyCopySettings(target);
+        const out = source.query(copyTo(`COPY (SELECT ${cols} FROM ${qualified(run.sourceSchema, name)} ${where}) TO STDOUT`));
+        const into = target.query(copyFrom(`COPY ${qualified(stage, name)} (${cols}) FROM STDIN`));
+        await pipeline(out, into);
+        await source.query('COMMIT');
+        const n = Number((into as unknown as { rowCount: number }).rowCount ?? 0);
+        await completeCheckpoint(target, schema, run.runId, STEP, name, batch.batchNo, { migrated: n, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
+        return n;
+      } catch (err) {
+        await source.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    });
+  } catch (err) {
+    const e = toMigrationError(err, `Copying ${name} (keys ${batch.lo ?? 'start'}–${batch.hi ?? 'end'}, batch ${batch.batchNo}) from the source into "${stage}"`);
+    if (e instanceof MigrationError && e.retryable) throw e;
+    throw new MigrationBatchError(`${e.message}. Nothing of this batch was written. Fix the cause and redrive.`, { cause: err });
+  }
 }
 
 /** Row count and content hash of every staged table, source against stage (the copy itself is verified). */

@@ -4,6 +4,7 @@ import { CutoverError, InputError, PermissionError, VerificationFailedError } fr
 import { parseMappingFile, type MappingOverrides } from '../core/mapping-file';
 import { renderPlanText, type Plan } from '../core/planner';
 import { TARGET_TABLES } from '../core/rules';
+import { escapeIdentifier, qualified } from '../core/sql/ident';
 import { renderFailures, type VerificationResult } from '../core/verify';
 import type {
   AnalyseResult,
@@ -20,7 +21,6 @@ import type {
 } from '../handlers/contract';
 import { putJsonObject, putTextObject, readObjectText } from '../io/backup';
 import { readTableNames } from '../io/catalog';
-import { escapeIdentifier, qualified } from '../core/sql/ident';
 import { describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
@@ -73,7 +73,7 @@ export function resolveExecutionInput(input: unknown, fallbackRunId: () => strin
   const raw = (input ?? {}) as Record<string, unknown>;
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
-  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'retryRejects'];
+  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries', 'retryRejects'];
   for (const k of Object.keys(raw)) if (!known.includes(k)) problems.push(`unknown field "${k}" (allowed: ${known.join(', ')})`);
   const str = (k: string, def: string) => {
     const v = raw[k];
@@ -119,6 +119,7 @@ export function resolveExecutionInput(input: unknown, fallbackRunId: () => strin
     cutover: bool('cutover'),
     dryRun: bool('dryRun'),
     legacyJsonBackup: bool('legacyJsonBackup'),
+    recomputeSummaries: bool('recomputeSummaries'),
     retryRejects: bool('retryRejects'),
     mappingKey,
     prefix: `runs/${runId}/`,
@@ -154,7 +155,35 @@ async function assertSourceReadable(client: pg.ClientBase, schema: string): Prom
   if (denied.rows.length) {
     throw new PermissionError(`The role may not read ${denied.rows.map((r) => `"${r.relname}"`).join(', ')} in schema "${schema}": GRANT SELECT ON ALL TABLES IN SCHEMA ${schema} TO <role>, then redrive.`);
   }
+  await assertEveryRowVisible(client, schema);
   return largestFirst(client, schema, tables);
+}
+
+/**
+ * Row-level security would hide rows from the migration: refused, naming each table and the fix. A
+ * policy applies unless the role is a superuser, has BYPASSRLS, or owns the table (and it is not FORCEd)
+ * — PostgreSQL's own rule (check_enable_rls). Every session also runs with row_security=off, so a read
+ * that a policy would filter fails rather than returning part of a table.
+ */
+async function assertEveryRowVisible(client: pg.ClientBase, schema: string): Promise<void> {
+  const r = await client.query<{ relname: string; forced: boolean; owner: string; role: string }>(
+    `SELECT c.relname, c.relforcerowsecurity AS forced, pg_get_userbyid(c.relowner) AS owner, current_user::text AS role
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles me ON me.rolname = current_user
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relrowsecurity
+        AND NOT (me.rolsuper OR me.rolbypassrls)
+        AND (c.relforcerowsecurity OR NOT pg_has_role(current_user, c.relowner, 'USAGE'))
+      ORDER BY 1`,
+    [schema],
+  );
+  if (r.rows.length === 0) return;
+  const role = r.rows[0]!.role;
+  const tables = r.rows.map((x) => `"${x.relname}"${x.forced ? ' (FORCE ROW LEVEL SECURITY)' : ''}`).join(', ');
+  const first = r.rows[0]!;
+  throw new PermissionError(
+    `Row-level security would hide rows of ${tables} in schema "${schema}" from role "${role}": the migration must read every row. ` +
+      `Either ALTER ROLE ${escapeIdentifier(role)} BYPASSRLS (as a superuser), or run as the tables' owner (${escapeIdentifier(first.owner)}${r.rows.some((x) => x.forced) ? '; forced tables also need ALTER TABLE … NO FORCE ROW LEVEL SECURITY' : ''}), ` +
+      `or give the role a policy that shows it every row (CREATE POLICY migrate_read_all ON ${qualified(schema, first.relname)} FOR SELECT TO ${escapeIdentifier(role)} USING (true), per table). Then start the run again.`,
+  );
 }
 
 /**
@@ -296,7 +325,7 @@ export async function analyseTask(event: RunEvent, deps: TaskDeps): Promise<Anal
   const { run } = event;
   const overrides = await readOverrides(deps, run);
   const { plan } = await withClient(await deps.source(), (c) =>
-    analyseSource(c, { sourceSchema: run.sourceSchema, targetSchema: run.targetSchema, skipTables: run.skipTables, tables: run.tables, overrides }),
+    analyseSource(c, { sourceSchema: run.sourceSchema, targetSchema: run.targetSchema, skipTables: run.skipTables, tables: run.tables, overrides, recomputeSummaries: run.recomputeSummaries === true }),
   );
   const planKey = runKey(deps, run, 'plan.json');
   await putJsonObject(deps.s3, deps.bucket, planKey, plan, deps.kmsKeyId);
@@ -309,6 +338,7 @@ export async function analyseTask(event: RunEvent, deps: TaskDeps): Promise<Anal
     });
   }
   deps.log?.(`Analyse: ${plan.tables.length} target tables from ${plan.tables.flatMap((t) => t.sources).length} source tables; ${plan.warnings.length} warnings`);
+  for (const w of plan.warnings) deps.log?.(`  warning: ${w}`);
   const steps = run.crossDatabase ? ['stage', ...plan.steps] : plan.steps;
   return { planKey, steps, decisions: plan.decisions.length, warnings: plan.warnings.length };
 }

@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import type { Plan, SourcePlan, TablePlan } from '../core/planner';
 import { BCRYPT_HASH_PATTERN, TARGET_ORDER, WERKZEUG_HASH_PATTERN, type TargetTable } from '../core/rules';
-import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
+import { derivedColumnScopes, renderSummaryMismatches } from '../core/sql/derived';
+import { escapeIdentifier as id, escapeLiteral, Params, qualified } from '../core/sql/ident';
 import {
   buildDerivedLinkSelect,
   buildMappingSelect,
@@ -49,7 +50,7 @@ export async function verifyRun(o: VerifyOptions): Promise<VerificationResult> {
   const readSchema = o.readSchema ?? run.sourceSchema;
   const offsets = await loadOffsets(client, run.targetSchema);
   await client.query(renderAnalyze(run.targetSchema, WORK_TABLES));
-  const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode: 'checksum' };
+  const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode: 'checksum', runTime: run.runTime };
   const checks: CheckResult[] = [];
   const push = (c: CheckResult) => {
     checks.push(c);
@@ -64,8 +65,9 @@ export async function verifyRun(o: VerifyOptions): Promise<VerificationResult> {
   }
   for (const c of await orphanChecks(client, run.targetSchema)) push(c);
   for (const c of await sequenceChecks(client, run.targetSchema)) push(c);
+  for (const c of await summaryChecks(client, run.targetSchema, plan, offsets)) push(c);
   push(await passwordCheck(client, run, plan, readSchema));
-  const readiness = await readinessReport(client, run);
+  const readiness = await readinessReport(client, run, plan, offsets);
   const { passed } = summarise(checks);
   return { runId: run.runId, passed, verifiedAt: new Date().toISOString(), checks, tables, readiness };
 }
@@ -103,86 +105,112 @@ function unitsFor(plan: Plan, table: TablePlan, ctx: MappingContext): Unit[] {
   return units;
 }
 
-async function verifyTable(o: VerifyOptions, table: TablePlan, ctx: MappingContext, width: number, push: (c: CheckResult) => void): Promise<TableCounts> {
+interface SourcePass {
+  readonly counts: SourceCounts & { redundant: number };
+  /** Per checksum bucket of the mapped source: rows kept in the target, and their summed hash. */
+  readonly buckets: Bucket[];
+  readonly columns: string[];
+}
+
+/**
+ * One pass over the mapped source of a unit, per key range: 1. counts: every source row is in the target or
+ * in the reject store, never both, never neither; 2. content: a hash of every migrated row's mapped columns.
+ */
+async function sourcePass(o: VerifyOptions, table: TablePlan, unit: Unit, ctx: MappingContext, width: number): Promise<SourcePass> {
   const { client, run } = o;
-  const target = qualified(run.targetSchema, table.target);
-  const reject = qualified(run.targetSchema, '_migration_reject');
+  const params = new Params();
+  const mapping = unit.mapping(params);
+  const runP = params.add(run.runId);
+  const labelP = params.add(unit.label);
+  const redundantExpr = unit.kind === 'derived' ? redundantLinkExpr(o.plan, unit, ctx) : 'FALSE';
+  const columns = mapping.columns.filter((col) => !isSaltedColumn(unit.source, col));
+  const kept = `m._reject IS NULL AND r.source_key IS NULL`;
+  const lost = `t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr})`;
+  const pass = await client.query(
+    `WITH m AS (${mapping.text})
+     SELECT floor(m._key / ${width})::bigint AS bucket,
+            count(*)::bigint AS rows,
+            count(t.id)::bigint AS migrated,
+            count(r.source_key)::bigint AS rejected,
+            count(*) FILTER (WHERE ${lost})::bigint AS missing,
+            count(*) FILTER (WHERE t.id IS NULL AND r.source_key IS NULL AND (${redundantExpr}))::bigint AS redundant,
+            count(*) FILTER (WHERE t.id IS NOT NULL AND r.source_key IS NOT NULL)::bigint AS both,
+            (array_agg(m._rkey ORDER BY m._key, m._rkey) FILTER (WHERE ${lost}))[1:${SAMPLE}] AS sample,
+            count(*) FILTER (WHERE ${kept})::bigint AS hash_rows,
+            COALESCE(sum(${rowHashExpr('m', table.target, columns)}) FILTER (WHERE ${kept}), 0)::text AS hash
+       FROM m
+       LEFT JOIN ${qualified(run.targetSchema, table.target)} t ON t.id = m.id
+       LEFT JOIN ${qualified(run.targetSchema, '_migration_reject')} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey
+      GROUP BY 1`,
+    params.values,
+  );
+  const sum = (k: string) => pass.rows.reduce((acc, row) => acc + Number(row[k]), 0);
+  return {
+    counts: {
+      rows: sum('rows'), migrated: sum('migrated'), rejected: sum('rejected'),
+      missing: sum('missing'), both: sum('both'), redundant: sum('redundant'),
+      missingSample: pass.rows.flatMap((row) => (row.sample ?? []).map(String)).slice(0, SAMPLE),
+    },
+    buckets: pass.rows.filter((row) => Number(row.hash_rows) > 0).map((row) => ({ bucket: Number(row.bucket), rows: Number(row.hash_rows), hash: row.hash })),
+    columns,
+  };
+}
+
+/** The unit's target rows hashed per bucket and compared with the source's; the id span it covers (for `extra`). */
+async function checksumCheck(o: VerifyOptions, table: TablePlan, unit: Unit, ctx: MappingContext, width: number, pass: SourcePass): Promise<{ check: CheckResult; span: string | null }> {
+  const { client, run } = o;
+  const { columns } = pass;
+  const span = await keySpan(client, ctx.sourceSchema, unit.source);
+  const lo = span ? unit.offset + span.min - 1 : 0;
+  const hi = span ? unit.offset + span.max : 0;
+  // A link source's ids stop where the derived links' begin.
+  const derivedFrom = unit.kind === 'source' && table.derivedLinks.length ? ctx.offsets[derivedSourceName(table.derivedLinks[0]!)] ?? null : null;
+  const tgt = span
+    ? (await client.query(
+        `SELECT floor((t.id - ${unit.offset}) / ${width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, columns)})::text AS hash
+           FROM ${qualified(run.targetSchema, table.target)} t WHERE t.id > ${lo} AND t.id <= ${hi} ${derivedFrom !== null ? `AND t.id <= ${derivedFrom}` : ''}
+          GROUP BY 1`,
+      )).rows.map((r) => ({ bucket: Number(r.bucket), rows: Number(r.rows), hash: String(r.hash) }))
+    : [];
+  const mismatches = compareBuckets(pass.buckets, tgt);
+  const name = `checksum:${table.target}:${unit.label}`;
+  const buckets = pass.buckets.length;
+  const spanSql = span ? `(t.id > ${lo} AND t.id <= ${hi})` : null;
+  if (mismatches.length === 0) return { check: { name, passed: true, detail: `${buckets} key range(s) of ${width} match (${columns.length} columns)` }, span: spanSql };
+  const first = mismatches[0]!;
+  const from = first.bucket * width;
+  const sample = await differingKeys(client, table.target, unit, columns, from, from + width, run);
+  return {
+    check: {
+      name,
+      passed: false,
+      detail: `${mismatches.length} of ${buckets} key range(s) differ; first: keys ${from}–${from + width - 1} (${first.sourceRows} source rows, ${first.targetRows} target rows), differing keys e.g. ${sample.join(', ') || '(none found row by row)'}`,
+      data: { mismatches: mismatches.slice(0, 20), sample },
+    },
+    span: spanSql,
+  };
+}
+
+async function verifyTable(o: VerifyOptions, table: TablePlan, ctx: MappingContext, width: number, push: (c: CheckResult) => void): Promise<TableCounts> {
+  const target = qualified(o.run.targetSchema, table.target);
   const sources: TableCounts['sources'] = {};
   let migrated = 0;
   let rejected = 0;
   let derived = 0;
   const spans: string[] = [];
   for (const unit of unitsFor(o.plan, table, ctx)) {
-    // One pass over the mapped source per unit, per key range:
-    // 1. counts: every source row is in the target or in the reject store, never both, never neither;
-    // 2. content: a hash of every migrated row's mapped columns, compared with the target's below.
-    const params = new Params();
-    params.add(run.runTime, 'timestamp');
-    const mapping = unit.mapping(params);
-    const runP = params.add(run.runId);
-    const labelP = params.add(unit.label);
-    const redundantExpr = unit.kind === 'derived' ? redundantLinkExpr(o.plan, unit, ctx) : 'FALSE';
-    const columns = mapping.columns.filter((col) => !isSaltedColumn(unit.source, col));
-    const kept = `m._reject IS NULL AND r.source_key IS NULL`;
-    const lost = `t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr})`;
-    const pass = await client.query(
-      `WITH m AS (${mapping.text})
-       SELECT floor(m._key / ${width})::bigint AS bucket,
-              count(*)::bigint AS rows,
-              count(t.id)::bigint AS migrated,
-              count(r.source_key)::bigint AS rejected,
-              count(*) FILTER (WHERE ${lost})::bigint AS missing,
-              count(*) FILTER (WHERE t.id IS NULL AND r.source_key IS NULL AND (${redundantExpr}))::bigint AS redundant,
-              count(*) FILTER (WHERE t.id IS NOT NULL AND r.source_key IS NOT NULL)::bigint AS both,
-              (array_agg(m._key ORDER BY m._key) FILTER (WHERE ${lost}))[1:${SAMPLE}] AS sample,
-              count(*) FILTER (WHERE ${kept})::bigint AS hash_rows,
-              COALESCE(sum(${rowHashExpr('m', table.target, columns)}) FILTER (WHERE ${kept}), 0)::text AS hash
-         FROM m
-         LEFT JOIN ${target} t ON t.id = m.id
-         LEFT JOIN ${reject} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._key::text
-        GROUP BY 1`,
-      params.values,
-    );
-    const sum = (k: string) => pass.rows.reduce((a, row) => a + Number(row[k]), 0);
-    const c: SourceCounts & { redundant: number } = {
-      rows: sum('rows'), migrated: sum('migrated'), rejected: sum('rejected'),
-      missing: sum('missing'), both: sum('both'), redundant: sum('redundant'),
-      missingSample: pass.rows.flatMap((row) => (row.sample ?? []).map(Number)).sort((a, b) => a - b).slice(0, SAMPLE),
-    };
+    const pass = await sourcePass(o, table, unit, ctx, width);
+    const c = pass.counts;
     sources[unit.label] = { ...c, kind: unit.kind };
     push(countsCheck(table.target, unit.label, c, unit.kind));
     if (unit.kind === 'derived') derived += c.migrated;
     else migrated += c.migrated;
     rejected += c.rejected;
-
-    const span = await keySpan(client, ctx.sourceSchema, unit.source);
-    if (span) spans.push(`(t.id > ${unit.offset + span.min - 1} AND t.id <= ${unit.offset + span.max})`);
-    const src = { rows: pass.rows.filter((row) => Number(row.hash_rows) > 0).map((row) => ({ bucket: row.bucket, rows: row.hash_rows, hash: row.hash })) };
-    const tgt = span
-      ? await client.query(
-          `SELECT floor((t.id - ${unit.offset}) / ${width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, columns)})::text AS hash
-             FROM ${target} t WHERE t.id > ${unit.offset + span.min - 1} AND t.id <= ${unit.offset + span.max} ${unit.kind === 'source' && table.derivedLinks.length ? `AND t.id <= ${ctx.offsets[derivedSourceName(table.derivedLinks[0]!)] ?? Number.MAX_SAFE_INTEGER}` : ''}
-            GROUP BY 1`,
-        )
-      : { rows: [] };
-    const toBuckets = (rows: { bucket: string; rows: string; hash: string }[]): Bucket[] =>
-      rows.map((r) => ({ bucket: Number(r.bucket), rows: Number(r.rows), hash: r.hash }));
-    const mismatches = compareBuckets(toBuckets(src.rows), toBuckets(tgt.rows));
-    const buckets = src.rows.length;
-    if (mismatches.length === 0) {
-      push({ name: `checksum:${table.target}:${unit.label}`, passed: true, detail: `${buckets} key range(s) of ${width} match (${columns.length} columns)` });
-    } else {
-      const first = mismatches[0]!;
-      const lo = first.bucket * width;
-      const sample = await differingKeys(client, table.target, unit, columns, lo, lo + width, run);
-      push({
-        name: `checksum:${table.target}:${unit.label}`,
-        passed: false,
-        detail: `${mismatches.length} of ${buckets} key range(s) differ; first: keys ${lo}–${lo + width - 1} (${first.sourceRows} source rows, ${first.targetRows} target rows), differing keys e.g. ${sample.join(', ') || '(none found row by row)'}`,
-        data: { mismatches: mismatches.slice(0, 20), sample },
-      });
-    }
+    const { check, span } = await checksumCheck(o, table, unit, ctx, width, pass);
+    if (span) spans.push(span);
+    push(check);
   }
+  const client = o.client;
 
   // Rows in the target that no source row accounts for.
   const extra = await client.query(
@@ -229,7 +257,6 @@ async function keySpan(client: pg.ClientBase, schema: string, source: SourcePlan
 /** Keys in [lo, hi) whose mapped source row and target row differ (for the error message). */
 async function differingKeys(client: pg.ClientBase, table: TargetTable, unit: Unit, columns: string[], lo: number, hi: number, run: EngineRun): Promise<number[]> {
   const params = new Params();
-  params.add(run.runTime, 'timestamp');
   // Keys in [lo, hi) as a key range (exclusive lower, inclusive upper bound): only that range is mapped.
   const m = unit.mapping(params, { lo: lo - 1, hi: hi - 1 });
   const runP = params.add(run.runId);
@@ -238,7 +265,7 @@ async function differingKeys(client: pg.ClientBase, table: TargetTable, unit: Un
     `WITH m AS (${m.text}),
      s AS (SELECT m._key AS k, ${rowHashExpr('m', table, columns)} AS h FROM m
             WHERE m._key >= ${lo} AND m._key < ${hi} AND m._reject IS NULL
-              AND NOT EXISTS (SELECT 1 FROM ${qualified(run.targetSchema, '_migration_reject')} r WHERE r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._key::text)),
+              AND NOT EXISTS (SELECT 1 FROM ${qualified(run.targetSchema, '_migration_reject')} r WHERE r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey)),
      t AS (SELECT t.id - ${unit.offset} AS k, ${rowHashExpr('t', table, columns)} AS h FROM ${qualified(run.targetSchema, table)} t
             WHERE t.id - ${unit.offset} >= ${lo} AND t.id - ${unit.offset} < ${hi})
      SELECT COALESCE(s.k, t.k) AS k FROM s FULL JOIN t ON s.k = t.k WHERE s.h IS DISTINCT FROM t.h ORDER BY 1 LIMIT ${SAMPLE}`,
@@ -314,7 +341,7 @@ async function passwordCheck(client: pg.ClientBase, run: EngineRun, plan: Plan, 
   for (const s of userPlan?.sources ?? []) {
     const pw = s.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
     if (!pw?.source || !s.key) continue;
-    const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets: await loadOffsets(client, run.targetSchema), mode: 'checksum' };
+    const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets: await loadOffsets(client, run.targetSchema), mode: 'checksum', runTime: run.runTime };
     const join = `FROM ${qualified(readSchema, s.table)} s JOIN ${users} u ON u.id = ${targetIdExpr(s, ctx)}`;
     const plain = await client.query(
       `SELECT count(*) FILTER (WHERE u.password_hash = s.${id(pw.source)}::text AND NOT (u.password_hash ~ $1 OR u.password_hash ~ $2))::bigint AS leaked,
@@ -348,43 +375,100 @@ async function passwordCheck(client: pg.ClientBase, run: EngineRun, plan: Plan, 
   };
 }
 
-async function readinessReport(client: pg.ClientBase, run: EngineRun): Promise<Readiness> {
+/** Summaries computed after the load equal the application's rule (the load derived them: this re-derives them). */
+async function summaryChecks(client: pg.ClientBase, schema: string, plan: Plan, offsets: Record<string, number>): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  for (const table of plan.tables) {
+    for (const scope of derivedColumnScopes(table, offsets)) {
+      if (scope.computed === 'FALSE') continue;
+      const r = (await client.query(renderSummaryMismatches(schema, scope, 'computed', SAMPLE))).rows[0];
+      const n = Number(r.n);
+      out.push({
+        name: `derived:${scope.key}`,
+        passed: n === 0,
+        detail: n === 0
+          ? `every computed ${scope.key} follows the application's rule: ${scope.rule.rule}`
+          : `${n} rows differ from the rule (${scope.rule.rule}), e.g. ids ${(r.sample as string[]).join(', ')}: run the finalize step again`,
+      });
+    }
+  }
+  return out;
+}
+
+/** Copied summaries that disagree with what the application derives: counted, with samples. */
+async function summaryDisagreements(client: pg.ClientBase, schema: string, plan: Plan, offsets: Record<string, number>): Promise<Readiness['summariesDisagreeing']> {
+  const out: Record<string, { count: number; sample: { id: number; stored: string | null; derived: string | null }[] }> = {};
+  for (const table of plan.tables) {
+    for (const scope of derivedColumnScopes(table, offsets)) {
+      if (scope.copied === 'FALSE') continue;
+      const r = (await client.query(renderSummaryMismatches(schema, scope, 'copied', SAMPLE))).rows[0];
+      const ids = (r.sample ?? []) as string[];
+      out[scope.key] = {
+        count: Number(r.n),
+        sample: ids.map((x, i) => ({ id: Number(x), stored: (r.stored as (string | null)[])[i] ?? null, derived: (r.derived as (string | null)[])[i] ?? null })),
+      };
+    }
+  }
+  return out;
+}
+
+const READINESS_LIST_LIMIT = 200;
+
+/**
+ * What the application will make of the migrated data: users who cannot log in, bags and bills whose
+ * links were rejected, summaries that disagree with the application's rules. Counts are exact; the lists
+ * are the first 200. Ids are target ids (reject keys are translated through the id offsets).
+ */
+async function readinessReport(client: pg.ClientBase, run: EngineRun, plan: Plan, offsets: Record<string, number>): Promise<Readiness> {
   const users = qualified(run.targetSchema, 'user');
-  const list = async (where: string, values: unknown[] = []) =>
-    (await client.query(`SELECT id, username FROM ${users} WHERE ${where} ORDER BY id LIMIT 200`, values)).rows.map((r) => ({ id: Number(r.id), username: String(r.username) }));
-  const usersNeedingPasswordReset = await list('NOT (password_hash ~ $1 OR password_hash ~ $2)', [WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN]);
-  const usersNotVerified = await list('verified IS NOT TRUE');
-  const dispatchersWithoutArea = await list(`role = 'dispatcher' AND (dispatch_area IS NULL OR btrim(dispatch_area) = '')`);
+  const userList = async (where: string, values: unknown[] = []) => {
+    const count = Number((await client.query(`SELECT count(*)::bigint AS n FROM ${users} WHERE ${where}`, values)).rows[0].n);
+    const list = (await client.query(`SELECT id, username FROM ${users} WHERE ${where} ORDER BY id LIMIT ${READINESS_LIST_LIMIT}`, values)).rows
+      .map((r) => ({ id: Number(r.id), username: String(r.username) }));
+    return { count, list };
+  };
+  const reset = await userList('NOT (password_hash ~ $1 OR password_hash ~ $2)', [WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN]);
+  const notVerified = await userList('verified IS NOT TRUE');
+  const noArea = await userList(`role = 'dispatcher' AND (dispatch_area IS NULL OR btrim(dispatch_area) = '')`);
   const rej = qualified(run.targetSchema, '_migration_reject');
-  // Keys compared as integers (an index lookup per reject), never as text against every bag.
-  const bagsWithRejectedParentLink = (
-    await client.query(
-      `WITH k AS (SELECT DISTINCT source_key::bigint AS id FROM ${rej}
-                   WHERE run_id = $1 AND target_table = 'link' AND source_table LIKE '%(derived link)' AND source_key ~ '^[0-9]{1,18}$')
-       SELECT b.id FROM k JOIN ${qualified(run.targetSchema, 'bag')} b ON b.id = k.id ORDER BY 1 LIMIT 200`,
-      [run.runId],
-    )
-  ).rows.map((r) => Number(r.id));
-  const billsWithRejectedBags = (
-    await client.query(
-      `WITH k AS (SELECT DISTINCT (row_data ->> 'bill_id')::bigint AS id FROM ${rej}
-                   WHERE run_id = $1 AND target_table = 'bill_bag' AND (row_data ->> 'bill_id') ~ '^[0-9]{1,18}$')
-       SELECT b.id FROM k JOIN ${qualified(run.targetSchema, 'bill')} b ON b.id = k.id ORDER BY 1 LIMIT 200`,
-      [run.runId],
-    )
-  ).rows.map((r) => Number(r.id));
+  // Each rejected link or bill_bag row, as the target id of the bag / bill it concerns.
+  const idsOf = async (target: TargetTable, parts: { label: string; keySql: string; offset: number }[]) => {
+    if (parts.length === 0) return { count: 0, list: [] as number[] };
+    const params = new Params();
+    const runP = params.add(run.runId);
+    const union = parts
+      .map((p) => `SELECT (${p.keySql})::bigint + ${p.offset} AS id FROM ${rej} WHERE run_id = ${runP} AND source_table = ${params.add(p.label)} AND (${p.keySql}) ~ '^-?[0-9]{1,18}$'`)
+      .join(' UNION ');
+    const r = await client.query(
+      `WITH k AS (${union}), hit AS (SELECT DISTINCT x.id FROM k JOIN ${qualified(run.targetSchema, target)} x ON x.id = k.id)
+       SELECT (SELECT count(*) FROM hit)::bigint AS n, ARRAY(SELECT id FROM hit ORDER BY id LIMIT ${READINESS_LIST_LIMIT}) AS ids`,
+      params.values,
+    );
+    return { count: Number(r.rows[0].n), list: (r.rows[0].ids as string[]).map(Number) };
+  };
+  const linkPlan = plan.tables.find((t) => t.target === 'link');
+  const parentLinks = await idsOf('bag', (linkPlan?.derivedLinks ?? []).map((d) => ({ label: derivedSourceName(d), keySql: 'source_key', offset: offsets[d.fromSource] ?? 0 })));
+  const billBagPlan = plan.tables.find((t) => t.target === 'bill_bag');
+  const billParts = (billBagPlan?.sources ?? []).flatMap((s) => {
+    const ref = s.columns.find((c) => c.target === 'bill_id' && c.source);
+    return ref ? [{ label: s.table, keySql: `row_data ->> ${escapeLiteral(ref.source!)}`, offset: offsets[ref.ref?.sourceTable ?? ''] ?? 0 }] : [];
+  });
+  const bills = await idsOf('bill', billParts);
+  const summariesDisagreeing = await summaryDisagreements(client, run.targetSchema, plan, offsets);
   return {
-    usersNeedingPasswordReset,
-    usersNotVerified,
-    dispatchersWithoutArea,
-    bagsWithRejectedParentLink,
-    billsWithRejectedBags,
+    usersNeedingPasswordReset: reset.list,
+    usersNotVerified: notVerified.list,
+    dispatchersWithoutArea: noArea.list,
+    bagsWithRejectedParentLink: parentLinks.list,
+    billsWithRejectedBags: bills.list,
+    summariesDisagreeing,
     counts: {
-      usersNeedingPasswordReset: usersNeedingPasswordReset.length,
-      usersNotVerified: usersNotVerified.length,
-      dispatchersWithoutArea: dispatchersWithoutArea.length,
-      bagsWithRejectedParentLink: bagsWithRejectedParentLink.length,
-      billsWithRejectedBags: billsWithRejectedBags.length,
+      usersNeedingPasswordReset: reset.count,
+      usersNotVerified: notVerified.count,
+      dispatchersWithoutArea: noArea.count,
+      bagsWithRejectedParentLink: parentLinks.count,
+      billsWithRejectedBags: bills.count,
+      ...Object.fromEntries(Object.entries(summariesDisagreeing).map(([k, v]) => [`summaryDisagrees:${k}`, v.count])),
     },
   };
 }

@@ -25,6 +25,8 @@ export interface ExecutionInput {
   readonly legacyJsonBackup?: boolean;
   /** With the `runId` of a migrated run: send exactly its rejected keys through the same mapping again. */
   readonly retryRejects?: boolean;
+  /** Compute every summary the application derives (bill.linked_parent_count, …) even where the source has it. */
+  readonly recomputeSummaries?: boolean;
 }
 
 /** The run as every task after Preflight sees it: resolved defaults, no secrets. */
@@ -48,6 +50,7 @@ export interface RunContext {
   readonly legacyJsonBackup?: boolean;
   /** A retry round of the run's rejected rows (input `retryRejects`), started by Preflight. */
   readonly retry?: { readonly round: number; readonly since: string };
+  readonly recomputeSummaries?: boolean;
 }
 
 /** A resumable unit of work returns a cursor until it is done. `cursor` is opaque to the workflow. */

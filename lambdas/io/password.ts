@@ -1,5 +1,6 @@
 import { pbkdf2 as pbkdf2Callback, randomInt, scrypt as scryptCallback, timingSafeEqual } from 'node:crypto';
 import type { BinaryLike, ScryptOptions } from 'node:crypto';
+import { BCRYPT_HASH_PATTERN, WERKZEUG_PBKDF2_HASH_PATTERN, WERKZEUG_SCRYPT_HASH_PATTERN } from '../core/rules';
 
 /**
  * Password hashes the TraceTrack application (Flask + werkzeug.security) can check.
@@ -22,21 +23,12 @@ export const WERKZEUG_SCRYPT_DEFAULTS = { N: 32768, r: 8, p: 1, keyLength: 64 } 
 /** werkzeug 3's `DEFAULT_PBKDF2_ITERATIONS`, used when a `pbkdf2:<hash>` method names no count. */
 export const WERKZEUG_DEFAULT_PBKDF2_ITERATIONS = 600_000;
 
-/** `scrypt:N:r:p$salt$hex`; werkzeug's scrypt key is always 64 bytes, so 128 hex digits. */
-export const WERKZEUG_SCRYPT_HASH_REGEX = '^scrypt:[0-9]+:[0-9]+:[0-9]+[$][^$]+[$][0-9a-f]{128}$';
-/** `pbkdf2:<hash>[:iterations]$salt$hex` (dklen = digest size). */
-export const WERKZEUG_PBKDF2_HASH_REGEX = '^pbkdf2:sha(1|224|256|384|512)(:[0-9]+)?[$][^$]+[$][0-9a-f]+$';
-/** Either werkzeug method: a value matching this is copied verbatim. */
-export const WERKZEUG_HASH_REGEX =
-  '^(scrypt:[0-9]+:[0-9]+:[0-9]+[$][^$]+[$][0-9a-f]{128}|pbkdf2:sha(1|224|256|384|512)(:[0-9]+)?[$][^$]+[$][0-9a-f]+)$';
-/** Modular-crypt bcrypt: `$2b$12$` + 22 chars salt + 31 chars hash. */
-export const BCRYPT_HASH_REGEX = '^[$]2[abxy]?[$][0-9]{2}[$][./A-Za-z0-9]{53}$';
-
 export type PasswordValueKind = 'werkzeug-scrypt' | 'werkzeug-pbkdf2' | 'bcrypt' | 'empty' | 'other';
 
-const SCRYPT_RE = new RegExp(WERKZEUG_SCRYPT_HASH_REGEX);
-const PBKDF2_RE = new RegExp(WERKZEUG_PBKDF2_HASH_REGEX);
-const BCRYPT_RE = new RegExp(BCRYPT_HASH_REGEX);
+// The patterns are core's (lambdas/core/rules.ts): one definition of a hash the application can check.
+const SCRYPT_RE = new RegExp(WERKZEUG_SCRYPT_HASH_PATTERN);
+const PBKDF2_RE = new RegExp(WERKZEUG_PBKDF2_HASH_PATTERN);
+const BCRYPT_RE = new RegExp(BCRYPT_HASH_PATTERN);
 
 /**
  * What a legacy password column holds. `other` is a plaintext password or a placeholder

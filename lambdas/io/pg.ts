@@ -151,7 +151,9 @@ export function resolveSessionLimits(env: NodeJS.ProcessEnv = process.env): { st
 }
 
 export async function connect(config: DatabaseConfig, options: ClientOptions = {}): Promise<pg.Client> {
-  const startup = ['-c TimeZone=UTC', '-c DateStyle=ISO'];
+  // row_security=off (as pg_dump does): a read that a row-level security policy would filter fails
+  // instead, so no query of the migration ever sees part of a table without saying so.
+  const startup = ['-c TimeZone=UTC', '-c DateStyle=ISO', '-c row_security=off'];
   const limits = resolveSessionLimits();
   // Always sent, 0 included: the role's own setting must not apply to our sessions.
   startup.push(`-c statement_timeout=${Math.floor(options.statementTimeoutMs ?? limits.statementTimeoutMs)}`);

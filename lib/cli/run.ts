@@ -34,7 +34,7 @@ import {
 export const RUN_USAGE = `tracetrack-migrate run [--source URL] [--target URL] [--source-schema public] [--target-schema tracetrack]
                        [--backup-dir DIR | --bucket NAME [--s3-endpoint URL]] [--batch-size N]
                        [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--retry-rejects] [--report FILE] [--cutover] [--legacy-json-backup]
-                       [--demo [--scale N] [--keep]]`;
+                       [--recompute-summaries] [--demo [--scale N] [--keep]]`;
 
 /** A few thousand bags: the demo finishes in seconds. */
 export const DEFAULT_DEMO_SCALE = 0.005;
@@ -56,6 +56,7 @@ const OPTIONS = {
   report: { type: 'string' },
   cutover: { type: 'boolean' },
   'legacy-json-backup': { type: 'boolean' },
+  'recompute-summaries': { type: 'boolean' },
   demo: { type: 'boolean' },
   scale: { type: 'string' },
   keep: { type: 'boolean' },
@@ -107,6 +108,7 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
     ...(v['batch-size'] ? { batchSize: parsePositiveInt(v['batch-size'], '--batch-size') } : {}),
     ...(v.cutover ? { cutover: true } : {}),
     ...(v['legacy-json-backup'] ? { legacyJsonBackup: true } : {}),
+    ...(v['recompute-summaries'] ? { recomputeSummaries: true } : {}),
     ...(v['retry-rejects'] ? { retryRejects: true } : {}),
   };
   return {

@@ -3,11 +3,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase, withTestClient } from '../support/pg';
 import {
-  BCRYPT_HASH_REGEX,
-  WERKZEUG_HASH_REGEX,
   checkPasswordWerkzeug,
   classifyPasswordValue,
 } from '../../lambdas/io/password';
+import { BCRYPT_HASH_PATTERN, WERKZEUG_HASH_PATTERN } from '../../lambdas/core/rules';
 import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
 
 /** The fixtures are test data; these tests prove the data itself is what the expect files say. */
@@ -135,7 +134,7 @@ describe('source-shape fixtures', () => {
         values.push('hunter2', 'RESET', '!', 'correct horse', '');
         const { rows } = await c.query<{ v: string; werkzeug: boolean; bcrypt: boolean }>(
           `SELECT v, v ~ $2 AS werkzeug, v ~ $3 AS bcrypt FROM unnest($1::text[]) AS v`,
-          [values, WERKZEUG_HASH_REGEX, BCRYPT_HASH_REGEX],
+          [values, WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN],
         );
         expect(rows.length).toBeGreaterThan(10);
         for (const r of rows) {

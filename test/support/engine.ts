@@ -8,8 +8,10 @@ import { hashPasswords } from '../../lambdas/io/password';
 import type { MappingOverrides } from '../../lambdas/core/mapping-file';
 import { createTestDatabase, withTestClient } from './pg';
 
+/** A fixture's SQL: `a` is `shape-a.sql`; a name with a dash is the file itself (`era-split-bags`). */
 export function fixtureSql(shape: string): string {
-  return readFileSync(join(__dirname, '..', 'fixtures', `shape-${shape}.sql`), 'utf8');
+  const file = shape.includes('-') ? `${shape}.sql` : `shape-${shape}.sql`;
+  return readFileSync(join(__dirname, '..', 'fixtures', file), 'utf8');
 }
 
 export async function loadFixture(url: string, shape: string): Promise<void> {

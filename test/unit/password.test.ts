@@ -1,14 +1,13 @@
 import { pbkdf2Sync, scryptSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
-  BCRYPT_HASH_REGEX,
-  WERKZEUG_HASH_REGEX,
   checkPasswordWerkzeug,
   classifyPasswordValue,
   hashPasswordWerkzeug,
   hashPasswords,
   type PasswordValueKind,
 } from '../../lambdas/io/password';
+import { BCRYPT_HASH_PATTERN, WERKZEUG_HASH_PATTERN } from '../../lambdas/core/rules';
 
 /**
  * An independent reading of werkzeug's check_password_hash for scrypt:
@@ -124,7 +123,7 @@ describe('classifyPasswordValue', () => {
   });
 
   it.each(cases.filter(([v]) => v !== null))('the exported regexes agree with the classification for %j', (value, kind) => {
-    const isHash = new RegExp(WERKZEUG_HASH_REGEX).test(value!) || new RegExp(BCRYPT_HASH_REGEX).test(value!);
+    const isHash = new RegExp(WERKZEUG_HASH_PATTERN).test(value!) || new RegExp(BCRYPT_HASH_PATTERN).test(value!);
     expect(isHash).toBe(kind === 'werkzeug-scrypt' || kind === 'werkzeug-pbkdf2' || kind === 'bcrypt');
   });
 });

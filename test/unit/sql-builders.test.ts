@@ -39,7 +39,7 @@ const plan: Plan = planMigration(catalog, {
   targetSchema: WEIRD_SCHEMA,
   overrides: { ...EMPTY_OVERRIDES, tables: { [WEIRD_TABLE]: 'bag' }, columns: { bag: { qr_id: [WEIRD_QR] } } },
 });
-const ctx: MappingContext = { sourceSchema: 'src', targetSchema: WEIRD_SCHEMA, offsets: {}, mode: 'load' };
+const ctx: MappingContext = { sourceSchema: 'src', targetSchema: WEIRD_SCHEMA, offsets: {}, mode: 'load', runTime: RUN_TIME };
 const tablePlan = (target: string) => plan.tables.find((t) => t.target === target)!;
 
 describe('escapeIdentifier / escapeLiteral / qualified', () => {
@@ -69,6 +69,14 @@ describe('escapeIdentifier / escapeLiteral / qualified', () => {
     expect(p.add(RUN_ID)).toBe('$2');
     expect(p.values).toEqual([RUN_TIME, RUN_ID]);
   });
+
+  it('Params binds a named value once, however often it is used', () => {
+    const p = new Params();
+    expect(p.add(7)).toBe('$1');
+    expect(p.named('runTime', RUN_TIME, 'timestamp')).toBe('$2::timestamp');
+    expect(p.named('runTime', RUN_TIME, 'timestamp')).toBe('$2::timestamp');
+    expect(p.values).toEqual([7, RUN_TIME]);
+  });
 });
 
 describe('mapping and batch SQL', () => {
@@ -79,7 +87,6 @@ describe('mapping and batch SQL', () => {
 
   it('buildMappingSelect quotes every identifier and takes the run time and key range as parameters', () => {
     const params = new Params();
-    params.add(RUN_TIME, 'timestamp');
     const bag = tablePlan('bag');
     const m = buildMappingSelect(bag, bag.sources[0]!, ctx, params, { lo: 40, hi: 4711 });
     expect(m.text).toContain('"src"."we""ird; table" s');
@@ -96,19 +103,17 @@ describe('mapping and batch SQL', () => {
 
   it('rehashed passwords are parameters, never inlined', () => {
     const params = new Params();
-    params.add(RUN_TIME, 'timestamp');
     const user = tablePlan('user');
     const hash = 'scrypt:32768:8:1$SALTsaltSALTsalt$' + 'ab'.repeat(64);
     const m = buildMappingSelect(user, user.sources[0]!, ctx, params, null, { keys: [3], hashes: [hash] });
     expect(m.text).not.toContain(hash);
     expect(m.text).not.toContain('SALTsalt');
-    expect(params.values).toEqual([RUN_TIME, [3], [hash]]);
-    expect(m.text).toContain('unnest($2::bigint[], $3::text[])');
+    expect(params.values).toEqual([[3], [hash], RUN_TIME]);
+    expect(m.text).toContain('unnest($1::bigint[], $2::text[])');
   });
 
   it('buildBatchInsert takes the run id and the source label as parameters', () => {
     const params = new Params();
-    params.add(RUN_TIME, 'timestamp');
     const bag = tablePlan('bag');
     const mapping = buildMappingSelect(bag, bag.sources[0]!, ctx, params, { lo: null, hi: 10 });
     const q = buildBatchInsert(
@@ -120,23 +125,22 @@ describe('mapping and batch SQL', () => {
     expect(q.text).not.toContain(RUN_TIME);
     expect(q.text).toContain('INSERT INTO "tgt""; --"."bag"');
     expect(q.text).toContain('INSERT INTO "tgt""; --"."_migration_reject"');
-    expect(q.text).toMatch(/SELECT \$3, 'bag', \$4, m\._key::text/);
+    expect(q.text).toMatch(/SELECT \$3, 'bag', \$4, m\._rkey/);
     // Secrets are stripped from the reject row copy.
-    expect(q.text).toContain("- 'password'");
+    expect(q.text).toMatch(/- ARRAY\['password', 'password_hash'/);
   });
 
-  it('buildDerivedLinkSelect quotes the parent column and takes the run time as $1', () => {
+  it('buildDerivedLinkSelect quotes the parent column and binds the run time by name', () => {
     const link = tablePlan('link');
     expect(link.derivedLinks).toHaveLength(1);
     const d = link.derivedLinks[0]!;
     expect(derivedSourceName(d)).toBe(`${WEIRD_TABLE}.parent_bag_id (derived link)`);
     const params = new Params();
-    params.add(RUN_TIME, 'timestamp');
     const m = buildDerivedLinkSelect(d, tablePlan('bag').sources[0]!, ctx, params, { lo: 5, hi: 9 });
-    expect(m.text).toContain('$1::timestamp AS created_at');
+    expect(m.text).toContain('$3::timestamp AS created_at');
     expect(m.text).toContain('"src"."we""ird; table" s');
     expect(m.text).not.toContain(RUN_TIME);
-    expect(params.values).toEqual([RUN_TIME, 5, 9]);
+    expect(params.values).toEqual([5, 9, RUN_TIME]);
     expect(m.columns).toEqual(['id', 'parent_bag_id', 'child_bag_id', 'created_at']);
   });
 });

@@ -35,8 +35,17 @@ export interface SqlQuery {
 /** Collects parameter values while a query is rendered; `add` returns the placeholder. */
 export class Params {
   readonly values: unknown[] = [];
+  private readonly byName = new Map<string, string>();
   add(value: unknown, cast?: string): string {
     this.values.push(value);
     return cast ? `$${this.values.length}::${cast}` : `$${this.values.length}`;
+  }
+  /** A value bound once under a name (the run time): every use refers to the same placeholder. */
+  named(name: string, value: unknown, cast?: string): string {
+    const existing = this.byName.get(name);
+    if (existing) return existing;
+    const placeholder = this.add(value, cast);
+    this.byName.set(name, placeholder);
+    return placeholder;
   }
 }

@@ -1,16 +1,12 @@
-import type { ColumnMapping, DerivedLinkPlan, SourcePlan, TablePlan } from '../planner';
-import {
-  BCRYPT_HASH_PATTERN,
-  IMPLIED_BAG_TYPE,
-  PARENT_QR_PATTERN,
-  PLACEHOLDER_EMAIL_DOMAIN,
-  ROLE_RULES,
-  SECRET_COLUMNS,
-  UNIQUE_KEYS,
-  WERKZEUG_HASH_PATTERN,
-  type TargetTable,
-} from '../rules';
+import type { ColumnMapping, DerivedLinkPlan, SourcePlan, TablePlan } from '../plan';
+import { SECRET_COLUMNS, UNIQUE_KEYS, type TargetTable } from '../rules';
+import { TRANSFORMS, type PasswordHashes } from '../transforms';
 import { escapeIdentifier as id, escapeLiteral as lit, Params, qualified, type SqlQuery } from './ident';
+import { asBigint, inTargetTerms, keyExpr, offsetOf, plus, runTimeParam, targetIdExpr, timestampExpr, type MappingContext } from './values';
+
+export type { MappingContext } from './values';
+export type { PasswordHashes } from '../transforms';
+export { foldedQrExpr, targetIdExpr } from './values';
 
 /**
  * SQL builders for the set-based migration: one mapping SELECT per source table (the transforms
@@ -25,33 +21,11 @@ import { escapeIdentifier as id, escapeLiteral as lit, Params, qualified, type S
  * (a regex, a timestamp parse, a lookup subquery) was computed again for each problem that names it.
  */
 
-export interface MappingContext {
-  /** Schema the source tables are read from (the source schema, or the staging copy). */
-  readonly sourceSchema: string;
-  readonly targetSchema: string;
-  /** Id offset per source table (0 where ids are kept). */
-  readonly offsets: Readonly<Record<string, number>>;
-  /** `load`: self references taken as they are (fixed after the table is complete); `checksum`: resolved. */
-  readonly mode: 'load' | 'checksum';
-  /**
-   * `load` only: resolve self references against the target now (a missing row → NULL) instead of after
-   * the table; a retry of rejected rows (lambdas/engine/retry-rejects.ts) inserts into a table that
-   * already has its foreign keys.
-   */
-  readonly resolveSelfRefs?: boolean;
-}
-
 export interface KeyRange {
   /** Exclusive lower bound (null: from the start). */
   readonly lo: number | null;
   /** Inclusive upper bound (null: to the end). */
   readonly hi: number | null;
-}
-
-/** Plaintext passwords hashed in Node for this batch, joined by source key. */
-export interface PasswordHashes {
-  readonly keys: number[];
-  readonly hashes: string[];
 }
 
 interface Built {
@@ -62,51 +36,25 @@ interface Built {
   readonly outputColumns: string[];
 }
 
-const NUMBER_TYPES = ['int2', 'int4', 'int8', 'numeric', 'float4', 'float8'];
-const INT_TYPES = ['int2', 'int4', 'int8'];
-
-function offsetOf(ctx: MappingContext, source: string | null): number {
-  return source ? ctx.offsets[source] ?? 0 : 0;
+/**
+ * The key a rejected row is stored under (`_migration_reject.source_key`). A table without a primary key
+ * may hold rows without an id or with an id shared by several rows: those are told apart by their
+ * position in the row-text order among the rows with the same id (`7#1`, `7#2`, `NULL#1`).
+ */
+function rejectKeyExpr(source: SourcePlan): string {
+  if (source.keyStrategy !== 'id-column') return `(${keyExpr(source)})::text`;
+  const k = `s.${id(source.key!)}`;
+  return `CASE WHEN ${k} IS NULL OR count(*) OVER (PARTITION BY ${k}) > 1
+               THEN COALESCE(${k}::text, 'NULL') || '#' || row_number() OVER (PARTITION BY ${k} ORDER BY s::text)
+               ELSE ${k}::text END`;
 }
 
-function plus(expr: string, offset: number): string {
-  return offset === 0 ? expr : `(${expr} + ${offset})`;
-}
-
-/** An integer read from any column type; text that is not an integer yields NULL. */
-function asBigint(expr: string, udt: string | null): string {
-  if (udt && INT_TYPES.includes(udt)) return `${expr}::bigint`;
-  if (udt && NUMBER_TYPES.includes(udt)) return `CASE WHEN ${expr} = trunc(${expr}) THEN ${expr}::bigint END`;
-  return `CASE WHEN btrim(${expr}::text) ~ '^[+-]?[0-9]{1,18}$' THEN btrim(${expr}::text)::bigint END`;
-}
-
-function timestampExpr(ctx: MappingContext, expr: string, udt: string | null): string {
-  switch (udt) {
-    case 'timestamp': return expr;
-    case 'timestamptz': return `(${expr} AT TIME ZONE 'UTC')`;
-    case 'date': return `${expr}::timestamp`;
-    case 'int4': case 'int8': case 'numeric': case 'float8': return `(to_timestamp(${expr}) AT TIME ZONE 'UTC')`;
-    default: return `${qualified(ctx.targetSchema, '_mig_try_timestamp')}(${expr}::text)`;
-  }
-}
-
-// One capturing group (the number); the others are non-capturing: with capturing groups PostgreSQL's
-// regex engine was 8x slower (1.26 s against 0.16 s for 50,000 text weights).
-const WEIGHT_REGEX = "'^\\s*([+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+))\\s*(?:kg|kgs|kilo|kilos|kilogram|kilograms)?\\s*$'";
-
-function floatExpr(expr: string, udt: string | null): string {
-  if (udt && NUMBER_TYPES.includes(udt)) return `${expr}::float8`;
-  return `replace(substring(${expr}::text from ${WEIGHT_REGEX.replace("'^", "'(?i)^")}), ',', '.')::float8`;
-}
-
-/** The target id of the row being read. */
-export function targetIdExpr(source: SourcePlan, ctx: MappingContext): string {
-  if (!source.key) return plus('s._rownum', offsetOf(ctx, source.table));
-  return plus(`s.${id(source.key)}::bigint`, offsetOf(ctx, source.table));
-}
-
-function keyExpr(source: SourcePlan): string {
-  return source.key ? `s.${id(source.key)}::bigint` : 's._rownum';
+/** Level-1 columns and the problem that reject rows without an id or with a shared one (tables without a primary key). */
+function addIdProblems(source: SourcePlan, b: Built): void {
+  if (source.keyStrategy !== 'id-column') return;
+  const k = `s.${id(source.key!)}`;
+  b.level1.push(`count(*) OVER (PARTITION BY ${k}) AS _idn`);
+  b.problems.push(`CASE WHEN _key IS NULL THEN ${lit(`${source.key} is NULL (a row without an id)`)} WHEN _idn > 1 THEN ${lit(`duplicate ${source.key} `)} || _key::text || ' (' || _idn::text || ' rows)' END`);
 }
 
 /** FROM clause: keyless tables get a stable row number (ordered by the whole row's text). */
@@ -116,185 +64,47 @@ function fromClause(source: SourcePlan, ctx: MappingContext): string {
   return `(SELECT t.*, row_number() OVER (ORDER BY t::text) AS _rownum FROM ${table} t) s`;
 }
 
+/**
+ * FROM clause of the rows that can migrate as far as their id goes: in a table without a primary key,
+ * rows without an id or sharing one are rejected, so `prepare` leaves them out of QR folding and roles.
+ */
+function rowsWithUsableIdFrom(source: SourcePlan, ctx: MappingContext): string {
+  if (source.keyStrategy !== 'id-column') return fromClause(source, ctx);
+  const k = id(source.key!);
+  return `(SELECT u.* FROM (SELECT t.*, count(*) OVER (PARTITION BY t.${k}) AS _idn FROM ${qualified(ctx.sourceSchema, source.table)} t) u
+            WHERE u._idn = 1 AND u.${k} IS NOT NULL) s`;
+}
+
+/**
+ * A key range as SQL. The first range of a table without a primary key also holds its rows without an id
+ * (they sort nowhere), so that they are read, and rejected, exactly once.
+ */
 function rangeWhere(source: SourcePlan, range: KeyRange | null, params: Params): string[] {
   if (!source.key || !range) return [];
   const out: string[] = [];
   const k = `s.${id(source.key)}`;
   if (range.lo !== null) out.push(`${k} > ${params.add(range.lo, 'bigint')}`);
-  if (range.hi !== null) out.push(`${k} <= ${params.add(range.hi, 'bigint')}`);
+  if (range.hi !== null) {
+    const upper = `${k} <= ${params.add(range.hi, 'bigint')}`;
+    out.push(range.lo === null && source.keyStrategy === 'id-column' ? `(${upper} OR ${k} IS NULL)` : upper);
+  }
   return out;
 }
 
-function roleExpr(expr: string): string {
-  const whens = ROLE_RULES.map((r) => `WHEN lower(btrim(${expr}::text)) IN (${r.from.map(lit).join(', ')}) THEN ${lit(r.to)}`);
-  return `CASE ${whens.join(' ')} ELSE 'dispatcher' END`;
-}
-
-/** Folded QR of a bag source row (before duplicate renaming). */
-export function foldedQrExpr(source: SourcePlan, ctx: MappingContext): string {
-  const qr = source.columns.find((c) => c.target === 'qr_id');
-  const idText = `${targetIdExpr(source, ctx)}::text`;
-  if (!qr?.source) return idText;
-  return `COALESCE(NULLIF(upper(btrim(s.${id(qr.source)}::text)), ''), ${idText})`;
-}
-
-/** Builds the level-1 value (and its problem) of one column. */
-function buildColumn(
-  m: ColumnMapping,
-  table: TablePlan,
-  source: SourcePlan,
-  ctx: MappingContext,
-  params: Params,
-  b: Built,
-  n: number,
-  passwords: PasswordHashes | null,
-): void {
-  const col = m.source ? `s.${id(m.source)}` : null;
+/** Builds the level-1 value (and its problems) of one column, by its kind's transform (transforms.ts). */
+function buildColumn(m: ColumnMapping, table: TablePlan, source: SourcePlan, ctx: MappingContext, params: Params, b: Built, n: number, passwords: PasswordHashes | null): void {
   const name = id(m.target);
   const label = (text: string) => lit(`${m.target}${m.source && m.source !== m.target ? ` (${m.source})` : ''}: ${text}`);
-  const raw = `_r${n}`;
-  let value: string;
-  switch (m.kind) {
-    case 'text':
-      value = col ? `${col}::text` : 'NULL::text';
-      break;
-    case 'int':
-      value = col ? `(${asBigint(col, m.sourceType)})` : m.constantWhenMissing ? `${m.constantWhenMissing}::bigint` : 'NULL::bigint';
-      if (col) {
-        b.level1.push(`${col} AS ${raw}`);
-        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND ${name} IS NULL THEN ${label('not an integer: ')} || left(${raw}::text, 40) WHEN ${name} NOT BETWEEN -2147483648 AND 2147483647 THEN ${label('out of range')} END`);
-        if (m.constantWhenMissing) value = `COALESCE(${value}, ${m.constantWhenMissing})`;
-      }
-      break;
-    case 'float':
-    case 'weight':
-      value = col ? `(${floatExpr(col, m.sourceType)})` : 'NULL::float8';
-      if (col) {
-        b.level1.push(`${col} AS ${raw}`);
-        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND ${name} IS NULL THEN ${label('unparseable weight ')} || quote_literal(left(${raw}::text, 40)) WHEN ${name} < 0 THEN ${label('negative weight ')} || ${name}::text WHEN ${name} = 'NaN'::float8 OR ${name} IN ('Infinity'::float8, '-Infinity'::float8) THEN ${label('not a number')} END`);
-      }
-      break;
-    case 'bool':
-      if (!col) value = m.constantWhenMissing ? `${m.constantWhenMissing.toUpperCase()}::boolean` : 'NULL::boolean';
-      else if (m.sourceType === 'bool') value = col;
-      else if (m.sourceType && NUMBER_TYPES.includes(m.sourceType)) value = `(${col} <> 0)`;
-      else {
-        value = `CASE WHEN lower(btrim(${col}::text)) IN ('t','true','1','yes','y','on') THEN TRUE WHEN lower(btrim(${col}::text)) IN ('f','false','0','no','n','off') THEN FALSE END`;
-        b.level1.push(`${col} AS ${raw}`);
-        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND ${name} IS NULL THEN ${label('not a boolean: ')} || quote_literal(left(${raw}::text, 40)) END`);
-      }
-      break;
-    case 'timestamp': {
-      const parsed = col ? timestampExpr(ctx, col, m.sourceType) : 'NULL::timestamp';
-      value = m.defaultNow ? `COALESCE(${parsed}, $1::timestamp)` : parsed;
-      if (col && !['timestamp', 'timestamptz', 'date'].includes(m.sourceType ?? '')) {
-        b.level1.push(`${col} AS ${raw}`, `${parsed} AS _t${n}`);
-        b.problems.push(`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND _t${n} IS NULL THEN ${label('unparseable timestamp ')} || quote_literal(left(${raw}::text, 40)) END`);
-      }
-      break;
-    }
-    case 'ref': {
-      const ref = m.ref!;
-      if (!col) {
-        value = 'NULL::bigint';
-        break;
-      }
-      const translated = plus(asBigint(col, m.sourceType), offsetOf(ctx, ref.sourceTable));
-      b.level1.push(`${translated} AS ${raw}`);
-      const selfRef = ref.target === table.target;
-      if (selfRef && ctx.mode === 'load' && !ctx.resolveSelfRefs) {
-        // Resolved after the whole table is loaded (the referenced row may be in a later batch).
-        value = translated;
-      } else {
-        const alias = `r${n}`;
-        b.joins.push(`LEFT JOIN ${qualified(ctx.targetSchema, ref.target)} ${alias} ON ${alias}.id = ${translated}`);
-        value = `${alias}.id::bigint`;
-      }
-      if (ref.onOrphan === 'reject') {
-        b.problems.push(`CASE WHEN ${raw} IS NULL THEN ${label('missing')} WHEN ${name} IS NULL THEN ${label(`${ref.target} `)} || ${raw}::text || ' does not exist or was rejected' END`);
-      }
-      break;
-    }
-    case 'qr': {
-      const renameAlias = `qr${n}`;
-      b.joins.push(`LEFT JOIN ${qualified(ctx.targetSchema, '_mig_qr_rename')} ${renameAlias} ON ${renameAlias}.target_id = ${targetIdExpr(source, ctx)}`);
-      value = `COALESCE(${renameAlias}.qr_id, ${foldedQrExpr(source, ctx)})`;
-      break;
-    }
-    case 'bag_type':
-      value = bagTypeExpr(m, source, ctx, b);
-      b.problems.push(`CASE WHEN ${name} IS NULL THEN ${lit('type: cannot tell whether the bag is a parent or a child (no type, no children, no parent, QR not like SB#####)')} END`);
-      break;
-    case 'role':
-      value = col ? roleExpr(col) : `'dispatcher'`;
-      break;
-    case 'password':
-      value = passwordExpr(m, col, passwords, params, b, ctx);
-      break;
-    case 'email': {
-      const username = source.columns.find((c) => c.target === 'username');
-      const fallback = username?.source ? `(s.${id(username.source)}::text || '@${PLACEHOLDER_EMAIL_DOMAIN}')` : 'NULL::text';
-      value = col ? `COALESCE(NULLIF(btrim(${col}::text), ''), ${fallback})` : fallback;
-      break;
-    }
-    case 'bill_business_id': {
-      const generated = `('BILL-' || lpad(${targetIdExpr(source, ctx)}::text, 6, '0'))`;
-      value = col ? `COALESCE(NULLIF(btrim(${col}::text), ''), ${generated})` : generated;
-      break;
-    }
-    case 'promotion_reason': {
-      const fromRole = m.requestedRoleColumn ? `'Requested role: ' || s.${id(m.requestedRoleColumn)}::text` : 'NULL::text';
-      value = `COALESCE(${col ? `NULLIF(btrim(${col}::text), ''), ` : ''}${fromRole}, 'Migrated without a reason')`;
-      break;
-    }
-  }
-  b.level1.push(`${value} AS ${name}`);
+  const col = m.source ? `s.${id(m.source)}` : null;
+  const out = TRANSFORMS[m.kind].sql({ m, table, source, ctx, params, passwords, col, name, n, label });
+  b.level1.push(...(out.level1 ?? []), `${out.value} AS ${name}`);
+  b.problems.push(...(out.problems ?? []));
+  b.joins.push(...(out.joins ?? []));
   b.outputColumns.push(m.target);
+  // Checks every kind shares: the target's length limit, its CHECK (>= 0), NOT NULL.
   if (m.maxLength) b.problems.push(`CASE WHEN length(${name}) > ${m.maxLength} THEN ${label(`longer than ${m.maxLength} characters`)} END`);
   if (m.nonNegative) b.problems.push(`CASE WHEN ${name} < 0 THEN ${label('negative')} END`);
   if (m.required && m.kind !== 'ref') b.problems.push(`CASE WHEN ${name} IS NULL THEN ${label('missing')} END`);
-}
-
-function bagTypeExpr(m: ColumnMapping, source: SourcePlan, ctx: MappingContext, b: Built): string {
-  const implied = IMPLIED_BAG_TYPE[source.table] ?? source.impliedBagType;
-  if (implied) return lit(implied);
-  const tid = targetIdExpr(source, ctx);
-  const chain: string[] = [];
-  if (m.source) {
-    const col = `s.${id(m.source)}`;
-    if (m.sourceType === 'bool') chain.push(`WHEN ${col} IS NOT NULL THEN CASE WHEN ${col} THEN 'parent' ELSE 'child' END`);
-    else {
-      const v = `lower(btrim(${col}::text))`;
-      chain.push(`WHEN ${v} IN ('parent','p','parent_bag','parent bag') THEN 'parent'`, `WHEN ${v} IN ('child','c','child_bag','child bag') THEN 'child'`);
-      chain.push(`WHEN ${v} IN ('true','t','1','yes') THEN 'parent'`, `WHEN ${v} IN ('false','f','0','no') THEN 'child'`);
-    }
-  }
-  b.joins.push(
-    `LEFT JOIN ${qualified(ctx.targetSchema, '_mig_bag_parent')} bp ON bp.target_id = ${tid}`,
-    `LEFT JOIN ${qualified(ctx.targetSchema, '_mig_bag_child')} bc ON bc.target_id = ${tid}`,
-  );
-  chain.push(`WHEN bp.target_id IS NOT NULL THEN 'parent'`);
-  const parent = source.columns.find((c) => c.target === 'parent_id' && c.source);
-  chain.push(`WHEN bc.target_id IS NOT NULL${parent ? ` OR s.${id(parent.source!)} IS NOT NULL` : ''} THEN 'child'`);
-  chain.push(`WHEN ${foldedQrExpr(source, ctx)} ~ ${lit(PARENT_QR_PATTERN)} THEN 'parent'`);
-  return `CASE ${chain.join(' ')} END`;
-}
-
-function passwordExpr(m: ColumnMapping, col: string | null, passwords: PasswordHashes | null, params: Params, b: Built, ctx: MappingContext): string {
-  if (!col) return `''`;
-  const isHash = `(${col}::text ~ ${lit(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${lit(BCRYPT_HASH_PATTERN)})`;
-  if (m.passwordSource !== 'plaintext-column') return `COALESCE(${col}::text, '')`;
-  if (ctx.mode === 'checksum') {
-    // Rehashed values carry a random salt: the checksum covers verbatim hashes only.
-    return `CASE WHEN ${isHash} THEN ${col}::text ELSE NULL END`;
-  }
-  const keys = params.add(passwords?.keys ?? [], 'bigint[]');
-  const hashes = params.add(passwords?.hashes ?? [], 'text[]');
-  b.joins.push(`LEFT JOIN unnest(${keys}, ${hashes}) AS pw(key, hash) ON pw.key = s._pwkey`);
-  // Plaintext never reaches the target: a plaintext without its hash rejects the row.
-  b.level1.push(`(NOT ${isHash} AND COALESCE(${col}::text, '') <> '' AND pw.hash IS NULL) AS _pwbad`);
-  b.problems.push(`CASE WHEN _pwbad THEN 'password_hash: plaintext password was not hashed (internal error)' END`);
-  return `CASE WHEN ${isHash} THEN ${col}::text WHEN COALESCE(${col}::text, '') = '' THEN '' ELSE pw.hash END`;
 }
 
 /** Columns compared by the content checksum (randomly salted rehashes excluded). */
@@ -313,6 +123,7 @@ const ALWAYS_COMPUTED: readonly string[] = ['qr', 'bag_type', 'role', 'password'
  * (verified → TRUE) or the migration time.
  */
 export function includedColumn(m: ColumnMapping, source: SourcePlan): boolean {
+  if (m.derived) return false;
   if (source.singleBag && (m.target === 'parent_bag_id' || m.target === 'child_bag_id') && !m.source) return false;
   if (m.source) return true;
   return ALWAYS_COMPUTED.includes(m.kind) || m.constantWhenMissing !== undefined || (m.kind === 'timestamp' && m.defaultNow === true) || m.required === true;
@@ -328,7 +139,9 @@ export function buildMappingSelect(
   passwords: PasswordHashes | null = null,
 ): { text: string; columns: string[] } {
   const b: Built = { level1: [], problems: [], joins: [], where: [], outputColumns: [] };
-  b.level1.push(`${keyExpr(source)} AS _key`, `${targetIdExpr(source, ctx)} AS id`);
+  b.level1.push(`${keyExpr(source)} AS _key`, `${rejectKeyExpr(source)} AS _rkey`, `${targetIdExpr(source, ctx)} AS id`);
+  if (!source.key || source.keyStrategy === 'id-column') b.level1.push(`${rowJsonExpr(source)} AS _row`);
+  addIdProblems(source, b);
   source.columns.forEach((m, i) => {
     if (!includedColumn(m, source)) return;
     buildColumn(m, table, source, ctx, params, b, i + 1, passwords);
@@ -339,10 +152,7 @@ export function buildMappingSelect(
   }
   if (table.target === 'link') b.problems.push(`CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END`);
   b.where.push(...rangeWhere(source, range, params));
-  let from = fromClause(source, ctx);
-  if (source.columns.some((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column') && ctx.mode === 'load') {
-    from = `(SELECT t.*, ${source.key ? `t.${id(source.key)}::bigint` : 'NULL::bigint'} AS _pwkey FROM ${qualified(ctx.sourceSchema, source.table)} t) s`;
-  }
+  const from = fromClause(source, ctx);
   const inner = `SELECT ${b.level1.join(',\n    ')}\n  FROM ${from}\n  ${b.joins.join('\n  ')}${b.where.length ? `\n  WHERE ${b.where.join(' AND ')}` : ''}`;
   const problems = b.problems.length ? `COALESCE(${b.problems.join(',\n    ')})` : 'NULL::text';
   return { text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n  OFFSET 0) q`, columns: ['id', ...b.outputColumns] };
@@ -359,7 +169,8 @@ function addSingleBagScan(source: SourcePlan, ctx: MappingContext, b: Built): vo
     `sb.id IS NULL AS _sbmissing`,
   );
   b.outputColumns.push('parent_bag_id', 'child_bag_id');
-  b.problems.push(`CASE WHEN _sbmissing THEN 'scan references bag ' || COALESCE(_rb::text, 'NULL') || ', which does not exist or was rejected' END`);
+  b.level1.push(`${asBigint(`s.${id(single.column)}`, null)} AS _vb`);
+  b.problems.push(`CASE WHEN _sbmissing THEN 'scan references bag ' || CASE WHEN _vb IS NULL THEN 'NULL' ELSE ${inTargetTerms('_vb', '_rb')} END || ', which does not exist or was rejected' END`);
 }
 
 /** The mapping SELECT of links derived from a bag source's parent reference. */
@@ -380,14 +191,15 @@ export function buildDerivedLinkSelect(
   // Derived only where no link row of a link table already says so.
   where.push(`NOT EXISTS (SELECT 1 FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.parent_bag_id = ${parentRaw} AND l.id <> ${derivedOffset} + ${childId})`);
   const inner = `SELECT s.${id(link.key)}::bigint AS _key, ${derivedOffset} + ${childId} AS id,
-    rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, $1::timestamp AS created_at, ${parentRaw} AS _rp,
+    rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, ${runTimeParam(ctx, params)} AS created_at, ${parentRaw} AS _rp,
+    s.${id(link.parentColumn)}::bigint AS _vp, (s.${id(link.key)}::bigint)::text AS _rkey,
     (SELECT l.parent_bag_id FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.id <> ${derivedOffset} + ${childId} LIMIT 1) AS _other_parent
   FROM ${fromClause(bagSource, ctx)}
   LEFT JOIN ${bag} rc ON rc.id = ${childId}
   LEFT JOIN ${bag} rp ON rp.id = ${parentRaw}
   WHERE ${where.join(' AND ')}`;
   const problems = `COALESCE(
-    CASE WHEN parent_bag_id IS NULL THEN 'parent bag ' || _rp::text || ' does not exist or was rejected' END,
+    CASE WHEN parent_bag_id IS NULL THEN 'parent bag ' || ${inTargetTerms('_vp', '_rp')} || ' does not exist or was rejected' END,
     CASE WHEN _other_parent IS NOT NULL THEN 'child already linked to another parent (bag ' || _other_parent::text || ', by a link row)' END,
     CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END)`;
   return {
@@ -400,11 +212,25 @@ export function derivedSourceName(link: DerivedLinkPlan): string {
   return `${link.fromSource}.${link.parentColumn} (derived link)`;
 }
 
+/** JSON keys never stored with a rejected row: secrets, and the mapping's own helper columns. */
+const STRIPPED_ROW_KEYS = [...SECRET_COLUMNS, '_rownum', '_idn'];
+
+function stripSecrets(json: string, source: SourcePlan): string {
+  // Secret columns by rule name and by the source's own names for them (`Password`, `passwordHash`).
+  const secretSources = source.columns.filter((c) => c.source && SECRET_COLUMNS.includes(c.target)).map((c) => c.source!);
+  const keys = [...new Set([...STRIPPED_ROW_KEYS, ...secretSources])];
+  return `(${json} - ARRAY[${keys.map(lit).join(', ')}]::text[])`;
+}
+
+/** The source row as JSON, read in the mapping itself (tables without a primary key: no key to look it up by). */
+function rowJsonExpr(source: SourcePlan): string {
+  return stripSecrets('to_jsonb(s)', source);
+}
+
 /** Source-row JSON for the reject store, without secrets. */
 function rejectRowJson(sourceSchema: string, source: SourcePlan): string {
-  const strip = SECRET_COLUMNS.map((c) => ` - ${lit(c)}`).join('');
-  if (!source.key) return `NULL::jsonb`;
-  return `(SELECT to_jsonb(x)${strip} FROM ${qualified(sourceSchema, source.table)} x WHERE x.${id(source.key)} = m._key LIMIT 1)`;
+  if (!source.key || source.keyStrategy === 'id-column') return 'm._row';
+  return `(SELECT ${stripSecrets('to_jsonb(x)', source)} FROM ${qualified(sourceSchema, source.table)} x WHERE x.${id(source.key)} = m._key LIMIT 1)`;
 }
 
 function conflictReason(target: TargetTable, schema: string): string {
@@ -473,7 +299,7 @@ ins AS (
 ),
 rej AS (
   INSERT INTO ${qualified(options.targetSchema, '_migration_reject')} (run_id, target_table, source_table, source_key, reason, row_data)
-  SELECT ${run}, ${lit(target)}, ${label}, m._key::text, COALESCE(m._reject, ${conflictReason(target, options.targetSchema)}), ${rowJson}
+  SELECT ${run}, ${lit(target)}, ${label}, m._rkey, COALESCE(m._reject, ${conflictReason(target, options.targetSchema)}), ${rowJson}
   FROM m
   WHERE m._reject IS NOT NULL
      OR (NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = m.id) AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = m.id))
@@ -494,8 +320,13 @@ export function createdAtExpr(source: SourcePlan, ctx: MappingContext): string {
   return timestampExpr(ctx, `s.${id(m.source)}`, m.sourceType);
 }
 
-/** FROM clause of a source table for the prepare step. */
+/** FROM clause of a source table for the prepare step: the rows whose id can migrate. */
 export function sourceFrom(source: SourcePlan, ctx: MappingContext): string {
+  return rowsWithUsableIdFrom(source, ctx);
+}
+
+/** FROM clause of every row of a source table, as the batches read it (alias `s`). */
+export function sourceRowsFrom(source: SourcePlan, ctx: MappingContext): string {
   return fromClause(source, ctx);
 }
 

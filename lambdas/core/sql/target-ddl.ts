@@ -19,8 +19,24 @@ export const FAST_TIMESTAMP_PATTERN =
   '([ T]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,6})?)?)?' +
   '(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)?$';
 
+/** A column of the target schema (../shared/target-schema.sql), as data. */
+export interface TargetColumn {
+  readonly name: string;
+  readonly type: 'serial' | 'integer' | 'varchar' | 'text' | 'boolean' | 'timestamp' | 'float8';
+  /** VARCHAR(n): longer values are rejected, never truncated. */
+  readonly maxLength?: number;
+  readonly notNull?: boolean;
+  readonly unique?: boolean;
+  /** SQL default expression. */
+  readonly default?: string;
+  readonly check?: string;
+  readonly checkName?: string;
+}
+
 interface TableDdl {
-  readonly columns: string;
+  readonly columns: readonly TargetColumn[];
+  /** Table constraints (multi-column unique keys). */
+  readonly constraints?: readonly string[];
   readonly indexes: readonly { name: string; unique?: boolean; on: string }[];
   readonly foreignKeys: readonly { name: string; column: string; ref: TargetTable; onDelete?: string }[];
 }
@@ -29,43 +45,46 @@ const NOW_UTC = "(now() AT TIME ZONE 'utc')";
 
 export const TARGET_TABLE_DDL: Readonly<Record<TargetTable, TableDdl>> = {
   user: {
-    columns: `
-  id                           SERIAL PRIMARY KEY,
-  username                     VARCHAR(64)  NOT NULL UNIQUE,
-  email                        VARCHAR(120) NOT NULL UNIQUE,
-  password_hash                VARCHAR(256) NOT NULL,
-  role                         VARCHAR(20)  DEFAULT 'dispatcher',
-  dispatch_area                VARCHAR(30),
-  verification_token           VARCHAR(100),
-  verified                     BOOLEAN      DEFAULT FALSE,
-  created_at                   TIMESTAMP    DEFAULT ${NOW_UTC},
-  failed_login_attempts        INTEGER      DEFAULT 0,
-  locked_until                 TIMESTAMP,
-  last_failed_login            TIMESTAMP,
-  password_reset_token         VARCHAR(100),
-  password_reset_token_expires TIMESTAMP,
-  totp_secret                  VARCHAR(32),
-  two_fa_enabled               BOOLEAN      DEFAULT FALSE`,
+    columns: [
+      { name: 'id', type: 'serial' },
+      { name: 'username', type: 'varchar', maxLength: 64, notNull: true, unique: true },
+      { name: 'email', type: 'varchar', maxLength: 120, notNull: true, unique: true },
+      { name: 'password_hash', type: 'varchar', maxLength: 256, notNull: true },
+      { name: 'role', type: 'varchar', maxLength: 20, default: "'dispatcher'" },
+      { name: 'dispatch_area', type: 'varchar', maxLength: 30 },
+      { name: 'verification_token', type: 'varchar', maxLength: 100 },
+      { name: 'verified', type: 'boolean', default: 'FALSE' },
+      { name: 'created_at', type: 'timestamp', default: NOW_UTC },
+      { name: 'failed_login_attempts', type: 'integer', default: '0' },
+      { name: 'locked_until', type: 'timestamp' },
+      { name: 'last_failed_login', type: 'timestamp' },
+      { name: 'password_reset_token', type: 'varchar', maxLength: 100 },
+      { name: 'password_reset_token_expires', type: 'timestamp' },
+      { name: 'totp_secret', type: 'varchar', maxLength: 32 },
+      { name: 'two_fa_enabled', type: 'boolean', default: 'FALSE' },
+    ],
     indexes: [
       { name: 'idx_user_role_dispatch_area', on: '(role, dispatch_area)' },
       { name: 'idx_user_created_at', on: '(created_at)' },
+      { name: 'idx_user_role_created', on: '(role, created_at)' },
     ],
     foreignKeys: [],
   },
   bag: {
-    columns: `
-  id            SERIAL PRIMARY KEY,
-  qr_id         VARCHAR(255) NOT NULL,
-  type          VARCHAR(10)  NOT NULL,
-  name          VARCHAR(100),
-  child_count   INTEGER,
-  parent_id     INTEGER,
-  user_id       INTEGER,
-  dispatch_area VARCHAR(30),
-  status        VARCHAR(20) DEFAULT 'pending',
-  weight_kg     DOUBLE PRECISION DEFAULT 0.0 CONSTRAINT check_bag_weight_non_negative CHECK (weight_kg >= 0),
-  created_at    TIMESTAMP DEFAULT ${NOW_UTC},
-  updated_at    TIMESTAMP DEFAULT ${NOW_UTC}`,
+    columns: [
+      { name: 'id', type: 'serial' },
+      { name: 'qr_id', type: 'varchar', maxLength: 255, notNull: true },
+      { name: 'type', type: 'varchar', maxLength: 10, notNull: true },
+      { name: 'name', type: 'varchar', maxLength: 100 },
+      { name: 'child_count', type: 'integer' },
+      { name: 'parent_id', type: 'integer' },
+      { name: 'user_id', type: 'integer' },
+      { name: 'dispatch_area', type: 'varchar', maxLength: 30 },
+      { name: 'status', type: 'varchar', maxLength: 20, default: "'pending'" },
+      { name: 'weight_kg', type: 'float8', default: '0.0', checkName: 'check_bag_weight_non_negative', check: 'weight_kg >= 0' },
+      { name: 'created_at', type: 'timestamp', default: NOW_UTC },
+      { name: 'updated_at', type: 'timestamp', default: NOW_UTC },
+    ],
     indexes: [
       // Unique: present during the load (duplicates are detected by it).
       { name: 'idx_bag_qr_id_unique_ci', unique: true, on: '(UPPER(qr_id))' },
@@ -73,17 +92,26 @@ export const TARGET_TABLE_DDL: Readonly<Record<TargetTable, TableDdl>> = {
       { name: 'idx_bag_parent_id', on: '(parent_id)' },
       { name: 'idx_bag_user_id', on: '(user_id)' },
       { name: 'idx_bag_type_area_created', on: '(type, dispatch_area, created_at)' },
+      // The application looks bags up by exact qr_id on every scan; the unique index is on UPPER(qr_id).
+      { name: 'idx_bag_qr_id', on: '(qr_id)' },
+      { name: 'idx_bag_created_at', on: '(created_at)' },
+      { name: 'idx_bag_name', on: '(name)' },
+      { name: 'idx_bag_dispatch_area', on: '(dispatch_area)' },
+      { name: 'idx_bag_user_type', on: '(user_id, type)' },
     ],
     foreignKeys: [{ name: 'bag_user_id_fkey', column: 'user_id', ref: 'user', onDelete: 'SET NULL' }],
   },
   link: {
-    columns: `
-  id            SERIAL PRIMARY KEY,
-  parent_bag_id INTEGER NOT NULL,
-  child_bag_id  INTEGER NOT NULL,
-  created_at    TIMESTAMP DEFAULT ${NOW_UTC},
-  CONSTRAINT uq_parent_child UNIQUE (parent_bag_id, child_bag_id),
-  CONSTRAINT link_child_bag_id_unique UNIQUE (child_bag_id)`,
+    columns: [
+      { name: 'id', type: 'serial' },
+      { name: 'parent_bag_id', type: 'integer', notNull: true },
+      { name: 'child_bag_id', type: 'integer', notNull: true },
+      { name: 'created_at', type: 'timestamp', default: NOW_UTC },
+    ],
+    constraints: [
+      'CONSTRAINT uq_parent_child UNIQUE (parent_bag_id, child_bag_id)',
+      'CONSTRAINT link_child_bag_id_unique UNIQUE (child_bag_id)',
+    ],
     indexes: [{ name: 'idx_link_parent_id', on: '(parent_bag_id)' }],
     foreignKeys: [
       { name: 'link_parent_bag_id_fkey', column: 'parent_bag_id', ref: 'bag', onDelete: 'CASCADE' },
@@ -91,31 +119,38 @@ export const TARGET_TABLE_DDL: Readonly<Record<TargetTable, TableDdl>> = {
     ],
   },
   bill: {
-    columns: `
-  id                  SERIAL PRIMARY KEY,
-  bill_id             VARCHAR(50) NOT NULL UNIQUE,
-  description         TEXT,
-  parent_bag_count    INTEGER DEFAULT 1,
-  total_weight_kg     DOUBLE PRECISION DEFAULT 0.0 CHECK (total_weight_kg >= 0),
-  expected_weight_kg  DOUBLE PRECISION DEFAULT 0.0 CHECK (expected_weight_kg >= 0),
-  total_child_bags    INTEGER DEFAULT 0,
-  linked_parent_count INTEGER NOT NULL DEFAULT 0 CHECK (linked_parent_count >= 0),
-  status              VARCHAR(20) DEFAULT 'new',
-  destination         VARCHAR(200),
-  vehicle_number      VARCHAR(50),
-  created_by_id       INTEGER,
-  created_at          TIMESTAMP DEFAULT ${NOW_UTC},
-  updated_at          TIMESTAMP DEFAULT ${NOW_UTC}`,
-    indexes: [{ name: 'idx_bill_status_created', on: '(status, created_at)' }],
+    columns: [
+      { name: 'id', type: 'serial' },
+      { name: 'bill_id', type: 'varchar', maxLength: 50, notNull: true, unique: true },
+      { name: 'description', type: 'text' },
+      { name: 'parent_bag_count', type: 'integer', default: '1' },
+      { name: 'total_weight_kg', type: 'float8', default: '0.0', check: 'total_weight_kg >= 0' },
+      { name: 'expected_weight_kg', type: 'float8', default: '0.0', check: 'expected_weight_kg >= 0' },
+      { name: 'total_child_bags', type: 'integer', default: '0' },
+      { name: 'linked_parent_count', type: 'integer', notNull: true, default: '0', check: 'linked_parent_count >= 0' },
+      { name: 'status', type: 'varchar', maxLength: 20, default: "'new'" },
+      { name: 'destination', type: 'varchar', maxLength: 200 },
+      { name: 'vehicle_number', type: 'varchar', maxLength: 50 },
+      { name: 'created_by_id', type: 'integer' },
+      { name: 'created_at', type: 'timestamp', default: NOW_UTC },
+      { name: 'updated_at', type: 'timestamp', default: NOW_UTC },
+    ],
+    indexes: [
+      { name: 'idx_bill_status_created', on: '(status, created_at)' },
+      { name: 'idx_bill_created_at', on: '(created_at)' },
+    ],
     foreignKeys: [{ name: 'bill_created_by_id_fkey', column: 'created_by_id', ref: 'user', onDelete: 'SET NULL' }],
   },
   bill_bag: {
-    columns: `
-  id         SERIAL PRIMARY KEY,
-  bill_id    INTEGER NOT NULL,
-  bag_id     INTEGER NOT NULL,
-  created_at TIMESTAMP DEFAULT ${NOW_UTC},
-  CONSTRAINT uq_bill_bag_new UNIQUE (bill_id, bag_id)`,
+    columns: [
+      { name: 'id', type: 'serial' },
+      { name: 'bill_id', type: 'integer', notNull: true },
+      { name: 'bag_id', type: 'integer', notNull: true },
+      { name: 'created_at', type: 'timestamp', default: NOW_UTC },
+    ],
+    constraints: [
+      'CONSTRAINT uq_bill_bag_new UNIQUE (bill_id, bag_id)',
+    ],
     indexes: [{ name: 'idx_bill_bag_bag_id', on: '(bag_id)' }],
     foreignKeys: [
       { name: 'bill_bag_bill_id_fkey', column: 'bill_id', ref: 'bill', onDelete: 'CASCADE' },
@@ -123,12 +158,13 @@ export const TARGET_TABLE_DDL: Readonly<Record<TargetTable, TableDdl>> = {
     ],
   },
   scan: {
-    columns: `
-  id            SERIAL PRIMARY KEY,
-  "timestamp"   TIMESTAMP DEFAULT ${NOW_UTC},
-  parent_bag_id INTEGER,
-  child_bag_id  INTEGER,
-  user_id       INTEGER`,
+    columns: [
+      { name: 'id', type: 'serial' },
+      { name: 'timestamp', type: 'timestamp', default: NOW_UTC },
+      { name: 'parent_bag_id', type: 'integer' },
+      { name: 'child_bag_id', type: 'integer' },
+      { name: 'user_id', type: 'integer' },
+    ],
     indexes: [
       { name: 'idx_scan_parent_bag', on: '(parent_bag_id)' },
       { name: 'idx_scan_child_bag', on: '(child_bag_id)' },
@@ -142,58 +178,98 @@ export const TARGET_TABLE_DDL: Readonly<Record<TargetTable, TableDdl>> = {
     ],
   },
   promotionrequest: {
-    columns: `
-  id           SERIAL PRIMARY KEY,
-  user_id      INTEGER NOT NULL,
-  reason       TEXT NOT NULL,
-  status       VARCHAR(20) DEFAULT 'pending',
-  admin_id     INTEGER,
-  admin_notes  TEXT,
-  requested_at TIMESTAMP DEFAULT ${NOW_UTC},
-  processed_at TIMESTAMP`,
-    indexes: [{ name: 'idx_promotion_status_requested', on: '(status, requested_at)' }],
+    columns: [
+      { name: 'id', type: 'serial' },
+      { name: 'user_id', type: 'integer', notNull: true },
+      { name: 'reason', type: 'text', notNull: true },
+      { name: 'status', type: 'varchar', maxLength: 20, default: "'pending'" },
+      { name: 'admin_id', type: 'integer' },
+      { name: 'admin_notes', type: 'text' },
+      { name: 'requested_at', type: 'timestamp', default: NOW_UTC },
+      { name: 'processed_at', type: 'timestamp' },
+    ],
+    indexes: [
+      { name: 'idx_promotion_status_requested', on: '(status, requested_at)' },
+      { name: 'idx_promotion_user_id', on: '(user_id)' },
+      { name: 'idx_promotion_requested_at', on: '(requested_at)' },
+    ],
     foreignKeys: [
       { name: 'promotionrequest_user_id_fkey', column: 'user_id', ref: 'user', onDelete: 'CASCADE' },
       { name: 'promotionrequest_admin_id_fkey', column: 'admin_id', ref: 'user', onDelete: 'SET NULL' },
     ],
   },
   audit_log: {
-    columns: `
-  id           SERIAL PRIMARY KEY,
-  "timestamp"  TIMESTAMP NOT NULL DEFAULT ${NOW_UTC},
-  user_id      INTEGER,
-  action       VARCHAR(50) NOT NULL,
-  entity_type  VARCHAR(20) NOT NULL,
-  entity_id    INTEGER,
-  details      TEXT,
-  ip_address   VARCHAR(45),
-  before_state TEXT,
-  after_state  TEXT,
-  request_id   VARCHAR(36)`,
+    columns: [
+      { name: 'id', type: 'serial' },
+      { name: 'timestamp', type: 'timestamp', notNull: true, default: NOW_UTC },
+      { name: 'user_id', type: 'integer' },
+      { name: 'action', type: 'varchar', maxLength: 50, notNull: true },
+      { name: 'entity_type', type: 'varchar', maxLength: 20, notNull: true },
+      { name: 'entity_id', type: 'integer' },
+      { name: 'details', type: 'text' },
+      { name: 'ip_address', type: 'varchar', maxLength: 45 },
+      { name: 'before_state', type: 'text' },
+      { name: 'after_state', type: 'text' },
+      { name: 'request_id', type: 'varchar', maxLength: 36 },
+    ],
     indexes: [
       { name: 'idx_audit_entity', on: '(entity_type, entity_id)' },
       { name: 'idx_audit_user_timestamp', on: '(user_id, "timestamp")' },
       { name: 'idx_audit_action_timestamp', on: '(action, "timestamp")' },
+      { name: 'idx_audit_timestamp', on: '("timestamp")' },
+      { name: 'idx_audit_request_id', on: '(request_id)' },
     ],
     foreignKeys: [{ name: 'audit_log_user_id_fkey', column: 'user_id', ref: 'user', onDelete: 'SET NULL' }],
   },
 };
 
-/** Target column names per table (without id), in DDL order. */
-export function targetColumns(table: TargetTable): string[] {
-  return TARGET_TABLE_DDL[table].columns
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith('CONSTRAINT'))
-    .map((l) => l.split(/\s+/)[0]!.replace(/"/g, ''))
-    .filter((c) => c !== 'id');
+/**
+ * The indexes the application's newest models declare (APP_RULES.md), by their columns. Each is served
+ * by an index of the target (its own, or one whose leading columns are these, such as a unique key's):
+ * test/integration/legacy-reality.test.ts proves it on a migrated schema.
+ */
+export const APP_INDEXES: Readonly<Record<TargetTable, readonly (readonly string[])[]>> = {
+  bag: [['qr_id'], ['type'], ['created_at'], ['type', 'created_at'], ['name'], ['parent_id'], ['user_id'], ['dispatch_area'], ['type', 'dispatch_area'], ['type', 'dispatch_area', 'created_at'], ['user_id', 'type']],
+  link: [['parent_bag_id'], ['child_bag_id'], ['parent_bag_id', 'child_bag_id']],
+  bill: [['bill_id'], ['status'], ['created_at'], ['status', 'created_at']],
+  bill_bag: [['bill_id'], ['bag_id']],
+  scan: [['timestamp'], ['parent_bag_id'], ['child_bag_id'], ['user_id'], ['user_id', 'timestamp'], ['timestamp', 'user_id']],
+  promotionrequest: [['user_id'], ['status'], ['requested_at']],
+  audit_log: [['timestamp'], ['user_id'], ['action'], ['entity_type', 'entity_id'], ['request_id']],
+  user: [['username'], ['email'], ['role'], ['created_at'], ['role', 'dispatch_area'], ['role', 'created_at']],
+};
+
+const SQL_TYPES: Readonly<Record<TargetColumn['type'], string>> = {
+  serial: 'SERIAL PRIMARY KEY', integer: 'INTEGER', varchar: 'VARCHAR', text: 'TEXT', boolean: 'BOOLEAN', timestamp: 'TIMESTAMP', float8: 'DOUBLE PRECISION',
+};
+
+function renderColumn(c: TargetColumn): string {
+  return [
+    escapeIdentifier(c.name),
+    `${SQL_TYPES[c.type]}${c.maxLength ? `(${c.maxLength})` : ''}`,
+    c.notNull ? 'NOT NULL' : '',
+    c.unique ? 'UNIQUE' : '',
+    c.default ? `DEFAULT ${c.default}` : '',
+    c.check ? `${c.checkName ? `CONSTRAINT ${escapeIdentifier(c.checkName)} ` : ''}CHECK (${c.check})` : '',
+  ].filter(Boolean).join(' ');
+}
+
+/** The target column, or undefined. */
+export function targetColumn(table: TargetTable, column: string): TargetColumn | undefined {
+  return TARGET_TABLE_DDL[table].columns.find((c) => c.name === column);
+}
+
+/** The column list of a CREATE TABLE. */
+export function renderColumns(table: TargetTable): string {
+  const ddl = TARGET_TABLE_DDL[table];
+  return [...ddl.columns.map(renderColumn), ...(ddl.constraints ?? [])].map((l) => `\n  ${l}`).join(',');
 }
 
 /** Phase 1: the schema and the eight tables with keys and checks. Idempotent. */
 export function renderCreateTables(schema: string): string[] {
   const out = [`CREATE SCHEMA IF NOT EXISTS ${escapeIdentifier(schema)}`];
   for (const [table, ddl] of Object.entries(TARGET_TABLE_DDL)) {
-    out.push(`CREATE TABLE IF NOT EXISTS ${qualified(schema, table)} (${ddl.columns}\n)`);
+    out.push(`CREATE TABLE IF NOT EXISTS ${qualified(schema, table)} (${renderColumns(table as TargetTable)}\n)`);
     for (const idx of ddl.indexes.filter((i) => i.unique)) {
       out.push(`CREATE UNIQUE INDEX IF NOT EXISTS ${escapeIdentifier(idx.name)} ON ${qualified(schema, table)} ${idx.on}`);
     }

@@ -1,0 +1,90 @@
+import type { TablePlan } from '../planner';
+import { DERIVED_COLUMNS, type DerivedColumnRule } from '../rules';
+import { escapeIdentifier as id, qualified } from './ident';
+
+/**
+ * The summaries the application derives (rules.ts DERIVED_COLUMNS), computed from the migrated rows
+ * after the load, and the queries that check them. A summary column is *computed* for the rows of the
+ * sources that lack it (or all rows with --recompute-summaries) and *copied* for the others; the rows of
+ * one source are a range of target ids (its id offset up to the next source's).
+ */
+
+export interface DerivedColumnScope {
+  readonly key: string;
+  readonly rule: DerivedColumnRule;
+  /** SQL condition on `t.id`: rows whose value is computed ('FALSE' for none). */
+  readonly computed: string;
+  /** SQL condition on `t.id`: rows whose value was copied from the source ('FALSE' for none). */
+  readonly copied: string;
+}
+
+function idRangeCondition(lo: number | null, hi: number | null): string {
+  const parts = [lo === null ? null : `t.id > ${lo}`, hi === null ? null : `t.id <= ${hi}`].filter((x): x is string => x !== null);
+  return parts.length ? `(${parts.join(' AND ')})` : 'TRUE';
+}
+
+function anyOf(conditions: readonly string[]): string {
+  if (conditions.length === 0) return 'FALSE';
+  if (conditions.includes('TRUE')) return 'TRUE';
+  return `(${conditions.join(' OR ')})`;
+}
+
+/** Per derived column of the table: which target rows are computed and which copied. */
+export function derivedColumnScopes(table: TablePlan, offsets: Readonly<Record<string, number>>): DerivedColumnScope[] {
+  const sources = [...table.sources].sort((a, b) => (offsets[a.table] ?? 0) - (offsets[b.table] ?? 0));
+  const ranges = sources.map((s, i) => ({
+    source: s,
+    range: idRangeCondition(i === 0 ? null : offsets[s.table] ?? 0, i === sources.length - 1 ? null : offsets[sources[i + 1]!.table] ?? 0),
+  }));
+  const out: DerivedColumnScope[] = [];
+  for (const [key, rule] of Object.entries(DERIVED_COLUMNS)) {
+    if (rule.table !== table.target) continue;
+    const computed: string[] = [];
+    const copied: string[] = [];
+    for (const { source, range } of ranges) {
+      const m = source.columns.find((c) => c.target === rule.column);
+      if (!m) continue;
+      (m.derived ? computed : copied).push(range);
+    }
+    out.push({ key, rule, computed: anyOf(computed), copied: anyOf(copied) });
+  }
+  return out;
+}
+
+/** Per target row (`x.id`) the aggregates the rules read. */
+function aggregates(schema: string, table: 'bag' | 'bill'): string {
+  const q = (t: string) => qualified(schema, t);
+  if (table === 'bag') {
+    return `SELECT p.id, count(l.child_bag_id)::int AS children FROM ${q('bag')} p LEFT JOIN ${q('link')} l ON l.parent_bag_id = p.id
+             WHERE p.type = 'parent' GROUP BY p.id`;
+  }
+  return `SELECT b.id, COALESCE(bb.n, 0)::int AS bill_bags, COALESCE(ch.n, 0)::int AS children FROM ${q('bill')} b
+            LEFT JOIN (SELECT bill_id, count(*) AS n FROM ${q('bill_bag')} GROUP BY bill_id) bb ON bb.bill_id = b.id
+            LEFT JOIN (SELECT bb.bill_id, count(DISTINCT l.child_bag_id) AS n FROM ${q('bill_bag')} bb
+                         JOIN ${q('bag')} p ON p.id = bb.bag_id AND p.type = 'parent'
+                         JOIN ${q('link')} l ON l.parent_bag_id = p.id GROUP BY bb.bill_id) ch ON ch.bill_id = b.id`;
+}
+
+/** The UPDATE that computes the table's derived summaries (null when none is computed). Idempotent. */
+export function renderComputeSummaries(schema: string, table: TablePlan, offsets: Readonly<Record<string, number>>): string | null {
+  if (table.target !== 'bag' && table.target !== 'bill') return null;
+  const scopes = derivedColumnScopes(table, offsets).filter((s) => s.computed !== 'FALSE');
+  if (scopes.length === 0) return null;
+  const sets = scopes.map((s) => {
+    const col = id(s.rule.column);
+    return s.computed === 'TRUE' ? `${col} = ${s.rule.sql}` : `${col} = CASE WHEN ${s.computed} THEN ${s.rule.sql} ELSE t.${col} END`;
+  });
+  const differs = scopes.map((s) => `(${s.computed} AND t.${id(s.rule.column)} IS DISTINCT FROM ${s.rule.sql})`);
+  return `UPDATE ${qualified(schema, table.target)} t SET ${sets.join(', ')}
+    FROM (${aggregates(schema, table.target)}) x
+   WHERE x.id = t.id AND ${scopes[0]!.rule.rowsWhere} AND (${differs.join(' OR ')})`;
+}
+
+/** Rows of `scope` (computed or copied ones) whose value differs from the application's rule: count and sample ids. */
+export function renderSummaryMismatches(schema: string, scope: DerivedColumnScope, which: 'computed' | 'copied', sample: number): string {
+  const col = id(scope.rule.column);
+  return `SELECT count(*)::bigint AS n, (array_agg(t.id ORDER BY t.id))[1:${sample}] AS sample,
+                 (array_agg(t.${col}::text ORDER BY t.id))[1:${sample}] AS stored, (array_agg((${scope.rule.sql})::text ORDER BY t.id))[1:${sample}] AS derived
+            FROM ${qualified(schema, scope.rule.table)} t JOIN (${aggregates(schema, scope.rule.table)}) x ON x.id = t.id
+           WHERE ${scope.rule.rowsWhere} AND ${scope[which]} AND t.${col} IS DISTINCT FROM ${scope.rule.sql}`;
+}
