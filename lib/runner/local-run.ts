@@ -195,7 +195,13 @@ class RowEstimates {
 
   constructor(private readonly options: LocalRunOptions, private readonly progress: ProgressSink) {}
 
-  async afterPreflight(result: Record<string, unknown>): Promise<void> {
+  /** Called with every task's result: Preflight names the run, Analyse wrote the plan. */
+  async observe(state: string, result: Record<string, unknown>): Promise<void> {
+    if (state === TASK_STATES.preflight) await this.afterPreflight(result);
+    if (state === TASK_STATES.analyse) await this.afterAnalyse();
+  }
+
+  private async afterPreflight(result: Record<string, unknown>): Promise<void> {
     if (!this.progress.expect) return;
     this.run = result.run as RowEstimates['run'];
     if (!this.run) return;
@@ -204,7 +210,7 @@ class RowEstimates {
     for (const [table, n] of Object.entries(rows)) this.progress.expect(`backup ${table}`, n);
   }
 
-  async afterAnalyse(): Promise<void> {
+  private async afterAnalyse(): Promise<void> {
     if (!this.progress.expect || !this.run) return;
     const { runId, targetSchema } = this.run;
     const plan = await withClient(parseDatabaseUrl(this.options.targetUrl ?? this.options.sourceUrl), async (c) => (await readRun(c, targetSchema, runId))?.plan ?? null).catch(() => null);
@@ -236,8 +242,7 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
       const t0 = Date.now();
       const result = (await handler(event)) as Record<string, unknown>;
       const seconds = (Date.now() - t0) / 1000;
-      if (state === TASK_STATES.preflight) await estimates.afterPreflight(result);
-      if (state === TASK_STATES.analyse) await estimates.afterAnalyse();
+      await estimates.observe(state, result);
       if (state === TASK_STATES.backupTable) {
         const table = String(result.table);
         trace.backups[table] = Number(result.rows);
