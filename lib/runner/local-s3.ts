@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream, mkdirSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,7 +15,7 @@ const S3rver = require('s3rver') as new (options: Record<string, unknown>) => {
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const FilesystemStore = require('s3rver/lib/stores/filesystem') as new (directory: string) => {
   getResourcePath(bucket: string, key: string | undefined, resource: string): string;
-  putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
+  putMetadata(bucket: string, key: string, metadata: Record<string, unknown>, md5?: string): Promise<void>;
 };
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const S3Error = require('s3rver/lib/models/error') as new (code: string, message: string, detail?: Record<string, string>) => Error & { status: number; expose: boolean };
@@ -57,6 +57,24 @@ function localFailure(err: unknown, fallbackPath: string): Error {
   return failure;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const ALLOWED_METADATA = (require('s3rver/lib/models/object') as { ALLOWED_METADATA: string[] }).ALLOWED_METADATA;
+
+function tempName(file: string): string {
+  return `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+}
+
+async function atomicWrite(file: string, data: string): Promise<void> {
+  const tmp = tempName(file);
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
 /**
  * s3rver's filesystem store with its writes made safe: upstream pipes the request body into a file
  * stream without an 'error' listener, so a full disk (ENOSPC) crashed the whole process with an
@@ -79,7 +97,20 @@ class SafeFilesystemStore extends FilesystemStore {
     }
   }
 
+  /**
+   * Object metadata written whole or not at all (temp file + rename): upstream writes it in place, and a
+   * process killed mid-write left a truncated JSON file that failed every later read of the object with
+   * HTTP 500 (seen in the SIGKILL-during-backup test).
+   */
+  override async putMetadata(bucket: string, key: string, metadata: Record<string, unknown>, md5?: string): Promise<void> {
+    const json = Object.fromEntries(Object.entries(metadata ?? {}).filter(([k]) => ALLOWED_METADATA.includes(k) || k.startsWith('x-amz-meta-')));
+    if (md5) await atomicWrite(this.getResourcePath(bucket, key, 'object.md5'), md5);
+    await atomicWrite(this.getResourcePath(bucket, key, 'metadata.json'), JSON.stringify(json, null, 2));
+  }
+
+  /** Streams into a temp file renamed into place when complete: a killed write never leaves a partial object. */
   private async writeStreamed(file: string, content: Readable | Buffer): Promise<{ size: number; md5: string }> {
+    const tmp = tempName(file);
     try {
       await mkdir(path.dirname(file), { recursive: true });
       const md5 = createHash('md5');
@@ -87,7 +118,7 @@ class SafeFilesystemStore extends FilesystemStore {
       if (Buffer.isBuffer(content)) {
         md5.update(content);
         size = content.length;
-        await pipeline(async function* () { yield content; }, createWriteStream(file));
+        await pipeline(async function* () { yield content; }, createWriteStream(tmp));
       } else {
         const count = new Transform({
           transform(chunk: Buffer, _enc, callback) {
@@ -96,15 +127,17 @@ class SafeFilesystemStore extends FilesystemStore {
             callback(null, chunk);
           },
         });
-        await pipeline(content, count, createWriteStream(file));
+        await pipeline(content, count, createWriteStream(tmp));
       }
+      await rename(tmp, file);
       return { size, md5: md5.digest('hex') };
     } catch (err) {
+      await rm(tmp, { force: true }).catch(() => undefined);
       throw localFailure(err, file);
     }
   }
 
-  async putObject(object: { bucket: string; key: string; metadata: unknown; content: Readable | Buffer }): Promise<{ size: number; md5: string }> {
+  async putObject(object: { bucket: string; key: string; metadata: Record<string, unknown>; content: Readable | Buffer }): Promise<{ size: number; md5: string }> {
     const file = this.getResourcePath(object.bucket, object.key, 'object');
     const r = await this.writeStreamed(file, object.content);
     await this.putMetadata(object.bucket, object.key, object.metadata, r.md5);
@@ -115,7 +148,7 @@ class SafeFilesystemStore extends FilesystemStore {
     const file = path.join(this.getResourcePath(bucket, undefined, 'uploads'), uploadId, String(partNumber));
     const r = await this.writeStreamed(file, content);
     try {
-      await writeFile(`${file}.md5`, r.md5);
+      await atomicWrite(`${file}.md5`, r.md5);
     } catch (err) {
       throw localFailure(err, `${file}.md5`);
     }
