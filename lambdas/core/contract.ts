@@ -23,6 +23,8 @@ export interface ExecutionInput {
   readonly appSchema?: string;
   /** Also write the seed's single-file JSON backup (`rds_backup_YYYYMMDD_HHMMSS.json`), streamed. */
   readonly legacyJsonBackup?: boolean;
+  /** With the `runId` of a migrated run: send exactly its rejected keys through the same mapping again. */
+  readonly retryRejects?: boolean;
   /** Compute every summary the application derives (bill.linked_parent_count, …) even where the source has it. */
   readonly recomputeSummaries?: boolean;
 }
@@ -46,6 +48,8 @@ export interface RunContext {
   /** Source and target are different databases: the source tables are first staged with COPY. */
   readonly crossDatabase: boolean;
   readonly legacyJsonBackup?: boolean;
+  /** A retry round of the run's rejected rows (input `retryRejects`), started by Preflight. */
+  readonly retry?: { readonly round: number; readonly since: string };
   readonly recomputeSummaries?: boolean;
 }
 

@@ -21,6 +21,7 @@ const RETRYABLE = {
   TransientStorageError: true,
   CutoverError: false,
   InputError: false,
+  LocalStorageError: false,
 } as const satisfies Record<string, boolean>;
 
 export type ErrorCode = keyof typeof RETRYABLE;
@@ -66,6 +67,8 @@ export const TransientStorageError = define('TransientStorageError');
 export const CutoverError = define('CutoverError');
 /** Invalid execution input or CLI arguments. */
 export const InputError = define('InputError');
+/** The local S3 server's own disk failed (full, read-only, …): the message names the path. Not retried. */
+export const LocalStorageError = define('LocalStorageError');
 
 /** Names Step Functions retries with backoff; everything else fails the execution at once. */
 export const RETRYABLE_ERROR_NAMES: readonly ErrorCode[] = (Object.keys(RETRYABLE) as ErrorCode[]).filter((name) => RETRYABLE[name]);

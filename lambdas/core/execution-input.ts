@@ -12,11 +12,11 @@ export const DEFAULT_BATCH_SIZE = 200_000;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_$ -]{0,62}$/;
 
 /** Validates the execution input; every problem is reported at once. */
-export function resolveExecutionInput(input: ExecutionInput | unknown, fallbackRunId: () => string): Omit<RunContext, 'runTime' | 'crossDatabase'> {
+export function resolveExecutionInput(input: ExecutionInput | unknown, fallbackRunId: () => string): Omit<RunContext, 'runTime' | 'crossDatabase'> & { readonly retryRejects?: true } {
   const raw = (input ?? {}) as Record<string, unknown>;
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
-  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries'];
+  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries', 'retryRejects'];
   for (const k of Object.keys(raw)) if (!known.includes(k)) problems.push(`unknown field "${k}" (allowed: ${known.join(', ')})`);
   const str = (k: string, def: string) => {
     const v = raw[k];
@@ -63,13 +63,17 @@ export function resolveExecutionInput(input: ExecutionInput | unknown, fallbackR
     dryRun: bool('dryRun'),
     legacyJsonBackup: bool('legacyJsonBackup'),
     recomputeSummaries: bool('recomputeSummaries'),
+    retryRejects: bool('retryRejects'),
     mappingKey,
     prefix: `runs/${runId}/`,
   };
+  if (ctx.retryRejects && (raw.runId === undefined || raw.runId === null)) problems.push('"retryRejects" needs the "runId" of the run whose rejected rows are retried');
+  if (ctx.retryRejects && ctx.dryRun) problems.push('"retryRejects" and "dryRun" exclude each other');
   if (ctx.sourceSchema === ctx.targetSchema) problems.push(`"targetSchema" must differ from "sourceSchema" (both are "${ctx.sourceSchema}")`);
+  const { retryRejects, ...resolved } = ctx;
   if (problems.length) {
     throw new InputError(`The execution input has ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}\nFix the input and start a new execution.`);
   }
-  return ctx;
+  return { ...resolved, ...(retryRejects ? { retryRejects: true } : {}) };
 }
 

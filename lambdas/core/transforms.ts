@@ -149,7 +149,7 @@ function refSql(t: TransformInput): TransformSql {
     ? [`CASE WHEN ${raw} IS NULL THEN ${label('missing')} WHEN ${name} IS NULL THEN ${label(`${ref.target} `)} || ${inTargetTerms(`_v${n}`, raw)} || ' does not exist or was rejected' END`]
     : [];
   // A reference into the table being loaded is resolved after the whole table is in (its row may come later).
-  if (ref.target === table.target && ctx.mode === 'load') return { value: translated, level1, problems };
+  if (ref.target === table.target && ctx.mode === 'load' && !ctx.resolveSelfRefs) return { value: translated, level1, problems };
   const alias = `r${n}`;
   return { value: `${alias}.id::bigint`, level1, problems, joins: [`LEFT JOIN ${qualified(ctx.targetSchema, ref.target)} ${alias} ON ${alias}.id = ${translated}`] };
 }

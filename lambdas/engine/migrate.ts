@@ -377,7 +377,7 @@ async function migrateUnit(
 }
 
 /** Legacy plaintext passwords of one batch, hashed in Node (werkzeug scrypt); never logged. */
-async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSchema: string, range: KeyRange | null): Promise<PasswordHashes | null> {
+export async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSchema: string, range: KeyRange | null): Promise<PasswordHashes | null> {
   const pw = source.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
   if (!pw?.source) return null;
   const col = `s.${id(pw.source)}`;

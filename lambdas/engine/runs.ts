@@ -147,7 +147,9 @@ export const LEASE_MS = 30 * 60 * 1000;
 
 /**
  * Takes (or renews) the target's lease for `runId`. Another live run holding it → LeaseHeldError
- * naming that run. An expired lease (its run died) is taken over.
+ * naming that run, its state and the commands that resume or release it. An expired lease (its run
+ * died) is taken over, and so is the lease of a run recorded as failed or abandoned: such a run is not
+ * migrating, and resuming it later takes the lease back only when no other run holds it.
  */
 export async function acquireLease(client: pg.ClientBase, schema: string, runId: string, holder: string, leaseMs = LEASE_MS): Promise<void> {
   const r = await client.query(
@@ -157,18 +159,77 @@ export async function acquireLease(client: pg.ClientBase, schema: string, runId:
         SET run_id = EXCLUDED.run_id, holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
             acquired_at = CASE WHEN l.run_id = EXCLUDED.run_id THEN l.acquired_at ELSE now() END
       WHERE l.run_id = EXCLUDED.run_id OR l.expires_at < now()
+         OR EXISTS (SELECT 1 FROM ${qualified(schema, '_migration_run')} r WHERE r.run_id = l.run_id AND r.status IN (${INACTIVE_STATUSES.map((x) => `'${x}'`).join(', ')}))
      RETURNING run_id`,
     [runId, holder, leaseMs],
   );
   if (r.rowCount === 1) return;
   const held = await client.query(
-    `SELECT run_id, holder, acquired_at, expires_at FROM ${qualified(schema, '_migration_lease')}`,
+    `SELECT l.run_id, l.holder, l.acquired_at, l.expires_at, r.status, r.steps
+       FROM ${qualified(schema, '_migration_lease')} l LEFT JOIN ${qualified(schema, '_migration_run')} r ON r.run_id = l.run_id`,
   );
   const h = held.rows[0];
+  const last = lastStepOf(h?.steps ?? {});
   throw new LeaseHeldError(
-    `Run ${h?.run_id} is migrating into schema "${schema}" (since ${new Date(h?.acquired_at).toISOString()}, lease until ${new Date(h?.expires_at).toISOString()}). ` +
-      `Wait for it to finish, resume it with --run-id ${h?.run_id}, or if it died, wait until its lease expires.`,
+    `Run ${h?.run_id} holds the lease of schema "${schema}" (state ${h?.status ?? 'unknown'}${last ? `, last step ${last}` : ''}; ` +
+      `since ${new Date(h?.acquired_at).toISOString()}, lease until ${new Date(h?.expires_at).toISOString()}), so run ${runId} may not start. ` +
+      `If run ${h?.run_id} is still going, wait for it. If it failed or was stopped: resume it with --run-id ${h?.run_id}, ` +
+      `or give it up with: tracetrack-migrate abandon --target <URL> --target-schema ${schema} --run-id ${h?.run_id} (then start the new run again).`,
   );
+}
+
+/** Statuses of a run that does not migrate any more: its lease may be taken over by another run. */
+export const INACTIVE_STATUSES = ['failed', 'abandoned', 'verification-failed'] as const;
+
+/** The step a run recorded last (by its time stamp), e.g. `analyse` or `migrate:bag`. */
+function lastStepOf(steps: Record<string, { at?: string; startedAt?: string; finishedAt?: string }>): string | null {
+  let best: [string, string] | null = null;
+  for (const [name, s] of Object.entries(steps)) {
+    const at = s?.finishedAt ?? s?.at ?? s?.startedAt ?? '';
+    if (!best || at > best[1]) best = [name, at];
+  }
+  return best?.[0] ?? null;
+}
+
+/**
+ * Records that a run failed (the local runner does, when the execution fails): it keeps its batches and
+ * checkpoints and can be resumed with its run id, but no longer blocks another run.
+ */
+export async function markRunFailed(client: pg.ClientBase, schema: string, runId: string, failure: { step: string; error: string; message: string }): Promise<void> {
+  if (!(await internalTablesExist(client, schema))) return;
+  await client.query(
+    `UPDATE ${qualified(schema, '_migration_run')}
+        SET status = 'failed', updated_at = now(),
+            steps = jsonb_set(steps, '{failed}', $2::jsonb)
+      WHERE run_id = $1 AND status NOT IN ('completed', 'cut-over', 'rolled-back', 'abandoned')`,
+    [runId, JSON.stringify({ ...failure, at: new Date().toISOString() })],
+  );
+}
+
+/** A resumed failed run is running again. */
+export async function markRunRunning(client: pg.ClientBase, schema: string, runId: string): Promise<void> {
+  await client.query(`UPDATE ${qualified(schema, '_migration_run')} SET status = 'running', updated_at = now() WHERE run_id = $1 AND status IN (${INACTIVE_STATUSES.map((x) => `'${x}'`).join(', ')})`, [runId]);
+}
+
+/**
+ * `abandon`: the run is given up (marked abandoned, its lease released). Its rows stay in the target schema
+ * and its backup in S3; a later run into the same schema starts from them. A cut-over run is refused.
+ */
+export async function abandonRun(client: pg.ClientBase, schema: string, runId: string): Promise<{ status: 'abandoned' | 'already-abandoned'; previous: string }> {
+  const rec = await readRun(client, schema, runId);
+  if (!rec) throw new InputError(`No run ${runId} in target schema "${schema}". Check --run-id and --target-schema.`);
+  if (rec.status === 'cut-over') {
+    throw new InputError(`Run ${runId} is cut over: roll it back first (tracetrack-migrate rollback --run-id ${runId}), then abandon it.`);
+  }
+  await releaseLease(client, schema, runId);
+  if (rec.status === 'abandoned') return { status: 'already-abandoned', previous: rec.status };
+  await client.query(
+    `UPDATE ${qualified(schema, '_migration_run')} SET status = 'abandoned', updated_at = now(),
+            steps = jsonb_set(steps, '{abandoned}', jsonb_build_object('at', $2::text, 'previousStatus', status))
+      WHERE run_id = $1`,
+    [runId, new Date().toISOString()],
+  );
+  return { status: 'abandoned', previous: rec.status };
 }
 
 /** Checks that `runId` still holds the lease, renewing it; every task calls this first. */

@@ -1,9 +1,9 @@
 import type pg from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { CutoverError, InputError, VerificationFailedError } from '../core/errors';
+import { CutoverError, InputError, PermissionError, VerificationFailedError } from '../core/errors';
 import { parseMappingFile, type MappingOverrides } from '../core/mapping-file';
 import { renderPlanText, type Plan } from '../core/planner';
-import { qualified } from '../core/sql/ident';
+import { escapeIdentifier, qualified } from '../core/sql/ident';
 import { renderFailures, type VerificationResult } from '../core/verify';
 import type {
   AnalyseResult,
@@ -21,17 +21,20 @@ import type {
   RunEvent,
   VerifyResult,
 } from '../core/contract';
-import { backupTable, finalizeBackup, listObjectKeys, putJsonObject, readObjectText, writeLegacyJsonBackup } from '../io/backup';
+import { backupTable, finalizeBackup, listObjectKeys, putJsonObject, putTextObject, readObjectText, writeLegacyJsonBackup } from '../io/backup';
 import { readTableInfo, readTableNames } from '../io/catalog';
 import { assertSourceReadable, assertTargetWritable } from '../io/privileges';
 import { resolveExecutionInput } from '../core/execution-input';
 import { describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
-import { exportRejects, buildReport } from './report';
+import { exportRejects, buildReport, readRejectGroups } from './report';
+import { renderReportHtml } from '../core/report-html';
 import {
   acquireLease,
   ensureInternalTables,
+  internalTablesExist,
+  markRunRunning,
   newRunId,
   readRun,
   recordRun,
@@ -41,6 +44,7 @@ import {
   updateRun,
 } from './runs';
 import { verifyRun } from './verify';
+import { runRetryStep, startRetryRound } from './retry-rejects';
 import { cutoverRun } from './cutover';
 import { compareStaged, dropStaging, runStageStep, stagingSchema } from './stage';
 
@@ -80,8 +84,20 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
   let runTime = new Date().toISOString().replace('Z', '');
   const target = await deps.target();
   const crossDatabase = !sameDatabase(source, target);
+  if (base.cutover && !base.dryRun) await assertCutoverOwnership(deps, base, target);
+  if (base.retryRejects && crossDatabase) {
+    throw new InputError(`--retry-rejects works on runs in place (source and target in one database); run ${base.runId} migrates into another database. Rerun that migration with a new run id instead.`);
+  }
+  const { retryRejects, ...runBase } = base;
+  let retry: RunContext['retry'];
   if (!base.dryRun) {
     runTime = await withClient(target, async (c) => {
+      if (retryRejects) {
+        const prior = (await internalTablesExist(c, base.targetSchema)) ? await readRun(c, base.targetSchema, base.runId) : null;
+        if (!prior?.plan) {
+          throw new InputError(`Run ${base.runId} has not migrated anything in schema "${base.targetSchema}", so it has no rejected rows to retry. Run it first (tracetrack-migrate run --run-id ${base.runId}), or check --run-id / --target-schema.`);
+        }
+      }
       await assertTargetWritable(c, base.targetSchema);
       await ensureInternalTables(c, base.targetSchema);
       const cut = await c.query(
@@ -92,12 +108,45 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
       }
       await acquireLease(c, base.targetSchema, base.runId, deps.holder ?? 'local');
       const rec = await recordRun(c, base.targetSchema, { runId: base.runId, sourceSchema: base.sourceSchema, runTime });
+      await markRunRunning(c, base.targetSchema, base.runId);
+      if (retryRejects) retry = await startRetryRound(c, base.targetSchema, base.runId);
       await recordStep(c, base.targetSchema, base.runId, 'preflight', { status: 'done', at: new Date().toISOString(), source: describeDatabase(source), target: describeDatabase(target) });
       return rec.runTime;
     });
   }
   deps.log?.(`Preflight: run ${base.runId}, ${backupTables.length} source tables in "${base.sourceSchema}"${base.dryRun ? ' (dry run)' : ''}`);
-  return { run: { ...base, runTime, crossDatabase }, backupTables };
+  return { run: { ...runBase, runTime, crossDatabase, ...(retry ? { retry } : {}) }, backupTables };
+}
+
+/**
+ * `--cutover` moves the legacy tables the plan reads (ALTER TABLE … SET SCHEMA), which only their owner
+ * may do, and ownership cannot be granted. Checked before the backup, so the run does not fail at its end.
+ */
+async function assertCutoverOwnership(deps: TaskDeps, base: Omit<RunContext, 'runTime' | 'crossDatabase'>, target: DatabaseConfig): Promise<void> {
+  const overrides = await readOverrides(deps, { ...base, runTime: '', crossDatabase: false });
+  const { plan } = await withClient(await deps.source(), (c) =>
+    analyseSource(c, { sourceSchema: base.sourceSchema, targetSchema: base.targetSchema, skipTables: base.skipTables, tables: base.tables, overrides }),
+  );
+  if (plan.sourceSchema !== base.appSchema) return;
+  const read = [...new Set(plan.tables.flatMap((t) => t.sources.map((s) => s.table)))];
+  const notOwned = await withClient(target, async (c) => {
+    const r = await c.query<{ relname: string; owner: string; role: string }>(
+      `SELECT c.relname, pg_get_userbyid(c.relowner) AS owner, current_user AS role
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind IN ('r', 'p')
+          AND NOT pg_has_role(current_user, c.relowner, 'USAGE') ORDER BY 1`,
+      [base.appSchema, read],
+    );
+    return r.rows;
+  });
+  if (!notOwned.length) return;
+  const role = notOwned[0]!.role;
+  throw new PermissionError(
+    `--cutover moves the legacy tables into a legacy schema, which only their owner may do, and role "${role}" does not own ` +
+      `${notOwned.map((t) => `${qualified(base.appSchema, t.relname)} (owner ${t.owner})`).join(', ')}. Ownership cannot be granted: ` +
+      `run as the owner, or as the owner (or a superuser) run\n${notOwned.map((t) => `  ALTER TABLE ${qualified(base.appSchema, t.relname)} OWNER TO ${escapeIdentifier(role)};`).join('\n')}\n` +
+      `then rerun. (Without --cutover the migration needs no ownership; cut over later with tracetrack-migrate cutover.) Nothing was backed up or written yet.`,
+  );
 }
 
 function sameDatabase(a: DatabaseConfig, b: DatabaseConfig): boolean {
@@ -203,7 +252,8 @@ export async function migrateStepTask(event: MigrateStepEvent, deps: TaskDeps): 
       const r = await withClient(await deps.source(), (src) => runStageStep({ source: src, target: c, run: engineRun(run), plan, deadline }));
       return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: 0, batches: r.batches };
     }
-    const r = await runMigrateStep({ client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run) }, step);
+    const options = { client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run) };
+    const r = run.retry ? await runRetryStep(options, step, run.retry) : await runMigrateStep(options, step);
     return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: r.rejected, batches: r.batches };
   });
 }
@@ -250,9 +300,11 @@ export async function reportTask(event: RunEvent, deps: TaskDeps): Promise<Repor
     const verification = rec?.verification as VerificationResult | null;
     const rejectsKey = runKey(deps, run, 'rejects.jsonl.gz');
     const rejects = await exportRejects(c, run.targetSchema, run.runId, deps.s3, deps.bucket, rejectsKey, deps.kmsKeyId);
-    const report = await buildReport({ deps, run, record: rec, verification, rejectsKey, rejects });
+    const rejectGroups = await readRejectGroups(c, run.targetSchema, run.runId);
+    const report = await buildReport({ deps, run, record: rec, verification, rejectsKey, rejects, rejectGroups });
     const reportKey = runKey(deps, run, 'report.json');
     await putJsonObject(deps.s3, deps.bucket, reportKey, report, deps.kmsKeyId);
+    await putTextObject(deps.s3, deps.bucket, runKey(deps, run, 'report.html'), renderReportHtml(report, rec?.plan ?? null), 'text/html; charset=utf-8', deps.kmsKeyId);
     await updateRun(c, run.targetSchema, run.runId, { status: report.status, finished: true });
     await recordStep(c, run.targetSchema, run.runId, 'report', { status: 'done', at: new Date().toISOString(), reportKey });
     if (run.crossDatabase && report.status === 'completed') await dropStaging(c, run.targetSchema);

@@ -39,7 +39,7 @@ import {
   type BackupTableRecord,
 } from '../core/backup-manifest';
 import type { TableInfo } from '../core/catalog';
-import { BackupError, InputError, MigrationError, TransientStorageError } from '../core/errors';
+import { BackupError, InputError, LocalStorageError, MigrationError, TransientStorageError } from '../core/errors';
 import { readTableNames } from './catalog';
 import { withTransaction, toMigrationError } from './pg';
 import { accessHint, isAccessError } from './s3';
@@ -60,6 +60,9 @@ const TRANSIENT_S3 = new Set([
   'ServiceUnavailable', 'TimeoutError', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN',
 ]);
 
+/** S3 error code of the local server's own disk failures (LOCAL_STORAGE_ERROR_CODE in lib/runner/local-s3.ts). */
+const LOCAL_STORAGE_FAILURE = 'LocalStorageFailure';
+
 export function isStorageError(err: unknown): boolean {
   return typeof err === 'object' && err !== null && '$metadata' in err;
 }
@@ -70,6 +73,15 @@ export function toStorageError(err: unknown, doing: string, fallback: ErrorClass
   const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
   const name = e?.name ?? e?.code ?? 'Error';
   const status = e?.$metadata?.httpStatusCode;
+  if (name === LOCAL_STORAGE_FAILURE) {
+    // The local S3 server (lib/runner/local-s3.ts) could not write its own directory.
+    const detail = (err as Error).message;
+    return new LocalStorageError(
+      `${doing} failed: the local backup directory could not be written (${detail}). Free space there (or fix its permissions), ` +
+        `then rerun with the same --run-id: finished steps and batches are skipped.`,
+      { cause: err },
+    );
+  }
   if (TRANSIENT_S3.has(name) || (e?.code && TRANSIENT_S3.has(e.code)) || (status !== undefined && status >= 500)) {
     return new TransientStorageError(`${doing} failed for a transient reason (${name}${status ? `, HTTP ${status}` : ''}). It is safe to retry.`, { cause: err });
   }
@@ -113,6 +125,14 @@ export async function putJsonObject(s3: S3Client, bucket: string, key: string, v
       ContentType: 'application/json',
       ...sseParams(kmsKeyId),
     }));
+  } catch (err) {
+    throw toStorageError(err, `Writing s3://${bucket}/${key}`);
+  }
+}
+
+export async function putTextObject(s3: S3Client, bucket: string, key: string, text: string, contentType: string, kmsKeyId?: string): Promise<void> {
+  try {
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: text, ContentType: contentType, ...sseParams(kmsKeyId) }));
   } catch (err) {
     throw toStorageError(err, `Writing s3://${bucket}/${key}`);
   }

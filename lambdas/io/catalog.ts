@@ -166,3 +166,21 @@ export async function readTableNames(client: pg.ClientBase, schema: string): Pro
     throw toMigrationError(err, `Listing the tables of schema ${JSON.stringify(schema)}`);
   }
 }
+
+/**
+ * The catalog's row estimate of every table in `schema` (pg_class.reltuples, partitions summed), for
+ * progress lines; a table never analysed (reltuples -1) has none.
+ */
+export async function readRowEstimates(client: pg.ClientBase, schema: string): Promise<Record<string, number>> {
+  const r = await client.query<{ name: string; reltuples: number }>(
+    `SELECT c.relname::text AS name,
+            CASE WHEN c.relkind = 'p' THEN
+              COALESCE((SELECT sum(GREATEST(p.reltuples, 0))::float8 FROM pg_partition_tree(c.oid) t
+                        JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf), -1)
+            ELSE c.reltuples::float8 END AS reltuples
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition`,
+    [schema],
+  );
+  return Object.fromEntries(r.rows.filter((row) => Number(row.reltuples) >= 0).map((row) => [row.name, Number(row.reltuples)]));
+}

@@ -128,12 +128,36 @@ export interface ClientOptions {
   readonly applicationName?: string;
 }
 
+/**
+ * The tool's own session limits (README "Session limits"). They are sent in the startup packet, which
+ * PostgreSQL ranks above `ALTER ROLE … SET` and `ALTER DATABASE … SET`: a role-level statement_timeout
+ * shorter than one batch no longer cancels the batch. statement_timeout: 30 minutes (a Lambda lives 15;
+ * no statement of ours usefully runs longer); lock_timeout: 2 minutes (a blocked lock fails with the
+ * retryable 55P03 instead of hanging). TRACETRACK_STATEMENT_TIMEOUT_MS / TRACETRACK_LOCK_TIMEOUT_MS
+ * change them (0 = no limit).
+ */
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 30 * 60 * 1000;
+export const DEFAULT_LOCK_TIMEOUT_MS = 2 * 60 * 1000;
+
+export function resolveSessionLimits(env: NodeJS.ProcessEnv = process.env): { statementTimeoutMs: number; lockTimeoutMs: number } {
+  const read = (name: string, def: number) => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return def;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 0) throw new ConnectionConfigError(`${name} must be a whole number of milliseconds ≥ 0 (got "${raw}").`);
+    return n;
+  };
+  return { statementTimeoutMs: read('TRACETRACK_STATEMENT_TIMEOUT_MS', DEFAULT_STATEMENT_TIMEOUT_MS), lockTimeoutMs: read('TRACETRACK_LOCK_TIMEOUT_MS', DEFAULT_LOCK_TIMEOUT_MS) };
+}
+
 export async function connect(config: DatabaseConfig, options: ClientOptions = {}): Promise<pg.Client> {
   // row_security=off (as pg_dump does): a read that a row-level security policy would filter fails
   // instead, so no query of the migration ever sees part of a table without saying so.
   const startup = ['-c TimeZone=UTC', '-c DateStyle=ISO', '-c row_security=off'];
-  if (options.statementTimeoutMs) startup.push(`-c statement_timeout=${Math.floor(options.statementTimeoutMs)}`);
-  if (options.lockTimeoutMs) startup.push(`-c lock_timeout=${Math.floor(options.lockTimeoutMs)}`);
+  const limits = resolveSessionLimits();
+  // Always sent, 0 included: the role's own setting must not apply to our sessions.
+  startup.push(`-c statement_timeout=${Math.floor(options.statementTimeoutMs ?? limits.statementTimeoutMs)}`);
+  startup.push(`-c lock_timeout=${Math.floor(options.lockTimeoutMs ?? limits.lockTimeoutMs)}`);
   const client = new pg.Client({
     host: config.host,
     port: config.port,
@@ -168,7 +192,9 @@ export async function withClient<T>(
   } catch (err) {
     // Anything the driver throws mid-task (a terminated connection between batches, say) becomes a
     // named error, so Step Functions retries what is transient and fails fast on the rest.
-    throw toMigrationError(err, `Working on ${describeDatabase(config)}`, config);
+    const e = toMigrationError(err, `Working on ${describeDatabase(config)}`, config);
+    if (sqlStateOf(err) === '57014') await explainCancellation(client, e, options.statementTimeoutMs ?? resolveSessionLimits().statementTimeoutMs);
+    throw e;
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -210,6 +236,39 @@ export function isTransientDatabaseError(err: unknown): boolean {
   return /Connection terminated|connection .* closed|Client has encountered a connection error/i.test(e.message ?? '');
 }
 
+/** The SQLSTATE of a driver error, also when it is the cause of one of our errors. */
+export function sqlStateOf(err: unknown): string | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) return e.code;
+  }
+  return undefined;
+}
+
+/**
+ * A statement cancelled by the server (57014): the message names the session's statement_timeout and
+ * the role's own setting, so the operator knows which one fired and what to change.
+ */
+async function explainCancellation(client: pg.Client, e: MigrationError, sessionMs: number): Promise<void> {
+  try {
+    // This query must not be cancelled in turn.
+    await client.query('SET statement_timeout = 0');
+    const r = await client.query(
+      `SELECT current_user AS role,
+              (SELECT string_agg(cfg, ', ') FROM pg_db_role_setting s, unnest(s.setconfig) cfg
+                WHERE s.setrole = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND cfg LIKE 'statement_timeout=%') AS role_setting`,
+    );
+    const { role, role_setting: roleSetting } = r.rows[0];
+    const session = sessionMs === 0 ? '0 (none)' : `${sessionMs}ms`;
+    e.message +=
+      `\nThe server cancelled the statement. This session ran with statement_timeout = ${session} (tracetrack-migrate sets its own, ` +
+      `TRACETRACK_STATEMENT_TIMEOUT_MS, default ${DEFAULT_STATEMENT_TIMEOUT_MS / 60000} min, over the role's); role "${role}" has ` +
+      `${roleSetting ? `${roleSetting} (ALTER ROLE … SET)` : 'no statement_timeout of its own'}. ` +
+      `Raise TRACETRACK_STATEMENT_TIMEOUT_MS (or 0 for none), or if another session cancelled it (pg_cancel_backend), just rerun with the same --run-id.`;
+  } catch {
+    // the connection is gone: the message stays as it is
+  }
+}
+
 /** Strips anything that could be a secret from a driver message. */
 export function scrubMessage(message: string, config?: DatabaseConfig): string {
   let out = message.replace(/postgres(ql)?:\/\/[^\s]+/g, (m) => redactUrl(m));
@@ -228,6 +287,15 @@ export function toMigrationError(err: unknown, doing: string, config?: DatabaseC
   }
   if (e?.code === 'ENOTFOUND') {
     return new ConnectionConfigError(`${doing}: host not found${code}. Check the host name in the URL or secret.`, { cause: err });
+  }
+  if (e?.code === '25006') {
+    return new PermissionError(
+      `${doing} was refused${code}: ${detail}. The role runs read-only transactions (default_transaction_read_only is on for it, ` +
+        `or the server is a read replica), but a migration writes its target schema. Use a role that may write ` +
+        `(ALTER ROLE <role> SET default_transaction_read_only = off), or keep the read-only role for --source and pass --target ` +
+        `with a writable database; then rerun.`,
+      { cause: err },
+    );
   }
   if (e?.code && PERMISSION_SQLSTATES.has(e.code)) {
     return new PermissionError(`${doing} was refused${code}: ${detail}. Grant the privilege to the migration role (see README "Privileges") and rerun.`, { cause: err });

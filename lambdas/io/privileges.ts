@@ -67,6 +67,16 @@ async function largestFirst(client: pg.ClientBase, schema: string, tables: strin
 }
 
 export async function assertTargetWritable(client: pg.ClientBase, schema: string): Promise<void> {
+  const ro = await client.query(`SELECT current_setting('transaction_read_only') = 'on' AS read_only, pg_is_in_recovery() AS replica, current_user AS role`);
+  if (ro.rows[0].read_only) {
+    const { role, replica } = ro.rows[0];
+    throw new PermissionError(
+      replica
+        ? `The target database is a read replica (hot standby): nothing can be written there. Pass --target (or TARGET_SECRET_ARN) with the primary; the replica can stay the --source. Then rerun.`
+        : `Role "${role}" runs read-only transactions (default_transaction_read_only is on for it), but a migration writes its target schema "${schema}". ` +
+          `Use a role that may write (ALTER ROLE ${escapeIdentifier(role)} SET default_transaction_read_only = off), or keep this role for --source only and pass --target with a writable role; then rerun.`,
+    );
+  }
   const r = await client.query(
     `SELECT has_database_privilege(current_user, current_database(), 'CREATE') AS db_create,
             (SELECT has_schema_privilege(current_user, n.oid, 'CREATE') FROM pg_namespace n WHERE n.nspname = $1) AS schema_create`,

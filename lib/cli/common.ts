@@ -22,6 +22,11 @@ export interface CliContext {
   readonly cwd: string;
   /** Cleanups run when the process is interrupted (the command's own `finally` runs them otherwise). */
   readonly cleanups: CleanupStack;
+  /**
+   * Resolves at the next Ctrl-C / SIGTERM; while a command waits on it, the signal ends the wait instead
+   * of interrupting the command (`run --demo --keep`). Absent: the command cannot wait.
+   */
+  readonly untilInterrupted?: () => Promise<NodeJS.Signals>;
 }
 
 /** A command refuses its arguments: exit 2 with the message. */

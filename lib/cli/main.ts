@@ -1,8 +1,10 @@
 import { MigrationError } from '../../lambdas/core/errors';
+import { abandonCommand, ABANDON_USAGE } from './abandon';
 import { analyzeCommand, ANALYZE_USAGE } from './analyze';
 import { AWS_USAGE, redriveCommand, startCommand, statusCommand } from './aws';
 import { CliUsageError, EXIT, scrubText, urlSecrets, type CliContext } from './common';
 import { cutoverCommand, CUTOVER_USAGE } from './cutover';
+import { rejectsCommand, REJECTS_USAGE } from './rejects';
 import { restoreCommand, RESTORE_USAGE } from './restore';
 import { runCommand, RUN_USAGE } from './run';
 
@@ -11,6 +13,8 @@ export const USAGE = `Usage:
   ${ANALYZE_USAGE}
   ${RESTORE_USAGE}
   ${CUTOVER_USAGE}
+  ${ABANDON_USAGE}
+  ${REJECTS_USAGE}
 ${AWS_USAGE.split('\n').map((l) => `  ${l}`).join('\n')}
 
 Exit status: 0 success; 1 the run/execution failed (step, error and what to do next on stderr);
@@ -26,6 +30,8 @@ const COMMANDS: Record<string, Command> = {
   restore: restoreCommand,
   cutover: (args, ctx) => cutoverCommand('cutover', args, ctx),
   rollback: (args, ctx) => cutoverCommand('rollback', args, ctx),
+  abandon: abandonCommand,
+  rejects: rejectsCommand,
   start: (args, ctx) => startCommand(args, ctx),
   status: (args, ctx) => statusCommand(args, ctx),
   redrive: (args, ctx) => redriveCommand(args, ctx),

@@ -1,11 +1,11 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Readiness } from '../../lambdas/core/verify';
 import * as path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { parseMappingFile } from '../../lambdas/core/mapping-file';
 import type { ExecutionInput, ReportResult } from '../../lambdas/core/contract';
 import { assertRunId } from '../../lambdas/core/backup-manifest';
-import { newRunId } from '../../lambdas/engine/runs';
+import { markRunFailed, newRunId } from '../../lambdas/engine/runs';
 import { readObjectText, sseParams, toStorageError } from '../../lambdas/io/backup';
 import { parseDatabaseUrl, redactUrl, withClient } from '../../lambdas/io/pg';
 import { seedLegacyShapeA } from '../runner/demo-seed';
@@ -14,6 +14,8 @@ import { runLocalWorkflow, type LocalRunTrace } from '../runner/local-run';
 import { createProgress } from '../runner/progress';
 import type { LocalExecutionFailedError } from '../runner/state-machine';
 import { withBackupStore, type BackupStore, type BackupStoreFlags } from './backup-store';
+import { writeRejectsFromObject } from './rejects';
+import { describeIoCode, LocalFileError } from './local-file-error';
 import {
   CliUsageError,
   EXIT,
@@ -32,7 +34,8 @@ import {
 
 export const RUN_USAGE = `tracetrack-migrate run [--source URL] [--target URL] [--source-schema public] [--target-schema tracetrack]
                        [--backup-dir DIR | --bucket NAME [--s3-endpoint URL] [--kms-key-id KEY] [--allow-unencrypted-bucket]] [--batch-size N]
-                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--report FILE] [--cutover] [--legacy-json-backup] [--recompute-summaries] [--demo [--scale N]]`;
+                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--retry-rejects] [--report FILE] [--cutover] [--legacy-json-backup]
+                       [--recompute-summaries] [--demo [--scale N] [--keep]]`;
 
 /** A few thousand bags: the demo finishes in seconds. */
 export const DEFAULT_DEMO_SCALE = 0.005;
@@ -52,12 +55,14 @@ const OPTIONS = {
   mapping: { type: 'string' },
   'skip-table': { type: 'string', multiple: true },
   'run-id': { type: 'string' },
+  'retry-rejects': { type: 'boolean' },
   report: { type: 'string' },
   cutover: { type: 'boolean' },
   'legacy-json-backup': { type: 'boolean' },
   'recompute-summaries': { type: 'boolean' },
   demo: { type: 'boolean' },
   scale: { type: 'string' },
+  keep: { type: 'boolean' },
   'time-budget-ms': { type: 'string' },
 } as const;
 
@@ -66,6 +71,8 @@ export interface RunFlags {
   readonly targetUrl?: string;
   readonly demo: boolean;
   readonly scale: number;
+  /** --demo --keep: the embedded database stays up (its URL printed) until Ctrl-C. */
+  readonly keep: boolean;
   readonly input: ExecutionInput & { readonly runId: string };
   readonly mappingFile?: string;
   readonly reportFile?: string;
@@ -78,6 +85,7 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
   const v = parseCommandArgs('run', args, OPTIONS);
   const demo = v.demo === true;
   if (v.scale !== undefined && !demo) throw new CliUsageError('--scale only applies with --demo.');
+  if (v.keep && !demo) throw new CliUsageError('--keep only applies with --demo (it keeps the embedded database running).');
   if (demo && (v.source || v.target)) {
     throw new CliUsageError('--demo seeds and migrates its own embedded database; it does not take --source or --target.');
   }
@@ -87,6 +95,8 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
   }
   if (sourceUrl) parseDatabaseUrl(sourceUrl, 'source database URL');
   if (v.target) parseDatabaseUrl(v.target, 'target database URL');
+  if (v['retry-rejects'] && !v['run-id']) throw new CliUsageError('--retry-rejects needs --run-id ID: the run whose rejected rows are retried (tracetrack-migrate rejects names it).');
+  if (v['retry-rejects'] && demo) throw new CliUsageError('--retry-rejects needs the database of an earlier run; --demo starts a new one each time.');
   const runId = v['run-id'] ?? newRunId();
   try {
     assertRunId(runId);
@@ -102,11 +112,13 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
     ...(v.cutover ? { cutover: true } : {}),
     ...(v['legacy-json-backup'] ? { legacyJsonBackup: true } : {}),
     ...(v['recompute-summaries'] ? { recomputeSummaries: true } : {}),
+    ...(v['retry-rejects'] ? { retryRejects: true } : {}),
   };
   return {
     sourceUrl,
     targetUrl: v.target,
     demo,
+    keep: v.keep === true,
     scale: parsePositiveNumber(v.scale, '--scale') ?? DEFAULT_DEMO_SCALE,
     input,
     mappingFile: v.mapping,
@@ -137,6 +149,7 @@ function readMappingFile(file: string, cwd: string): string {
 
 export async function runCommand(args: string[], ctx: CliContext): Promise<number> {
   const flags = resolveRunFlags(args, ctx.env);
+  if (flags.reportFile) assertWritableDirectory(path.dirname(path.resolve(ctx.cwd, flags.reportFile)), '--report');
   const mappingText = flags.mappingFile ? readMappingFile(flags.mappingFile, ctx.cwd) : undefined;
   if (!flags.demo) return runAgainst(ctx, flags, flags.sourceUrl!, flags.targetUrl ?? flags.sourceUrl!, mappingText);
 
@@ -165,6 +178,15 @@ export async function runCommand(args: string[], ctx: CliContext): Promise<numbe
       );
       const code = await runAgainst(ctx, flags, url, url, mappingText);
       ctx.stdout(`Demo: finished in ${((Date.now() - started) / 1000).toFixed(1)} s.\n`);
+      if (flags.keep && ctx.untilInterrupted) {
+        // A local throwaway database: its URL (password included) is what the newcomer needs to look inside.
+        ctx.stdout(
+          `Demo: the embedded PostgreSQL keeps running. Connect with:\n  psql '${url}'\n` +
+            `  (the migrated tables are in schema "${flags.input.targetSchema ?? 'tracetrack'}", the legacy ones in "public"; ` +
+            `tracetrack-migrate rejects --target '${url}' lists the rejected rows)\nPress Ctrl-C to stop it.\n`,
+        );
+        await ctx.untilInterrupted();
+      }
       return code;
     },
   );
@@ -202,7 +224,10 @@ async function runAgainst(ctx: CliContext, flags: RunFlags, sourceUrl: string, t
       executionName: runId,
       progress,
     });
-    if (!outcome.ok) return reportFailure(ctx, flags, store, outcome.failure, outcome.trace, secrets);
+    if (!outcome.ok) {
+      await recordFailure(targetUrl, input.targetSchema ?? 'tracetrack', runId, outcome.failure, outcome.trace, secrets);
+      return reportFailure(ctx, flags, store, outcome.failure, outcome.trace, secrets);
+    }
     return reportSuccess(ctx, flags, store, outcome.output, outcome.trace);
   });
 }
@@ -217,13 +242,62 @@ async function reportSuccess(ctx: CliContext, flags: RunFlags, store: BackupStor
   ctx.stdout(`Peak memory of this process: ${Math.round(process.resourceUsage().maxRSS / 1024)} MB\n`);
   ctx.stdout(`Backup: ${store.describe(`runs/${output.runId}/backup/`)}\n`);
   ctx.stdout(`Report: ${store.describe(output.reportKey)}\n`);
+  const htmlKey = output.reportKey.replace(/\.json$/, '.html');
+  ctx.stdout(`Report (HTML): ${store.describe(htmlKey)}\n`);
   if (flags.reportFile) {
     const file = path.resolve(ctx.cwd, flags.reportFile);
-    writeFileSync(file, reportText ?? JSON.stringify({ runId: output.runId, status: output.status, tables: output.tables }, null, 2), { mode: 0o600 });
+    writeLocalFile(file, reportText ?? JSON.stringify({ runId: output.runId, status: output.status, tables: output.tables }, null, 2));
     ctx.stdout(`Report written to ${flags.reportFile}\n`);
+    const html = await readObjectText(store.s3, store.bucket, htmlKey);
+    if (html !== null) {
+      const htmlFile = htmlFileFor(file);
+      writeLocalFile(htmlFile, html);
+      ctx.stdout(`Report (HTML) written to ${path.relative(ctx.cwd, htmlFile) || htmlFile}\n`);
+    }
   }
+  if (flags.demo) await writeDemoFiles(ctx, store, output.runId, htmlKey);
   if (flags.input.cutover) ctx.stdout(`Cut over: the new tables are in the application schema; undo with: tracetrack-migrate rollback --run-id ${output.runId}\n`);
   return output.status === 'completed' || report?.status === 'completed' ? EXIT.ok : EXIT.failed;
+}
+
+/** Refuses, before anything starts, a --report whose directory cannot take the file. */
+function assertWritableDirectory(dir: string, flag: string): void {
+  try {
+    accessSync(dir, fsConstants.W_OK);
+  } catch (err) {
+    throw new CliUsageError(`${flag}: cannot write into ${dir}: ${describeIoCode((err as NodeJS.ErrnoException).code, (err as Error).message)}.`);
+  }
+}
+
+/** `--report out.json` → `out.html` beside it; any other name gets `.html` appended. */
+export function htmlFileFor(reportFile: string): string {
+  return reportFile.endsWith('.json') ? `${reportFile.slice(0, -'.json'.length)}.html` : `${reportFile}.html`;
+}
+
+/** The demo's report and rejects as ordinary files a newcomer can open: `<backup dir>/../reports/<run>/`. */
+async function writeDemoFiles(ctx: CliContext, store: BackupStore, runId: string, htmlKey: string): Promise<void> {
+  const base = store.directory ? path.dirname(store.directory) : path.resolve(ctx.cwd, '.tracetrack');
+  const dir = path.join(base, 'reports', runId);
+  // The rejected rows are source data (secret columns stripped): owner only, like the backups.
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const html = await readObjectText(store.s3, store.bucket, htmlKey);
+  const htmlFile = path.join(dir, 'report.html');
+  if (html !== null) writeLocalFile(htmlFile, html);
+  const rejectsFile = path.join(dir, 'rejects.csv');
+  const chunks: string[] = [];
+  const n = await writeRejectsFromObject(store.s3, store.bucket, runId, {}, 'csv', (t) => chunks.push(t));
+  writeLocalFile(rejectsFile, chunks.join(''));
+  ctx.stdout(`\nOpen the report in a browser: ${htmlFile}\n`);
+  ctx.stdout(`Rejected rows (${n}, CSV, no secret columns): ${rejectsFile}\n`);
+}
+
+/** Writes a file for the operator (mode 0600); a local I/O failure names the path. */
+function writeLocalFile(file: string, text: string): void {
+  try {
+    writeFileSync(file, text, { mode: 0o600 });
+  } catch (err) {
+    throw new LocalFileError(file, 'write', err);
+  }
 }
 
 /** The application readiness report (shown before any cutover): who cannot log in, what lost a link. Never a hash. */
@@ -242,7 +316,7 @@ export function renderReadiness(r: Readiness): string {
 }
 
 /** What to do after a failure, by the error's name (the state machine's vocabulary). */
-export function nextStep(error: string, runId: string): string {
+export function nextStep(error: string, runId: string, message = ''): string {
   const resume = `rerun with --run-id ${runId} to resume (finished steps and batches are skipped)`;
   switch (error) {
     case 'PlanError':
@@ -250,20 +324,39 @@ export function nextStep(error: string, runId: string): string {
     case 'MappingError':
       return `Fix the mapping file; then ${resume}.`;
     case 'PermissionError':
-      return `Grant the missing privilege to the migration role; then ${resume}.`;
+      return `Run the GRANT / ALTER the message above names (or use a role that has it); then ${resume}.`;
     case 'ConnectionConfigError':
       return `Check the database URL (host, port, user, password, database); then ${resume}.`;
-    case 'LeaseHeldError':
-      return `Another run holds the target's lease: wait for it to finish, or ${resume} if it is that run.`;
+    case 'LeaseHeldError': {
+      // The run to resume or abandon is the one holding the lease (named first in the message), not this one.
+      const holder = /^Run (\S+) holds/.exec(message)?.[1];
+      return holder
+        ? `Run ${holder} holds the target's lease: wait for it if it is still going; otherwise resume it with --run-id ${holder}, or release it with tracetrack-migrate abandon --target <URL> --run-id ${holder} and start this run again.`
+        : `Another run holds the target's lease: wait for it to finish, or resume that run with its --run-id.`;
+    }
     case 'CutoverError':
       return `See the message above (e.g. roll back the earlier run with: tracetrack-migrate rollback --run-id <id>).`;
     case 'VerificationFailedError':
       return `Nothing was cut over. Investigate the differences listed above; then ${resume}.`;
     case 'InputError':
       return `Fix the arguments; then ${resume}.`;
+    case 'LocalStorageError':
+      return `Free space in (or fix the permissions of) the directory named above — the run's backup and objects so far are there, so keep the same --backup-dir; then ${resume}.`;
     default:
       return `Fix the cause above; then ${resume}.`;
   }
+}
+
+/**
+ * The run is recorded as failed: it keeps everything it did (resume it with its --run-id), but its
+ * lease no longer blocks the next run the failure message suggests. Best effort: the database may be
+ * what failed.
+ */
+async function recordFailure(targetUrl: string, targetSchema: string, runId: string, failure: LocalExecutionFailedError, trace: LocalRunTrace, secrets: string[]): Promise<void> {
+  const step = failure.state ?? trace.lastTask ?? 'unknown';
+  await withClient(parseDatabaseUrl(targetUrl), (c) =>
+    markRunFailed(c, targetSchema, runId, { step, error: failure.error, message: scrubText(failure.causeMessage, secrets).slice(0, 2000) }),
+  ).catch(() => undefined);
 }
 
 function reportFailure(
@@ -278,7 +371,7 @@ function reportFailure(
   const state = failure.state ?? trace.lastTask ?? 'unknown step';
   const message = scrubText(failure.causeMessage, secrets);
   ctx.stderr(`\nRun ${runId} failed in step ${state} with ${failure.error}:\n${message}\n`);
-  ctx.stderr(`Next: ${nextStep(failure.error, runId)}\n`);
+  ctx.stderr(`Next: ${nextStep(failure.error, runId, message)}\n`);
   ctx.stderr(`Backups and plan so far: ${store.describe(`runs/${runId}/`)}\n`);
   if (flags.reportFile) {
     const failed = { runId, status: 'failed', failedStep: state, error: failure.error, message, steps: trace.steps, backups: trace.backups };

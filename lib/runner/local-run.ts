@@ -6,6 +6,9 @@ import * as path from 'node:path';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
 import { ENV, HANDLER_MODULES, TASK_STATES, type ExecutionInput, type ReportResult, type TaskKey } from '../../lambdas/core/contract';
 import { resetRuntime } from '../../lambdas/io/runtime';
+import { readRun } from '../../lambdas/engine/runs';
+import { readRowEstimates } from '../../lambdas/io/catalog';
+import { parseDatabaseUrl, withClient } from '../../lambdas/io/pg';
 import { silentProgress, type ProgressSink } from './progress';
 import { LocalExecutionFailedError, runLocally, type LocalTaskHandler } from './state-machine';
 
@@ -174,6 +177,45 @@ function captureConsole(progress: ProgressSink): () => void {
   };
 }
 
+/**
+ * The catalog's row estimates, for done/total, percentage and time left in the progress lines: source
+ * tables after Preflight (backup lines), the plan's sources per migration step after Analyse. Best
+ * effort: without them the lines show rows and rate only.
+ */
+class RowEstimates {
+  private run: { runId: string; sourceSchema: string; targetSchema: string; crossDatabase: boolean } | null = null;
+
+  constructor(private readonly options: LocalRunOptions, private readonly progress: ProgressSink) {}
+
+  /** Called with every task's result: Preflight names the run, Analyse wrote the plan. */
+  async observe(state: string, result: Record<string, unknown>): Promise<void> {
+    if (state === TASK_STATES.preflight) await this.afterPreflight(result);
+    if (state === TASK_STATES.analyse) await this.afterAnalyse();
+  }
+
+  private async afterPreflight(result: Record<string, unknown>): Promise<void> {
+    if (!this.progress.expect) return;
+    this.run = result.run as RowEstimates['run'];
+    if (!this.run) return;
+    const { sourceSchema } = this.run;
+    const rows = await withClient(parseDatabaseUrl(this.options.sourceUrl), (c) => readRowEstimates(c, sourceSchema)).catch(() => ({}) as Record<string, number>);
+    for (const [table, n] of Object.entries(rows)) this.progress.expect(`backup ${table}`, n);
+  }
+
+  private async afterAnalyse(): Promise<void> {
+    if (!this.progress.expect || !this.run) return;
+    const { runId, targetSchema } = this.run;
+    const plan = await withClient(parseDatabaseUrl(this.options.targetUrl ?? this.options.sourceUrl), async (c) => (await readRun(c, targetSchema, runId))?.plan ?? null).catch(() => null);
+    if (!plan) return;
+    for (const t of plan.tables) {
+      // Derived links have no estimate of their own (bags with a parent): such a step shows rows and rate only.
+      if (t.derivedLinks.length || t.sources.some((s) => s.rowEstimate < 0)) continue;
+      const total = t.sources.reduce((a, s) => a + s.rowEstimate, 0);
+      if (total > 0) this.progress.expect(`migrate ${t.target}`, total);
+    }
+  }
+}
+
 /** Runs the whole workflow locally; resolves with the Report task's output or the failure (never throws for a failed execution). */
 export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalRunOutcome> {
   const progress = options.progress ?? silentProgress;
@@ -182,6 +224,7 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
   const trace: { -readonly [K in keyof LocalRunTrace]: LocalRunTrace[K] } = { steps: [], backups: {}, seconds: 0 };
   const handlers = loadTaskHandlers();
 
+  const estimates = new RowEstimates(options, progress);
   const bound: Record<string, LocalTaskHandler> = {};
   for (const [state, handler] of Object.entries(handlers)) {
     bound[state] = (async (event: Record<string, unknown>) => {
@@ -191,6 +234,7 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
       const t0 = Date.now();
       const result = (await handler(event)) as Record<string, unknown>;
       const seconds = (Date.now() - t0) / 1000;
+      await estimates.observe(state, result);
       if (state === TASK_STATES.backupTable) {
         const table = String(result.table);
         trace.backups[table] = Number(result.rows);
@@ -212,8 +256,9 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
         s.seconds += seconds;
         const key = `migrate ${step}`;
         const extra = s.rejected ? `${s.rejected} rejected` : undefined;
-        if (result.done) progress.finish(key, s.migrated, extra);
-        else progress.update(key, s.migrated, extra);
+        // Rows read (migrated + rejected), against the source rows the catalog estimates.
+        if (result.done) progress.finish(key, s.migrated + s.rejected, extra);
+        else progress.update(key, s.migrated + s.rejected, extra);
       } else if (state !== TASK_STATES.preflight) {
         progress.log(`${state} done (${seconds.toFixed(1)} s)`);
       }

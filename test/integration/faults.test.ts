@@ -303,7 +303,7 @@ describe('faults', () => {
     const started = Date.now();
     await expect(preflightTask({ input: { runId: 'second-run' } }, d)).rejects.toMatchObject({
       name: 'LeaseHeldError',
-      message: expect.stringMatching(/Run first-run is migrating[\s\S]*--run-id first-run/),
+      message: expect.stringMatching(/Run first-run holds the lease of schema "tracetrack" \(state running[\s\S]*--run-id first-run/),
     });
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(await Promise.race([firstDone, sleep(0).then(() => false)])).toBe(false);

@@ -89,7 +89,7 @@ describe('workflow tasks on a real PostgreSQL and local S3', () => {
     const { run } = await preflightTask({ input: { runId: 'first' } }, d);
     await expect(preflightTask({ input: { runId: 'second' } }, d)).rejects.toMatchObject({
       name: 'LeaseHeldError',
-      message: expect.stringContaining('Run first is migrating'),
+      message: expect.stringContaining('Run first holds the lease of schema "tracetrack" (state running'),
     });
     // The first run resumes (same id) and completes; then the second may start.
     const analysis = await analyseTask({ run }, d);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CleanupStack, scrubText, urlSecrets } from '../../lib/cli/common';
 import { nextStep, renderSummary, resolveRunFlags } from '../../lib/cli/run';
-import { createProgress, formatRate } from '../../lib/runner/progress';
+import { createProgress, formatDuration, formatRate, renderProgressLine } from '../../lib/runner/progress';
 
 describe('progress', () => {
   function sink(tty: boolean) {
@@ -30,6 +30,44 @@ describe('progress', () => {
     p.log('Analyse done');
     p.close();
     expect(out()).toBe('backup user: 10 rows, 20 rows/s, 0.5 s\nAnalyse done\n');
+  });
+
+  it('with the catalog\'s estimate: done/total, percentage and time left, in place on a TTY; the finished line has the exact count', () => {
+    const { p, out, tick } = sink(true);
+    p.start('migrate scan');
+    p.expect!('migrate scan', 60_000);
+    tick(2000);
+    p.update('migrate scan', 15_000);
+    tick(2000);
+    p.update('migrate scan', 30_000, '4 rejected');
+    p.finish('migrate scan', 60_006);
+    expect(out()).toBe(
+      'migrate scan: 15,000 / 60,000 rows (25.0 %), 7500 rows/s, 2.0 s, about 6 s left' +
+        '\r\x1b[2Kmigrate scan: 30,000 / 60,000 rows (50.0 %), 7500 rows/s, 4.0 s, about 4 s left (4 rejected)' +
+        '\r\x1b[2Kmigrate scan: 60,006 rows, 15k rows/s, 4.0 s done\n',
+    );
+  });
+
+  it('plain lines elsewhere, each with its percentage; past a stale estimate the line says so instead of a percentage', () => {
+    const { p, out, tick } = sink(false);
+    p.start('backup bag');
+    p.expect!('backup bag', 1000);
+    tick(1000);
+    p.update('backup bag', 400);
+    tick(1000);
+    p.update('backup bag', 1500);
+    expect(out()).toBe('backup bag: 400 / 1,000 rows (40.0 %), 400 rows/s, 1.0 s, about 2 s left\nbackup bag: 1,500 rows (estimated 1,000), 750 rows/s, 2.0 s\n');
+  });
+
+  it.each([
+    [0.2, '1 s'],
+    [42, '42 s'],
+    [125, '2 min 5 s'],
+    [7260, '2 h 1 min'],
+  ])('formatDuration(%d) → %s', (s, want) => expect(formatDuration(s)).toBe(want));
+
+  it('without an estimate, the line is as before', () => {
+    expect(renderProgressLine('migrate bag', 1000, 1)).toBe('migrate bag: 1,000 rows, 1000 rows/s, 1.0 s');
   });
 
   it.each([

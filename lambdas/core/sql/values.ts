@@ -15,6 +15,12 @@ export interface MappingContext {
   readonly offsets: Readonly<Record<string, number>>;
   /** `load`: self references taken as they are (fixed after the table is complete); `checksum`: resolved. */
   readonly mode: 'load' | 'checksum';
+  /**
+   * `load` only: resolve self references against the target now (a missing row → NULL) instead of after
+   * the table; a retry of rejected rows (lambdas/engine/retry-rejects.ts) inserts into a table that
+   * already has its foreign keys.
+   */
+  readonly resolveSelfRefs?: boolean;
   /** The run's migration time (UTC, ISO without zone): replaces missing timestamps. */
   readonly runTime: string;
 }
