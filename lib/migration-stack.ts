@@ -195,7 +195,31 @@ export class MigrationStack extends Stack {
     const backupPrefix = props.backupPrefix ?? '';
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_YEAR;
 
-    this.key = new kms.Key(this, 'BackupKey', {
+    const storage = this.createStorage(props);
+    this.key = storage.key;
+    this.bucket = storage.bucket;
+
+    const functions = this.createFunctions(props, backupPrefix, logRetention);
+    this.functions = functions;
+
+    this.workflow = new MigrationWorkflow(this, 'Workflow', { functions });
+    this.stateMachine = this.createStateMachine(props, logRetention);
+    this.acknowledgeStateMachineFindings();
+
+    this.alarmTopic = this.createFailureNotifications(props);
+
+    new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });
+    new CfnOutput(this, 'AlarmTopicArn', { value: this.alarmTopic.topicArn });
+
+    if (props.vpcId === undefined) {
+      Annotations.of(this).addInfo('No vpcId given: the functions run outside a VPC and reach the database over the internet.');
+    }
+  }
+
+  /** The backup key, the access-log bucket and the backup bucket (versioned, KMS, TLS only, kept after the stack). */
+  private createStorage(props: MigrationStackProps): { key: kms.Key; bucket: s3.Bucket } {
+    const key = new kms.Key(this, 'BackupKey', {
       description: 'TraceTrack migration: backups and workflow data',
       enableKeyRotation: true,
       removalPolicy: RemovalPolicy.RETAIN,
@@ -210,9 +234,9 @@ export class MigrationStack extends Stack {
       lifecycleRules: [{ id: 'expire-access-logs', expiration: Duration.days(365) }],
       removalPolicy: RemovalPolicy.RETAIN,
     });
-    this.bucket = new s3.Bucket(this, 'BackupBucket', {
+    const bucket = new s3.Bucket(this, 'BackupBucket', {
       encryption: s3.BucketEncryption.KMS,
-      encryptionKey: this.key,
+      encryptionKey: key,
       bucketKeyEnabled: true,
       versioned: true,
       enforceSSL: true,
@@ -230,7 +254,11 @@ export class MigrationStack extends Stack {
       // Backups outlive the stack: they are what a rollback restores from.
       removalPolicy: RemovalPolicy.RETAIN,
     });
+    return { key, bucket };
+  }
 
+  /** One function per task, each with its own role, log group and only the grants its task needs. */
+  private createFunctions(props: MigrationStackProps, backupPrefix: string, logRetention: logs.RetentionDays): Record<TaskKey, nodejs.NodejsFunction> {
     const secrets: Record<SecretAccess, secretsmanager.ISecret> = {
       source: importSecret(this, 'SourceSecret', props.sourceSecretArn),
       target: importSecret(this, 'TargetSecret', props.targetSecretArn ?? props.sourceSecretArn),
@@ -290,10 +318,11 @@ export class MigrationStack extends Stack {
       this.acknowledgeFunctionFindings(fn, role, spec, backupPrefix, placement.vpc !== undefined);
       functions[key] = fn;
     }
-    this.functions = functions;
+    return functions;
+  }
 
-    this.workflow = new MigrationWorkflow(this, 'Workflow', { functions });
-    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+  private createStateMachine(props: MigrationStackProps, logRetention: logs.RetentionDays): sfn.StateMachine {
+    return new sfn.StateMachine(this, 'StateMachine', {
       stateMachineName: props.stateMachineName,
       stateMachineType: sfn.StateMachineType.STANDARD,
       definitionBody: sfn.DefinitionBody.fromChainable(this.workflow.definition),
@@ -309,9 +338,10 @@ export class MigrationStack extends Stack {
         includeExecutionData: true,
       },
     });
+  }
 
-    this.acknowledgeStateMachineFindings();
-
+  /** Failed, timed-out or aborted executions → an SNS topic (e-mail when notifyEmail is set). */
+  private createFailureNotifications(props: MigrationStackProps): sns.Topic {
     // A separate key: EventBridge must be able to use it, and must not be able to read backups.
     const notificationKey = new kms.Key(this, 'NotificationKey', {
       description: 'TraceTrack migration: failure notifications',
@@ -325,12 +355,12 @@ export class MigrationStack extends Stack {
         conditions: { StringEquals: { 'aws:SourceAccount': this.account } },
       }),
     );
-    this.alarmTopic = new sns.Topic(this, 'ExecutionFailedTopic', {
+    const topic = new sns.Topic(this, 'ExecutionFailedTopic', {
       displayName: 'TraceTrack migration failed',
       masterKey: notificationKey,
       enforceSSL: true,
     });
-    if (props.notifyEmail) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.notifyEmail));
+    if (props.notifyEmail) topic.addSubscription(new subscriptions.EmailSubscription(props.notifyEmail));
     new events.Rule(this, 'ExecutionFailedRule', {
       description: 'A TraceTrack migration execution failed, timed out or was aborted',
       eventPattern: {
@@ -341,16 +371,9 @@ export class MigrationStack extends Stack {
           stateMachineArn: [this.stateMachine.stateMachineArn],
         },
       },
-      targets: [new targets.SnsTopic(this.alarmTopic)],
+      targets: [new targets.SnsTopic(topic)],
     });
-
-    new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
-    new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName });
-    new CfnOutput(this, 'AlarmTopicArn', { value: this.alarmTopic.topicArn });
-
-    if (props.vpcId === undefined) {
-      Annotations.of(this).addInfo('No vpcId given: the functions run outside a VPC and reach the database over the internet.');
-    }
+    return topic;
   }
 
   /**

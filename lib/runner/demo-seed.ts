@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { hashPasswords } from '../../lambdas/io/password';
+import { escapeIdentifier } from '../../lambdas/core/sql/ident';
 
 /**
  * A realistic shape-A legacy TraceTrack database (the column shape of test/fixtures/shape-a.sql),
@@ -67,7 +68,7 @@ function sizes(scale: number) {
   };
 }
 
-const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
 
 export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptions): Promise<SeedSummary> {
   const started = Date.now();
@@ -75,12 +76,44 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
     throw new RangeError(`seedLegacyShapeA: scale must be a positive number (got ${options.scale}).`);
   }
   const schema = options.schema ?? 'public';
-  const s = quoteIdent(schema);
+  const s = escapeIdentifier(schema);
   const n = sizes(options.scale);
   const parents = Math.ceil(n.bag / GROUP);
   const hashes = await hashPasswords(Array.from({ length: DISTINCT_HASHES }, () => DEMO_PASSWORD));
   const q = (text: string, values?: unknown[]) => client.query(text, values);
+  const c: SeedContext = { q, s, n, parents, hashes };
+  await createTables(c);
+  await seedUsers(c);
+  await seedBags(c);
+  await seedScans(c);
+  await seedBills(c);
+  await seedBillBags(c);
+  await finishTables(c);
+  const d = await countDirty(q, s);
+  return {
+    schema,
+    scale: options.scale,
+    rows: n,
+    dirty: {
+      duplicateQr: d.dup_qr!,
+      negativeWeight: d.neg_weight!,
+      orphanParent: d.orphan!,
+      duplicateEmail: d.dup_email!,
+      plaintextPassword: d.plaintext!,
+      missingCreatedAt: d.missing_ts!,
+    },
+    demoPassword: DEMO_PASSWORD,
+    elapsedMs: Date.now() - started,
+  };
+}
 
+type Query = (text: string, values?: unknown[]) => Promise<pg.QueryResult>;
+type SeedSizes = ReturnType<typeof sizes>;
+interface SeedContext { readonly q: Query; readonly s: string; readonly n: SeedSizes; readonly parents: number; readonly hashes: string[] }
+
+/** The five legacy tables of shape A, without keys (added after the load). */
+async function createTables(c: SeedContext): Promise<void> {
+  const { q, s } = c;
   await q(`CREATE SCHEMA IF NOT EXISTS ${s}`);
   await q(`
     CREATE TABLE ${s}."user" (
@@ -97,7 +130,10 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
       status varchar(20), user_id integer, created_at text);
     CREATE TABLE ${s}.bill_bag (
       id serial, bill_id integer, bag_id integer, created_at timestamp);`);
+}
 
+async function seedUsers(c: SeedContext): Promise<void> {
+  const { q, s, n, hashes } = c;
   // Users: id 1 is the admin; every 10th a biller; dirty: id ≡ 7 (mod 50) plaintext, ≡ 13 duplicate email.
   await q(
     `INSERT INTO ${s}."user" (id, name, email, password, role, area, created_at)
@@ -113,7 +149,10 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
        FROM generate_series(1, $1::int) g`,
     [n.user, hashes, DISTINCT_HASHES],
   );
+}
 
+async function seedBags(c: SeedContext): Promise<void> {
+  const { q, s, n } = c;
   // Bags: ids 1, 22, 43, … are parents; each child points at the first id of its group of 21.
   await q(
     `INSERT INTO ${s}.bag (id, qr_code, bag_name, children_count, parent_bag_id, owner_id, area, weight, status, created_at)
@@ -138,7 +177,10 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
                             g % ${DIRTY_MOD} = 200 AND (g - 1) % ${GROUP} NOT IN (0, 1) AS dup) k`,
     [n.bag, n.user],
   );
+}
 
+async function seedScans(c: SeedContext): Promise<void> {
+  const { q, s, n } = c;
   // Scans: a pseudo-random bag per scan; a child scan also names its group's parent.
   await q(
     `INSERT INTO ${s}.scan (id, created_at, parent_id, child_id, scanner_id)
@@ -151,7 +193,11 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
             LATERAL (SELECT 1 + ((g::bigint * 7919) % $2::int)::int AS b) k`,
     [n.scan, n.bag, n.user],
   );
+}
 
+/** Bills with text weights and text timestamps, as shape A has them. */
+async function seedBills(c: SeedContext): Promise<void> {
+  const { q, s, n } = c;
   await q(
     `INSERT INTO ${s}.bill (id, bill_id, description, bag_count, weight, status, user_id, created_at)
      SELECT g, format('BILL-%s', lpad(g::text, 6, '0')), format('Dispatch %s', g),
@@ -162,7 +208,10 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
        FROM generate_series(1, $1::int) g`,
     [n.bill, n.user],
   );
+}
 
+async function seedBillBags(c: SeedContext): Promise<void> {
+  const { q, s, n, parents } = c;
   // bill_bag: row i pairs bill (i-1) mod B with parent ((i-1) mod B + (i-1) div B) mod P: pairs are unique.
   await q(
     `INSERT INTO ${s}.bill_bag (id, bill_id, bag_id, created_at)
@@ -172,7 +221,11 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
        FROM generate_series(1, $1::int) g`,
     [n.bill_bag, n.bill, parents],
   );
+}
 
+/** Keys, indexes, sequences and statistics, after the load. */
+async function finishTables(c: SeedContext): Promise<void> {
+  const { q, s } = c;
   await q(`
     ALTER TABLE ${s}."user" ADD PRIMARY KEY (id);
     ALTER TABLE ${s}.bag ADD PRIMARY KEY (id);
@@ -193,7 +246,10 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
     ]);
   }
   await q(`ANALYZE ${s}."user", ${s}.bag, ${s}.scan, ${s}.bill, ${s}.bill_bag`);
+}
 
+/** The dirty rows the seed made, counted in the database. */
+async function countDirty(q: Query, s: string): Promise<Record<string, number>> {
   const { rows } = await q(
     `SELECT
        (SELECT count(*) FROM (SELECT 1 FROM ${s}.bag GROUP BY upper(btrim(qr_code)) HAVING count(*) > 1) d)::int AS dup_qr,
@@ -206,20 +262,5 @@ export async function seedLegacyShapeA(client: pg.ClientBase, options: SeedOptio
        ((SELECT count(*) FROM ${s}.bag WHERE created_at IS NULL)
          + (SELECT count(*) FROM ${s}.scan WHERE created_at IS NULL))::int AS missing_ts`,
   );
-  const d = rows[0] as Record<string, number>;
-  return {
-    schema,
-    scale: options.scale,
-    rows: n,
-    dirty: {
-      duplicateQr: d.dup_qr!,
-      negativeWeight: d.neg_weight!,
-      orphanParent: d.orphan!,
-      duplicateEmail: d.dup_email!,
-      plaintextPassword: d.plaintext!,
-      missingCreatedAt: d.missing_ts!,
-    },
-    demoPassword: DEMO_PASSWORD,
-    elapsedMs: Date.now() - started,
-  };
+  return rows[0] as Record<string, number>;
 }

@@ -216,6 +216,59 @@ class RowEstimates {
   }
 }
 
+/** What the local run shows and traces of one task's result: backup rows, migrate step totals, other tasks' durations. */
+function recordTaskResult(
+  run: { trace: { -readonly [K in keyof LocalRunTrace]: LocalRunTrace[K] }; stepMap: Map<string, StepSummary>; progress: ProgressSink },
+  state: string,
+  result: Record<string, unknown>,
+  seconds: number,
+): void {
+  const { trace, stepMap, progress } = run;
+  if (state === TASK_STATES.backupTable) {
+    const table = String(result.table);
+    trace.backups[table] = Number(result.rows);
+    const key = `backup ${table}`;
+    if (result.done) progress.finish(key, Number(result.rows));
+    else progress.update(key, Number(result.rows));
+  } else if (state === TASK_STATES.migrateStep) {
+    const step = String(result.step);
+    let s = stepMap.get(step);
+    if (!s) {
+      s = { step, migrated: 0, rejected: 0, batches: 0, invocations: 0, seconds: 0 };
+      stepMap.set(step, s);
+      trace.steps.push(s);
+    }
+    s.migrated += Number(result.migrated);
+    s.rejected += Number(result.rejected);
+    s.batches += Number(result.batches);
+    s.invocations++;
+    s.seconds += seconds;
+    const key = `migrate ${step}`;
+    const extra = s.rejected ? `${s.rejected} rejected` : undefined;
+    // Rows read (migrated + rejected), against the source rows the catalog estimates.
+    if (result.done) progress.finish(key, s.migrated + s.rejected, extra);
+    else progress.update(key, s.migrated + s.rejected, extra);
+  } else if (state !== TASK_STATES.preflight) {
+    progress.log(`${state} done (${seconds.toFixed(1)} s)`);
+  }
+}
+
+/** The handlers' environment for a local run (restored afterwards). */
+function localEnvironment(options: LocalRunOptions): Record<string, string | undefined> {
+  return {
+    [ENV.sourceUrl]: options.sourceUrl,
+    [ENV.targetUrl]: options.targetUrl ?? options.sourceUrl,
+    [ENV.sourceSecretArn]: undefined,
+    [ENV.targetSecretArn]: undefined,
+    [ENV.bucket]: options.bucket,
+    [ENV.prefix]: options.prefix ?? '',
+    [ENV.s3Endpoint]: options.s3Endpoint,
+    [ENV.s3LocalServer]: options.s3LocalServer ? 'true' : undefined,
+    [ENV.kmsKeyId]: options.kmsKeyId,
+    [ENV.timeBudgetMs]: String(options.timeBudgetMs ?? LOCAL_TIME_BUDGET_MS),
+  };
+}
+
 /** Runs the whole workflow locally; resolves with the Report task's output or the failure (never throws for a failed execution). */
 export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalRunOutcome> {
   const progress = options.progress ?? silentProgress;
@@ -235,50 +288,14 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
       const result = (await handler(event)) as Record<string, unknown>;
       const seconds = (Date.now() - t0) / 1000;
       await estimates.observe(state, result);
-      if (state === TASK_STATES.backupTable) {
-        const table = String(result.table);
-        trace.backups[table] = Number(result.rows);
-        const key = `backup ${table}`;
-        if (result.done) progress.finish(key, Number(result.rows));
-        else progress.update(key, Number(result.rows));
-      } else if (state === TASK_STATES.migrateStep) {
-        const step = String(result.step);
-        let s = stepMap.get(step);
-        if (!s) {
-          s = { step, migrated: 0, rejected: 0, batches: 0, invocations: 0, seconds: 0 };
-          stepMap.set(step, s);
-          trace.steps.push(s);
-        }
-        s.migrated += Number(result.migrated);
-        s.rejected += Number(result.rejected);
-        s.batches += Number(result.batches);
-        s.invocations++;
-        s.seconds += seconds;
-        const key = `migrate ${step}`;
-        const extra = s.rejected ? `${s.rejected} rejected` : undefined;
-        // Rows read (migrated + rejected), against the source rows the catalog estimates.
-        if (result.done) progress.finish(key, s.migrated + s.rejected, extra);
-        else progress.update(key, s.migrated + s.rejected, extra);
-      } else if (state !== TASK_STATES.preflight) {
-        progress.log(`${state} done (${seconds.toFixed(1)} s)`);
-      }
+      recordTaskResult({ trace, stepMap, progress }, state, result, seconds);
       return result;
     }) as LocalTaskHandler;
   }
 
   const definition = loadDefinition();
-  const restoreEnv = withEnv({
-    [ENV.sourceUrl]: options.sourceUrl,
-    [ENV.targetUrl]: options.targetUrl ?? options.sourceUrl,
-    [ENV.sourceSecretArn]: undefined,
-    [ENV.targetSecretArn]: undefined,
-    [ENV.bucket]: options.bucket,
-    [ENV.prefix]: options.prefix ?? '',
-    [ENV.s3Endpoint]: options.s3Endpoint,
-    [ENV.s3LocalServer]: options.s3LocalServer ? 'true' : undefined,
-    [ENV.kmsKeyId]: options.kmsKeyId,
-    [ENV.timeBudgetMs]: String(options.timeBudgetMs ?? LOCAL_TIME_BUDGET_MS),
-  });
+  const restoreEnv = withEnv(localEnvironment(options));
+
   const restoreConsole = captureConsole(progress);
   try {
     const result = await runLocally({
