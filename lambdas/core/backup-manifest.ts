@@ -92,14 +92,8 @@ export interface BackupTableRecord {
   readonly completedAt: string;
 }
 
-export interface ManifestPart {
-  readonly key: string;
-  readonly rows: number;
-  readonly bytes: number;
-  readonly compressedBytes: number;
-  readonly sha256: string;
-  readonly keyRange: PartKeyRange | null;
-}
+/** A part as the manifest lists it: its record without the bookkeeping. */
+export type ManifestPart = Pick<BackupPartRecord, 'key' | 'rows' | 'bytes' | 'compressedBytes' | 'sha256' | 'keyRange'>;
 
 export interface ManifestTable {
   readonly name: string;

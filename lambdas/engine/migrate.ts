@@ -341,18 +341,7 @@ async function migrateUnit(
         if (!(await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo, keyLo: range?.lo ?? null, keyHi: range?.hi ?? null }))) {
           return { migrated: 0, rejected: 0, already: -1 };
         }
-        const params = new Params();
-        const mapping = buildUnitSelect(table, unit, ctx, params, range, passwords);
-        const q = buildBatchInsert(
-          {
-            runId: run.runId, target: table.target, sourceLabel: unit.label, mapping, sourceSchema: readSchema, targetSchema: schema, source: unit.source,
-            ...(unit.mayConflict === false ? { mayConflict: false } : {}),
-          },
-          params,
-        );
-        const r = await client.query(q.text, q.values);
-        const row = r.rows[0];
-        const c = { migrated: Number(row.migrated), rejected: Number(row.rejected), already: Number(row.already) };
+        const c = await insertUnitBatch(client, run, table, unit, ctx, range, passwords);
         await completeCheckpoint(client, schema, run.runId, step, unit.label, batchNo, { ...c, seconds: (Date.now() - started) / 1000 });
         return c;
       });
@@ -374,6 +363,26 @@ async function migrateUnit(
       return { done: true, cursor: null };
     }
   }
+}
+
+/**
+ * The batch statement of one unit over one key range (buildBatchInsert over the unit's mapping), run in
+ * the caller's transaction: the good rows inserted, the bad ones rejected with their reason.
+ */
+export async function insertUnitBatch(
+  client: pg.ClientBase, run: EngineRun, table: TablePlan, unit: TableUnit, ctx: MappingContext, range: KeyRange | null, passwords: PasswordHashes | null,
+): Promise<{ migrated: number; rejected: number; already: number }> {
+  const params = new Params();
+  const mapping = buildUnitSelect(table, unit, ctx, params, range, passwords);
+  const q = buildBatchInsert(
+    {
+      runId: run.runId, target: table.target, sourceLabel: unit.label, mapping, sourceSchema: ctx.sourceSchema, targetSchema: run.targetSchema, source: unit.source,
+      ...(unit.mayConflict === false ? { mayConflict: false } : {}),
+    },
+    params,
+  );
+  const row = (await client.query(q.text, q.values)).rows[0];
+  return { migrated: Number(row.migrated), rejected: Number(row.rejected), already: Number(row.already) };
 }
 
 /** Legacy plaintext passwords of one batch, hashed in Node (werkzeug scrypt); never logged. */

@@ -2,12 +2,12 @@ import type pg from 'pg';
 import { MigrationBatchError, MigrationError } from '../core/errors';
 import type { Plan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, type TargetTable } from '../core/rules';
-import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
-import { buildBatchInsert, buildUnitSelect, sourceFrom, tableUnits, targetIdExpr, translatedRefExpr, type KeyRange, type MappingContext, type TableUnit } from '../core/sql/mapping';
+import { escapeIdentifier as id, qualified } from '../core/sql/ident';
+import { sourceFrom, tableUnits, targetIdExpr, translatedRefExpr, type KeyRange, type MappingContext, type TableUnit } from '../core/sql/mapping';
 import { renderComputeSummaries } from '../core/sql/derived';
 import { renderResetSequence } from '../core/sql/target-ddl';
 import { toMigrationError, withTransaction } from '../io/pg';
-import { hashPlaintextPasswords, loadOffsets, tuneBatchTransaction, type StepOptions, type StepResult } from './migrate';
+import { hashPlaintextPasswords, insertUnitBatch, loadOffsets, tuneBatchTransaction, type StepOptions, type StepResult } from './migrate';
 import { claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
 
 /**
@@ -112,17 +112,7 @@ async function retryUnit(
         await tuneBatchTransaction(client);
         if (!(await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo, keyLo: range.lo, keyHi: range.hi }))) return null;
         await client.query(`DELETE ${OLD_REJECTS(schema)} AND source_key::bigint > $4 AND source_key::bigint <= $5`, [...base, range.lo, range.hi]);
-        const params = new Params();
-        const mapping = buildUnitSelect(table, unit, ctx, params, range, passwords);
-        const q = buildBatchInsert(
-          {
-            runId: run.runId, target: table.target, sourceLabel: unit.label, mapping, sourceSchema: readSchema, targetSchema: schema, source: unit.source,
-            ...(unit.mayConflict === false ? { mayConflict: false } : {}),
-          },
-          params,
-        );
-        const row = (await client.query(q.text, q.values)).rows[0];
-        const c = { migrated: Number(row.migrated), rejected: Number(row.rejected), already: Number(row.already) };
+        const c = await insertUnitBatch(client, run, table, unit, ctx, range, passwords);
         await completeCheckpoint(client, schema, run.runId, step, unit.label, batchNo, { ...c, seconds: (Date.now() - started) / 1000 });
         return c;
       });

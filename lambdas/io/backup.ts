@@ -153,6 +153,33 @@ export async function listObjectKeys(s3: S3Client, bucket: string, prefix: strin
   return keys;
 }
 
+/**
+ * The run (under `<prefix>runs/`) whose object matching `objectPath` is the newest, or null. `objectPath`
+ * is matched against the key below `runs/` and captures the run id: `/^([^/]+)\/rejects\.jsonl\.gz$/`.
+ */
+export async function findLatestRunWith(s3: S3Client, bucket: string, prefix: string, objectPath: RegExp, fallback: ErrorClass = BackupError): Promise<string | null> {
+  const runsPrefix = `${prefix}runs/`;
+  let latest: { runId: string; at: number } | null = null;
+  let token: string | undefined;
+  do {
+    let out;
+    try {
+      out = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: runsPrefix, ContinuationToken: token }));
+    } catch (err) {
+      throw toStorageError(err, `Listing the runs under s3://${bucket}/${runsPrefix}`, fallback);
+    }
+    for (const object of out.Contents ?? []) {
+      const match = objectPath.exec((object.Key ?? '').slice(runsPrefix.length));
+      if (!match) continue;
+      const runId = match[1]!;
+      const at = object.LastModified?.getTime() ?? 0;
+      if (!latest || at > latest.at || (at === latest.at && runId > latest.runId)) latest = { runId, at };
+    }
+    token = out.IsTruncated ? out.NextContinuationToken : undefined;
+  } while (token);
+  return latest?.runId ?? null;
+}
+
 export function sha256Hex(data: string | Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }

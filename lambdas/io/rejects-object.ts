@@ -1,9 +1,9 @@
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { BackupError } from '../core/errors';
-import { toStorageError } from './backup';
+import { findLatestRunWith, toStorageError } from './backup';
 
 /** A run's `rejects.jsonl.gz` (written by the Report task), read back as a stream of records. */
 
@@ -35,23 +35,5 @@ export async function* readRejectsObject(s3: S3Client, bucket: string, key: stri
 
 /** The run whose rejects object is the newest under `runs/`, or null. */
 export async function findLatestRejectsRun(s3: S3Client, bucket: string, prefix: string): Promise<string | null> {
-  const runsPrefix = `${prefix}runs/`;
-  let latest: { runId: string; at: number } | null = null;
-  let token: string | undefined;
-  do {
-    let out;
-    try {
-      out = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: runsPrefix, ContinuationToken: token }));
-    } catch (err) {
-      throw toStorageError(err, `Listing the runs under s3://${bucket}/${runsPrefix}`);
-    }
-    for (const object of out.Contents ?? []) {
-      const m = /^([^/]+)\/rejects\.jsonl\.gz$/.exec((object.Key ?? '').slice(runsPrefix.length));
-      if (!m) continue;
-      const at = object.LastModified?.getTime() ?? 0;
-      if (!latest || at > latest.at || (at === latest.at && m[1]! > latest.runId)) latest = { runId: m[1]!, at };
-    }
-    token = out.IsTruncated ? out.NextContinuationToken : undefined;
-  } while (token);
-  return latest?.runId ?? null;
+  return findLatestRunWith(s3, bucket, prefix, /^([^/]+)\/rejects\.jsonl\.gz$/);
 }

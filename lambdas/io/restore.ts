@@ -2,7 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import { escapeIdentifier, qualified } from '../core/sql/ident';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import {
@@ -16,7 +16,7 @@ import {
   type ManifestTable,
 } from '../core/backup-manifest';
 import { MigrationError, RestoreError } from '../core/errors';
-import { HashingCounter, applyCopySettings, isStorageError, readObjectText, sha256Hex, toStorageError } from './backup';
+import { HashingCounter, applyCopySettings, findLatestRunWith, isStorageError, readObjectText, sha256Hex, toStorageError } from './backup';
 import { toMigrationError, withTransaction } from './pg';
 
 export interface RestoreTablesOptions {
@@ -193,25 +193,5 @@ function describeLoadFailure(err: unknown): string {
  * `runs/` (1,000 per request): the local S3 server cannot list nested common prefixes.
  */
 export async function findLatestRunId(s3: S3Client, bucket: string, prefix: string): Promise<string | null> {
-  const runsPrefix = `${prefix}runs/`;
-  const manifestPath = /^([^/]+)\/backup\/manifest\.json$/;
-  let latest: { runId: string; at: number } | null = null;
-  let token: string | undefined;
-  do {
-    let out;
-    try {
-      out = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: runsPrefix, ContinuationToken: token }));
-    } catch (err) {
-      throw toStorageError(err, `Listing the runs under s3://${bucket}/${runsPrefix}`, RestoreError);
-    }
-    for (const object of out.Contents ?? []) {
-      const match = manifestPath.exec((object.Key ?? '').slice(runsPrefix.length));
-      if (!match) continue;
-      const runId = match[1]!;
-      const at = object.LastModified?.getTime() ?? 0;
-      if (!latest || at > latest.at || (at === latest.at && runId > latest.runId)) latest = { runId, at };
-    }
-    token = out.IsTruncated ? out.NextContinuationToken : undefined;
-  } while (token);
-  return latest?.runId ?? null;
+  return findLatestRunWith(s3, bucket, prefix, /^([^/]+)\/backup\/manifest\.json$/, RestoreError);
 }

@@ -1,10 +1,7 @@
-import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { parseMappingFile, type MappingOverrides } from '../../lambdas/core/mapping-file';
 import { renderPlanText } from '../../lambdas/core/planner';
 import { analyseSource } from '../../lambdas/engine/analyse';
 import { parseDatabaseUrl, redactUrl, withClient } from '../../lambdas/io/pg';
-import { CliUsageError, EXIT, parseCommandArgs, resolveSourceUrl, type CliContext } from './common';
+import { CliUsageError, EXIT, parseCommandArgs, resolveSourceUrl, type CliContext, readMappingFile } from './common';
 
 /** `tracetrack-migrate analyze`: the plan and every mapping decision, read-only (nothing is written anywhere). */
 
@@ -19,27 +16,13 @@ const OPTIONS = {
   json: { type: 'boolean' },
 } as const;
 
-function readOverrides(file: string | undefined, cwd: string): MappingOverrides | undefined {
-  if (!file) return undefined;
-  let text: string;
-  try {
-    text = readFileSync(path.resolve(cwd, file), 'utf8');
-  } catch (err) {
-    throw new CliUsageError(`--mapping ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}).`);
-  }
-  try {
-    return parseMappingFile(text, `mapping file ${file}`);
-  } catch (err) {
-    throw new CliUsageError((err as Error).message);
-  }
-}
 
 export async function analyzeCommand(args: string[], ctx: CliContext): Promise<number> {
   const v = parseCommandArgs('analyze', args, OPTIONS);
   const url = resolveSourceUrl(v.source, ctx.env);
   if (!url) throw new CliUsageError('No source database: pass --source postgres://USER:PASSWORD@HOST:PORT/DB (or set $AWS_DATABASE_URL / $DATABASE_URL).');
   const config = parseDatabaseUrl(url, 'source database URL');
-  const overrides = readOverrides(v.mapping, ctx.cwd);
+  const overrides = v.mapping ? readMappingFile(v.mapping, ctx.cwd).overrides : undefined;
   const sourceSchema = v['source-schema'] ?? 'public';
   const { plan } = await withClient(
     config,

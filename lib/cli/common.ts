@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseMappingFile, type MappingOverrides } from '../../lambdas/core/mapping-file';
 import { redactUrl } from '../../lambdas/io/pg';
 
 /** Exit statuses of tracetrack-migrate (README "Exit codes"). */
@@ -142,4 +145,19 @@ export function padTable(rows: string[][], rightAlign: (col: number) => boolean)
   return rows
     .map((r) => r.map((cell, i) => (rightAlign(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd())
     .join('\n');
+}
+
+/** Reads and checks a --mapping file before anything starts; all its problems are reported at once. */
+export function readMappingFile(file: string, cwd: string): { text: string; overrides: MappingOverrides } {
+  let text: string;
+  try {
+    text = readFileSync(path.resolve(cwd, file), 'utf8');
+  } catch (err) {
+    throw new CliUsageError(`--mapping ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}).`);
+  }
+  try {
+    return { text, overrides: parseMappingFile(text, `mapping file ${file}`) };
+  } catch (err) {
+    throw new CliUsageError((err as Error).message);
+  }
 }

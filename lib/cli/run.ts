@@ -1,8 +1,7 @@
-import { accessSync, constants as fsConstants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, mkdirSync, writeFileSync } from 'node:fs';
 import type { Readiness } from '../../lambdas/core/verify';
 import * as path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import { parseMappingFile } from '../../lambdas/core/mapping-file';
 import type { ExecutionInput, ReportResult } from '../../lambdas/core/contract';
 import { assertRunId } from '../../lambdas/core/backup-manifest';
 import { markRunFailed, newRunId } from '../../lambdas/engine/runs';
@@ -28,6 +27,7 @@ import {
   urlSecrets,
   withResource,
   type CliContext,
+  readMappingFile,
 } from './common';
 
 /** `tracetrack-migrate run`: the whole workflow, locally, with the deployed state machine definition. */
@@ -131,26 +131,11 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
   };
 }
 
-/** Reads and checks the mapping file before anything starts; all its problems are reported at once. */
-function readMappingFile(file: string, cwd: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path.resolve(cwd, file), 'utf8');
-  } catch (err) {
-    throw new CliUsageError(`--mapping ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}).`);
-  }
-  try {
-    parseMappingFile(text, `mapping file ${file}`);
-  } catch (err) {
-    throw new CliUsageError((err as Error).message);
-  }
-  return text;
-}
 
 export async function runCommand(args: string[], ctx: CliContext): Promise<number> {
   const flags = resolveRunFlags(args, ctx.env);
   if (flags.reportFile) assertWritableDirectory(path.dirname(path.resolve(ctx.cwd, flags.reportFile)), '--report');
-  const mappingText = flags.mappingFile ? readMappingFile(flags.mappingFile, ctx.cwd) : undefined;
+  const mappingText = flags.mappingFile ? readMappingFile(flags.mappingFile, ctx.cwd).text : undefined;
   if (!flags.demo) return runAgainst(ctx, flags, flags.sourceUrl!, flags.targetUrl ?? flags.sourceUrl!, mappingText);
 
   const started = Date.now();

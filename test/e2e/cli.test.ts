@@ -1,9 +1,10 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { connect as tcpConnect } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, type CliResult } from '../support/cli';
 import { createTestDatabase, withTestClient } from '../support/pg';
 
 /**
@@ -20,29 +21,6 @@ const expectA = JSON.parse(readFileSync(path.join(FIXTURES, 'shape-a.expect.json
 /** Plaintext passwords of the fixtures: must never be printed. */
 const FIXTURE_PLAINTEXTS = ['hunter2', 'correct horse'];
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
-  delete env.DATABASE_URL;
-  delete env.AWS_DATABASE_URL;
-  Object.assign(env, options.env);
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', path.join(ROOT, 'bin', 'cli.ts'), ...args],
-      { cwd: options.cwd ?? ROOT, env, maxBuffer: 32 * 1024 * 1024, timeout: 150_000 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
 
 function assertNoSecrets(result: CliResult, url: string): void {
   const password = decodeURIComponent(new URL(url).password);

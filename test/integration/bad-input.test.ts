@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { adminQuery, createTestDatabase, withTestClient } from '../support/pg';
-import { startTestS3 } from '../support/s3';
+import { useTestS3 } from '../support/s3';
 import { runTasks, taskDeps } from '../support/tasks';
 import { loadFixture } from '../support/engine';
 import { parseDatabaseUrl } from '../../lambdas/io/pg';
@@ -15,15 +15,9 @@ import type { Plan } from '../../lambdas/core/planner';
  * what is wrong and what to do, and nothing is changed in the target.
  */
 
-let s3: Awaited<ReturnType<typeof startTestS3>>;
-beforeAll(async () => {
-  s3 = await startTestS3();
-});
-afterAll(async () => {
-  await s3?.stop();
-});
+const store = useTestS3();
 
-const deps = (sourceUrl: string, targetUrl = sourceUrl, extra: Partial<TaskDeps> = {}) => taskDeps(s3, sourceUrl, targetUrl, extra);
+const deps = (sourceUrl: string, targetUrl = sourceUrl, extra: Partial<TaskDeps> = {}) => taskDeps(store.current, sourceUrl, targetUrl, extra);
 
 async function schemaExists(url: string, schema = 'tracetrack'): Promise<boolean> {
   return withTestClient(url, async (c) => (await c.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).rowCount === 1);
@@ -170,7 +164,7 @@ describe('connection settings', () => {
 
 describe('mapping and source problems', () => {
   async function putMapping(key: string, text: string): Promise<void> {
-    await s3.s3.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: text }));
+    await store.current.s3.send(new PutObjectCommand({ Bucket: store.current.bucket, Key: key, Body: text }));
   }
 
   it('an invalid mapping file lists every problem at once; no target table is created', async () => {

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { createTestDatabase, withTestClient } from '../support/pg';
-import { startTestS3 } from '../support/s3';
+import { useTestS3 } from '../support/s3';
 import { runStepToEnd, runTasks, targetDump, taskDeps } from '../support/tasks';
 import { loadFixture } from '../support/engine';
 import { backupTable, finalizeBackup, listObjectKeys } from '../../lambdas/io/backup';
@@ -34,15 +34,9 @@ import type { RunContext } from '../../lambdas/core/contract';
 
 const BIG_SCANS = 200_000;
 
-let s3: Awaited<ReturnType<typeof startTestS3>>;
-beforeAll(async () => {
-  s3 = await startTestS3();
-});
-afterAll(async () => {
-  await s3?.stop();
-});
+const store = useTestS3();
 
-const deps = (sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}) => taskDeps(s3, sourceUrl, targetUrl, extra);
+const deps = (sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}) => taskDeps(store.current, sourceUrl, targetUrl, extra);
 const dump = (url: string, runTime: string, schema = 'tracetrack') => targetDump(url, schema, runTime);
 
 /** The reject store of a run: count and content (without the run id and time). */

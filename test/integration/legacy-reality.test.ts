@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { analyseSource } from '../../lambdas/engine/analyse';
 import { cutoverRun } from '../../lambdas/engine/cutover';
 import { preflightTask } from '../../lambdas/engine/tasks';
@@ -12,7 +12,7 @@ import { connect, parseDatabaseUrl } from '../../lambdas/io/pg';
 import { readObjectText } from '../../lambdas/io/backup';
 import { loadFixture, runEngine, withFixtureDatabase, type EngineRunOptions } from '../support/engine';
 import { adminQuery, createTestDatabase, withTestClient } from '../support/pg';
-import { startTestS3, type TestS3 } from '../support/s3';
+import { useTestS3 } from '../support/s3';
 import { runTasks, taskDeps } from '../support/tasks';
 import { werkzeugCheck } from '../support/werkzeug';
 
@@ -25,13 +25,7 @@ import { werkzeugCheck } from '../support/werkzeug';
 
 const SCHEMA = 'tracetrack';
 
-let s3: TestS3;
-beforeAll(async () => {
-  s3 = await startTestS3();
-});
-afterAll(async () => {
-  await s3?.stop();
-});
+const store = useTestS3();
 
 interface Migrated {
   readonly c: pg.Client;
@@ -92,11 +86,11 @@ describe('names in any case and style', () => {
       await loadFixture(db.url, 'a');
       await withTestClient(db.url, (c) => c.query(`ALTER TABLE bag ADD COLUMN remarks text, ADD COLUMN never_used text; UPDATE bag SET remarks = 'fragile' WHERE id = 1`));
       const lines: string[] = [];
-      await runTasks(taskDeps(s3, db.url, db.url, { log: (l) => lines.push(l) }), { runId: 'unmapped-1' });
+      await runTasks(taskDeps(store.current, db.url, db.url, { log: (l) => lines.push(l) }), { runId: 'unmapped-1' });
       const printed = lines.filter((l) => l.includes('warning:')).join('\n');
       expect(printed).toContain('"remarks"');
       expect(printed).not.toContain('never_used');
-      const report = JSON.parse((await readObjectText(s3.s3, s3.bucket, 'runs/unmapped-1/report.json'))!);
+      const report = JSON.parse((await readObjectText(store.current.s3, store.current.bucket, 'runs/unmapped-1/report.json'))!);
       expect(report.unmappedColumnsWithData).toEqual([{ table: 'bag', columns: ['remarks'] }]);
     } finally {
       await db.drop();
@@ -121,7 +115,7 @@ describe('row-level security', () => {
       url.username = role;
       url.password = 'rls-test';
       const roleUrl = url.toString();
-      await expect(preflightTask({ input: { runId: 'rls-1' } }, taskDeps(s3, roleUrl, roleUrl))).rejects.toMatchObject({
+      await expect(preflightTask({ input: { runId: 'rls-1' } }, taskDeps(store.current, roleUrl, roleUrl))).rejects.toMatchObject({
         name: 'PermissionError',
         message: expect.stringMatching(/Row-level security would hide rows of "bag", "scan".*BYPASSRLS/s),
       });
@@ -134,7 +128,7 @@ describe('row-level security', () => {
       }
       // With the privilege to see every row, the run migrates all 17 bags.
       await adminQuery(`ALTER ROLE ${role} BYPASSRLS`);
-      await runTasks(taskDeps(s3, roleUrl, roleUrl), { runId: 'rls-2' });
+      await runTasks(taskDeps(store.current, roleUrl, roleUrl), { runId: 'rls-2' });
       const counted = await withTestClient(db.url, (c) => rows(c, `SELECT verification->'tables'->'bag'->>'migrated' AS m, verification->'tables'->'bag'->>'rejected' AS r FROM ${SCHEMA}._migration_run WHERE run_id = 'rls-2'`));
       expect(counted).toEqual([{ m: '15', r: '2' }]);
     } finally {
@@ -170,7 +164,7 @@ describe('tables without a primary key', () => {
       await loadFixture(src.url, 'a');
       await withTestClient(src.url, (c) => c.query(`ALTER TABLE scan DROP CONSTRAINT scan_pkey; ALTER TABLE scan ALTER COLUMN id DROP NOT NULL;
         INSERT INTO scan (id, created_at, parent_id, child_id, scanner_id) VALUES (NULL, '2024-02-01 10:00:00', 1, 4, 3)`));
-      await runTasks(taskDeps(s3, src.url, tgt.url, { timeBudgetMs: 1 }), { runId: 'cross-null', batchSize: 4 });
+      await runTasks(taskDeps(store.current, src.url, tgt.url, { timeBudgetMs: 1 }), { runId: 'cross-null', batchSize: 4 });
       const rec = await withTestClient(tgt.url, (c) => rows(c, `SELECT verification FROM ${SCHEMA}._migration_run WHERE run_id = 'cross-null'`));
       const v = rec[0]!.verification as VerificationResult;
       expect(failed(v)).toEqual([]);
@@ -227,7 +221,7 @@ describe("the real application's databases", () => {
     const db = await createTestDatabase('era');
     try {
       await loadFixture(db.url, era);
-      await runTasks(taskDeps(s3, db.url), { runId: `${era}-1` });
+      await runTasks(taskDeps(store.current, db.url), { runId: `${era}-1` });
       await withTestClient(db.url, async (c) => {
         const rec = await rows(c, `SELECT status, verification FROM ${SCHEMA}._migration_run WHERE run_id = $1`, [`${era}-1`]);
         expect(failed(rec[0]!.verification as VerificationResult)).toEqual([]);
@@ -266,7 +260,7 @@ describe("the real application's databases", () => {
     const db = await createTestDatabase('era');
     try {
       await loadFixture(db.url, 'era-admin-employee');
-      await runTasks(taskDeps(s3, db.url), { runId: 'era-pr' });
+      await runTasks(taskDeps(store.current, db.url), { runId: 'era-pr' });
       await withTestClient(db.url, async (c) => {
         expect(await rows(c, `SELECT user_id, reason, status FROM ${SCHEMA}.promotionrequest ORDER BY id`)).toEqual([
           { user_id: 2, reason: 'Runs the night shift', status: 'approved' },
@@ -280,7 +274,7 @@ describe("the real application's databases", () => {
         expect(v.checks.find((x) => x.name === 'derived:bill.linked_parent_count')?.passed).toBe(true);
       });
       // --recompute-summaries: every summary follows the application's rule.
-      await runTasks(taskDeps(s3, db.url), { runId: 'era-pr2', targetSchema: 'tt_recomputed', recomputeSummaries: true });
+      await runTasks(taskDeps(store.current, db.url), { runId: 'era-pr2', targetSchema: 'tt_recomputed', recomputeSummaries: true });
       await withTestClient(db.url, async (c) => {
         expect(await rows(c, `SELECT child_count FROM tt_recomputed.bag WHERE id = 2`)).toEqual([{ child_count: 3 }]);
         const v = (await rows(c, `SELECT verification FROM tt_recomputed._migration_run WHERE run_id = 'era-pr2'`))[0]!.verification as VerificationResult;

@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,17 +7,17 @@ import { gunzipSync } from 'node:zlib';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { adminQuery, createTestDatabase, withTestClient } from '../support/pg';
-import { startTestS3 } from '../support/s3';
+import { useTestS3 } from '../support/s3';
 import { fixtureSql } from '../support/engine';
 import { parseDatabaseUrl, parseRdsSecret } from '../../lambdas/io/pg';
 import { hashPasswords } from '../../lambdas/io/password';
 import { backupTable, finalizeBackup, listObjectKeys } from '../../lambdas/io/backup';
 import { readCatalog } from '../../lambdas/io/catalog';
+import { migrateAllSteps } from '../support/tasks';
 import { startLocalS3 } from '../../lib/runner/local-s3';
 import {
   analyseTask,
   createSchemaTask,
-  migrateStepTask,
   preflightTask,
   reportTask,
   verifyTask,
@@ -35,13 +35,7 @@ const DB_PASSWORD = 'S3cr3t-P@ss-xyz';
 const PLAINTEXTS = ['hunter2', 'correct horse'];
 const SECRETS = [DB_PASSWORD, encodeURIComponent(DB_PASSWORD), ...PLAINTEXTS];
 
-let s3: Awaited<ReturnType<typeof startTestS3>>;
-beforeAll(async () => {
-  s3 = await startTestS3();
-});
-afterAll(async () => {
-  await s3?.stop();
-});
+const store = useTestS3();
 afterEach(() => {
   vi.restoreAllMocks();
 });
@@ -58,7 +52,7 @@ function expectNoSecret(text: string, where: string): void {
 }
 
 async function objectBytes(key: string): Promise<Buffer> {
-  const out = await s3.s3.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
+  const out = await store.current.s3.send(new GetObjectCommand({ Bucket: store.current.bucket, Key: key }));
   return Buffer.from(await out.Body!.transformToByteArray());
 }
 
@@ -84,8 +78,8 @@ describe('no secret leaks', () => {
     const d: TaskDeps = {
       source: async () => parseDatabaseUrl(url),
       target: async () => parseDatabaseUrl(url),
-      s3: s3.s3,
-      bucket: s3.bucket,
+      s3: store.current.s3,
+      bucket: store.current.bucket,
       prefix: 'sec/',
       timeBudgetMs: 600_000,
       hashPasswords: (p) => hashPasswords(p),
@@ -100,25 +94,19 @@ describe('no secret leaks', () => {
       for (const table of catalog.tables) {
         let cursor: string | null = null;
         for (;;) {
-          const r = await backupTable({ client: c, s3: s3.s3, bucket: s3.bucket, prefix: 'sec/', runId, table, cursor, deadlineMs: Date.now() + 60_000 });
+          const r = await backupTable({ client: c, s3: store.current.s3, bucket: store.current.bucket, prefix: 'sec/', runId, table, cursor, deadlineMs: Date.now() + 60_000 });
           if (r.done) break;
           cursor = r.cursor;
         }
       }
-      await finalizeBackup({ s3: s3.s3, bucket: s3.bucket, prefix: 'sec/', runId, expectedTables: catalog.tables.map((t) => t.name) });
+      await finalizeBackup({ s3: store.current.s3, bucket: store.current.bucket, prefix: 'sec/', runId, expectedTables: catalog.tables.map((t) => t.name) });
     });
 
     // The migration.
     const { run } = await preflightTask({ input: { runId, batchSize: 4 } }, d);
     const analysis = await analyseTask({ run }, d);
     await createSchemaTask({ run }, d);
-    for (const step of analysis.steps) {
-      for (let cursor: string | null = null, done = false; !done; ) {
-        const r = await migrateStepTask({ run, step, cursor }, d);
-        cursor = r.cursor;
-        done = r.done;
-      }
-    }
+    await migrateAllSteps(run, analysis.steps, d);
     await verifyTask({ run }, d);
     const report = await reportTask({ run }, d);
     expect(report.status).toBe('completed');
@@ -141,7 +129,7 @@ describe('no secret leaks', () => {
     expectNoSecret(JSON.stringify(report), 'the report result');
 
     // Every S3 object except the backup's data parts (which hold the source rows by design).
-    const keys = await listObjectKeys(s3.s3, s3.bucket, 'sec/');
+    const keys = await listObjectKeys(store.current.s3, store.current.bucket, 'sec/');
     expect(keys.some((k) => k.endsWith('/manifest.json'))).toBe(true);
     expect(keys.some((k) => /part-\d+\.json$/.test(k))).toBe(true);
     expect(keys.some((k) => k.endsWith('report.json'))).toBe(true);
@@ -199,7 +187,7 @@ describe('TLS and local storage defaults', () => {
     const err = await preflightTask({ input: { runId: 'tls' } }, {
       source: async () => parseDatabaseUrl(u.toString()),
       target: async () => parseDatabaseUrl(u.toString()),
-      s3: s3.s3, bucket: s3.bucket, prefix: '', timeBudgetMs: 1000, hashPasswords: (p) => hashPasswords(p),
+      s3: store.current.s3, bucket: store.current.bucket, prefix: '', timeBudgetMs: 1000, hashPasswords: (p) => hashPasswords(p),
     }).then(() => null, (e: Error) => e);
     expect(err, 'the embedded test server has no TLS: sslmode=require must fail').not.toBeNull();
     expect(err!.message).toMatch(/SSL|TLS/i);

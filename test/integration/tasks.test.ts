@@ -1,13 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createTestDatabase, withTestClient } from '../support/pg';
-import { startTestS3 } from '../support/s3';
-import { runTasks, targetDump, taskDeps } from '../support/tasks';
+import { useTestS3 } from '../support/s3';
+import { runTasks, targetDump, taskDeps, migrateAllSteps } from '../support/tasks';
 import { loadFixture } from '../support/engine';
 import {
   analyseTask,
   createSchemaTask,
-  migrateStepTask,
   preflightTask,
   reportTask,
   verifyTask,
@@ -15,15 +14,9 @@ import {
 } from '../../lambdas/engine/tasks';
 import { cutoverRun, rollbackRun } from '../../lambdas/engine/cutover';
 
-let s3: Awaited<ReturnType<typeof startTestS3>>;
-beforeAll(async () => {
-  s3 = await startTestS3();
-});
-afterAll(async () => {
-  await s3?.stop();
-});
+const store = useTestS3();
 
-const deps = (sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}) => taskDeps(s3, sourceUrl, targetUrl, extra);
+const deps = (sourceUrl: string, targetUrl: string, extra: Partial<TaskDeps> = {}) => taskDeps(store.current, sourceUrl, targetUrl, extra);
 const dump = targetDump;
 
 describe('workflow tasks on a real PostgreSQL and local S3', () => {
@@ -94,13 +87,7 @@ describe('workflow tasks on a real PostgreSQL and local S3', () => {
     // The first run resumes (same id) and completes; then the second may start.
     const analysis = await analyseTask({ run }, d);
     await createSchemaTask({ run }, d);
-    for (const step of analysis.steps) {
-      for (let cursor: string | null = null, done = false; !done; ) {
-        const r = await migrateStepTask({ run, step, cursor }, d);
-        cursor = r.cursor;
-        done = r.done;
-      }
-    }
+    await migrateAllSteps(run, analysis.steps, d);
     await verifyTask({ run }, d);
     await reportTask({ run }, d);
     await expect(preflightTask({ input: { runId: 'second' } }, d)).resolves.toBeTruthy();

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { afterAll, beforeAll } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -112,4 +113,16 @@ export async function startRecordingS3Front(target: string, acceptKeyId: string)
       server.closeAllConnections();
     }),
   });
+}
+
+/** One local S3 for a test file: started before its tests, stopped after them. Read `.current` inside a test. */
+export function useTestS3(): { readonly current: TestS3 } {
+  const holder: { current: TestS3 } = { current: undefined as unknown as TestS3 };
+  beforeAll(async () => {
+    holder.current = await startTestS3();
+  });
+  afterAll(async () => {
+    await holder.current?.stop();
+  });
+  return holder;
 }

@@ -38,13 +38,18 @@ export async function runStepToEnd(run: RunContext, step: string, d: TaskDeps, c
   }
 }
 
+/** Every migration step to its end, in the plan's order. */
+export async function migrateAllSteps(run: RunContext, steps: readonly string[], d: TaskDeps): Promise<void> {
+  for (const step of steps) await runStepToEnd(run, step, d);
+}
+
 /** The workflow's task sequence without Step Functions (the local runner covers that); no backup. */
 export async function runTasks(d: TaskDeps, input: Record<string, unknown>): Promise<RunContext> {
   const { run } = await preflightTask({ input }, d);
   const analysis = await analyseTask({ run }, d);
   if (run.dryRun) return run;
   await createSchemaTask({ run }, d);
-  for (const step of analysis.steps) await runStepToEnd(run, step, d);
+  await migrateAllSteps(run, analysis.steps, d);
   await verifyTask({ run }, d);
   await reportTask({ run }, d);
   return run;
