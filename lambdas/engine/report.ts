@@ -111,7 +111,7 @@ export async function buildReport(input: {
     const manifest = await readBackupManifest(deps.s3, deps.bucket, deps.prefix, run.runId);
     for (const t of manifest.tables) sources[t.name] = { rows: t.rows, backupKey: t.parts[0]?.key ?? null, sha256: t.sha256 };
   } catch {
-    // No backup for this run (e.g. the CLI's --no-backup): the report says so with nulls.
+    // No manifest for this run (a dry run stopped early, or its backup objects were removed): the report says so with nulls.
   }
   return {
     runId: run.runId,

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { InputError, LeaseHeldError } from '../core/errors';
 import type { Plan } from '../core/planner';
-import { qualified } from '../core/sql/ident';
+import { escapeLiteral, qualified } from '../core/sql/ident';
 import { renderInternalTables, TARGET_DDL_VERSION } from '../core/sql/target-ddl';
 
 /**
@@ -151,15 +151,17 @@ export const LEASE_MS = 30 * 60 * 1000;
  * died) is taken over, and so is the lease of a run recorded as failed or abandoned: such a run is not
  * migrating, and resuming it later takes the lease back only when no other run holds it.
  */
-export async function acquireLease(client: pg.ClientBase, schema: string, runId: string, holder: string, leaseMs = LEASE_MS): Promise<void> {
+export async function acquireLease(client: pg.ClientBase, schema: string, runId: string, holder: string | null, leaseMs = LEASE_MS, attempt = 1): Promise<void> {
   const r = await client.query(
     `INSERT INTO ${qualified(schema, '_migration_lease')} AS l (singleton, run_id, holder, expires_at)
-     VALUES (TRUE, $1, $2, now() + $3 * interval '1 millisecond')
+     VALUES (TRUE, $1, COALESCE($2::text, 'resumed'), now() + $3 * interval '1 millisecond')
      ON CONFLICT (singleton) DO UPDATE
-        SET run_id = EXCLUDED.run_id, holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+        SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at,
+            -- A renewal (no holder given) keeps the holder that took the lease.
+            holder = CASE WHEN l.run_id = EXCLUDED.run_id AND $2::text IS NULL THEN l.holder ELSE EXCLUDED.holder END,
             acquired_at = CASE WHEN l.run_id = EXCLUDED.run_id THEN l.acquired_at ELSE now() END
       WHERE l.run_id = EXCLUDED.run_id OR l.expires_at < now()
-         OR EXISTS (SELECT 1 FROM ${qualified(schema, '_migration_run')} r WHERE r.run_id = l.run_id AND r.status IN (${INACTIVE_STATUSES.map((x) => `'${x}'`).join(', ')}))
+         OR EXISTS (SELECT 1 FROM ${qualified(schema, '_migration_run')} r WHERE r.run_id = l.run_id AND r.status IN (${INACTIVE_STATUSES.map(escapeLiteral).join(', ')}))
      RETURNING run_id`,
     [runId, holder, leaseMs],
   );
@@ -169,10 +171,12 @@ export async function acquireLease(client: pg.ClientBase, schema: string, runId:
        FROM ${qualified(schema, '_migration_lease')} l LEFT JOIN ${qualified(schema, '_migration_run')} r ON r.run_id = l.run_id`,
   );
   const h = held.rows[0];
+  // The lease was released between the two statements (its run just finished): try once more.
+  if (!h && attempt === 1) return acquireLease(client, schema, runId, holder, leaseMs, 2);
   const last = lastStepOf(h?.steps ?? {});
   throw new LeaseHeldError(
     `Run ${h?.run_id} holds the lease of schema "${schema}" (state ${h?.status ?? 'unknown'}${last ? `, last step ${last}` : ''}; ` +
-      `since ${new Date(h?.acquired_at).toISOString()}, lease until ${new Date(h?.expires_at).toISOString()}), so run ${runId} may not start. ` +
+      `since ${h ? new Date(h.acquired_at).toISOString() : '?'}, lease until ${h ? new Date(h.expires_at).toISOString() : '?'}), so run ${runId} may not start. ` +
       `If run ${h?.run_id} is still going, wait for it. If it failed or was stopped: resume it with --run-id ${h?.run_id}, ` +
       `or give it up with: tracetrack-migrate abandon --target <URL> --target-schema ${schema} --run-id ${h?.run_id} (then start the new run again).`,
   );
@@ -208,7 +212,7 @@ export async function markRunFailed(client: pg.ClientBase, schema: string, runId
 
 /** A resumed failed run is running again. */
 export async function markRunRunning(client: pg.ClientBase, schema: string, runId: string): Promise<void> {
-  await client.query(`UPDATE ${qualified(schema, '_migration_run')} SET status = 'running', updated_at = now() WHERE run_id = $1 AND status IN (${INACTIVE_STATUSES.map((x) => `'${x}'`).join(', ')})`, [runId]);
+  await client.query(`UPDATE ${qualified(schema, '_migration_run')} SET status = 'running', updated_at = now() WHERE run_id = $1 AND status IN (${INACTIVE_STATUSES.map(escapeLiteral).join(', ')})`, [runId]);
 }
 
 /**
@@ -234,7 +238,7 @@ export async function abandonRun(client: pg.ClientBase, schema: string, runId: s
 
 /** Checks that `runId` still holds the lease, renewing it; every task calls this first. */
 export async function renewLease(client: pg.ClientBase, schema: string, runId: string, leaseMs = LEASE_MS): Promise<void> {
-  await acquireLease(client, schema, runId, 'renew', leaseMs);
+  await acquireLease(client, schema, runId, null, leaseMs);
 }
 
 export async function releaseLease(client: pg.ClientBase, schema: string, runId: string): Promise<void> {
