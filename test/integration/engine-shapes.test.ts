@@ -159,14 +159,6 @@ async function checkPasswords(c: pg.ClientBase, plan: Plan, row: DirtyRow, targe
 
 const SHAPES = ['a', 'b', 'c', 'd', 'e', 'ae'] as const;
 
-/**
- * Engine bugs known to contradict the expect files: the total named here is left out of the shape's
- * main test and asserted on its own in an `it.fails` test below, which starts failing (loudly) once
- * the engine is fixed; then delete both entries.
- */
-const KNOWN_ENGINE_BUGS: Partial<Record<(typeof SHAPES)[number], Record<string, 'rejected'>>> = {
-};
-
 async function migrateShape(shape: string, fn: (c: pg.Client, r: Awaited<ReturnType<typeof runEngine>>, v: VerificationResult) => Promise<void>) {
   const db = await createTestDatabase('eng');
   try {
@@ -191,14 +183,13 @@ describe('engine on every source shape', () => {
         // Totals per target table equal the expect file (and the target holds exactly migrated + derived rows).
         for (const [table, want] of Object.entries(expected.targets)) {
           const got = verification.tables[table] ?? { migrated: 0, rejected: 0, derived: 0 };
-          const skipRejected = KNOWN_ENGINE_BUGS[shape]?.[table] === 'rejected';
-          expect({ table, migrated: got.migrated, rejected: skipRejected ? '(known bug)' : got.rejected, derived: got.derived }).toEqual({
-            table, migrated: want.migrated, rejected: skipRejected ? '(known bug)' : want.rejected, derived: want.derived ?? 0,
+          expect({ table, migrated: got.migrated, rejected: got.rejected, derived: got.derived }).toEqual({
+            table, migrated: want.migrated, rejected: want.rejected, derived: want.derived ?? 0,
           });
           const n = await c.query(`SELECT count(*)::int AS n FROM ${q(table)}`);
           expect({ table, rows: n.rows[0].n }).toEqual({ table, rows: want.migrated + (want.derived ?? 0) });
           const rj = await c.query(`SELECT count(*)::int AS n FROM ${q('_migration_reject')} WHERE run_id = $1 AND target_table = $2`, [RUN_ID, table]);
-          if (!skipRejected) expect({ table, rejects: rj.rows[0].n }).toEqual({ table, rejects: want.rejected });
+          expect({ table, rejects: rj.rows[0].n }).toEqual({ table, rejects: want.rejected });
         }
         for (const retired of expected.retired_tables ?? []) expect(plan.retiredTables).toContain(retired);
 
@@ -270,10 +261,8 @@ describe('engine on every source shape', () => {
     });
   });
 
-  // ENGINE BUG (see KNOWN_ENGINE_BUGS): bags 5 and 6 are rejected (weight) and both have a parent_bag_id;
-  // the derived-link step still reads them as candidates and rejects them ("child bag was not migrated
-  // (rejected)"), so link.rejected is 9 instead of 7. Fixture README decision 6: candidates come only from
-  // migrated bags; a rejected child is covered by its own rejection and not counted again.
+  // Fixture README decision 6: derived-link candidates come only from migrated bags; a rejected child (bags 5
+  // and 6, rejected for their weight, both with a parent_bag_id) is covered by its own rejection, not again as a link.
   it('shape e: derived-link candidates are taken only from migrated bags (rejected bags 5, 6 are not rejected again as links)', async () => {
     await migrateShape('e', async (c, _r, v) => {
       const derived = await c.query(
