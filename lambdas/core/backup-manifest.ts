@@ -1,19 +1,11 @@
 /**
- * The backup's layout in S3, its records and its manifest: plain data and text, no I/O.
- *
- * Layout under `<prefix>runs/<runId>/backup/`:
- * - `<table>/part-00001.copy.gz`  one key range of the table: PostgreSQL COPY text format, gzip
- * - `<table>/part-00001.json`     the part record, written only after its data object is complete
- * - `<table>/table.json`          the table record, written after the table's last part
- * - `manifest.json`               written by FinalizeBackup from the records above
- *
- * `<table>` is the table name with every byte outside `[A-Za-z0-9_-]` written as `%XX` (UTF-8),
- * so quotes, spaces, slashes, dots and upper case survive in a key without ambiguity.
- * No row data and no secret is ever part of a record or the manifest.
+ * The backup's records and its manifest (layout: backup-keys.ts): plain data and text, no I/O, each record
+ * checked when read. No row data and no secret is ever part of a record or the manifest.
  */
-import type { ColumnInfo, TableInfo } from './catalog';
-import { escapeIdentifier, qualified } from './sql/ident';
-import { BackupError, InputError, RestoreError } from './errors';
+import type { TableInfo } from './catalog';
+import { resolveSplitKey, isDecimal } from './backup-cursor';
+import { renderCreateTable } from './backup-ddl';
+import { BackupError, RestoreError } from './errors';
 
 export const BACKUP_FORMAT_VERSION = 1;
 
@@ -120,147 +112,6 @@ export interface BackupManifest {
   readonly copyFormat: { readonly format: 'text'; readonly compression: 'gzip'; readonly settings: Record<string, string> };
   readonly sha256Definition: string;
   readonly tables: ManifestTable[];
-}
-
-// ---------------------------------------------------------------- keys
-
-export function encodeKeySegment(name: string): string {
-  let out = '';
-  for (const byte of new TextEncoder().encode(name)) {
-    const ch = String.fromCharCode(byte);
-    out += /[A-Za-z0-9_-]/.test(ch) ? ch : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
-  }
-  return out;
-}
-
-export function decodeKeySegment(segment: string): string {
-  return decodeURIComponent(segment);
-}
-
-export function backupRootKey(prefix: string, runId: string): string {
-  return `${prefix}runs/${runId}/backup/`;
-}
-
-export function manifestKey(prefix: string, runId: string): string {
-  return `${backupRootKey(prefix, runId)}manifest.json`;
-}
-
-export function tableDirKey(prefix: string, runId: string, table: string): string {
-  return `${backupRootKey(prefix, runId)}${encodeKeySegment(table)}/`;
-}
-
-function partStem(part: number): string {
-  return `part-${String(part).padStart(5, '0')}`;
-}
-
-export function partDataKey(prefix: string, runId: string, table: string, part: number): string {
-  return `${tableDirKey(prefix, runId, table)}${partStem(part)}.copy.gz`;
-}
-
-export function partRecordKey(prefix: string, runId: string, table: string, part: number): string {
-  return `${tableDirKey(prefix, runId, table)}${partStem(part)}.json`;
-}
-
-export function tableRecordKey(prefix: string, runId: string, table: string): string {
-  return `${tableDirKey(prefix, runId, table)}table.json`;
-}
-
-/** `rds_backup_YYYYMMDD_HHMMSS.json` in UTC, the seed tool's name for its single-file JSON backup. */
-export function legacyBackupFileName(at: Date): string {
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `rds_backup_${at.getUTCFullYear()}${p(at.getUTCMonth() + 1)}${p(at.getUTCDate())}_${p(at.getUTCHours())}${p(at.getUTCMinutes())}${p(at.getUTCSeconds())}.json`;
-}
-
-/** Run ids appear in S3 keys and schema names: keep them to a safe alphabet. */
-export function assertRunId(runId: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(runId)) {
-    throw new InputError(
-      `The run id ${JSON.stringify(runId)} is not usable: use 1-63 letters, digits, '_', '-' or '.', starting with a letter or digit (it names S3 keys and a schema).`,
-    );
-  }
-}
-
-// ---------------------------------------------------------------- split key, cursor
-
-const INTEGER_TYPES = new Set(['int2', 'int4', 'int8']);
-
-/** The single-column integer primary key the table is split on, or null (the table is one part). */
-export function resolveSplitKey(table: TableInfo): string | null {
-  if (table.primaryKey.length !== 1) return null;
-  const column = table.columns.find((c) => c.name === table.primaryKey[0]);
-  return column && INTEGER_TYPES.has(column.udtName) ? column.name : null;
-}
-
-export interface BackupCursor {
-  /** The next part to write. */
-  readonly part: number;
-  /** Exclusive lower key bound of that part (null: from the start). */
-  readonly after: string | null;
-  /** Rows in the parts before it. */
-  readonly rows: number;
-}
-
-export function renderBackupCursor(cursor: BackupCursor): string {
-  return JSON.stringify({ v: 1, part: cursor.part, after: cursor.after, rows: cursor.rows });
-}
-
-export function parseBackupCursor(text: string | null, table: string): BackupCursor {
-  if (text === null || text === '') return { part: 1, after: null, rows: 0 };
-  try {
-    const v = JSON.parse(text) as { v?: unknown; part?: unknown; after?: unknown; rows?: unknown };
-    if (v.v === 1 && Number.isSafeInteger(v.part) && (v.part as number) >= 1 && (v.after === null || isDecimal(v.after)) && isCount(v.rows)) {
-      return { part: v.part as number, after: v.after as string | null, rows: v.rows as number };
-    }
-  } catch {
-    // reported below
-  }
-  throw new InputError(
-    `The backup cursor for table ${JSON.stringify(table)} is not one BackupTable returned. Pass the cursor of the previous result, or null to start the table over (finished parts are kept).`,
-  );
-}
-
-function isDecimal(v: unknown): v is string {
-  return typeof v === 'string' && /^-?\d{1,20}$/.test(v);
-}
-
-// ---------------------------------------------------------------- DDL
-
-const SEQUENCE_DEFAULT = /\bnextval\s*\(/i;
-
-/**
- * `CREATE TABLE "schema"."table" (...)` with the columns' types, NOT NULL and the primary key.
- * Defaults that draw from a sequence are left out (the restored table must not depend on the
- * source's sequences, and its rows carry their ids); foreign keys are left out (tables are restored
- * one by one, in any order).
- */
-export function renderCreateTable(table: TableInfo, targetSchema: string): string {
-  const columns = [...table.columns].sort((a, b) => a.ordinal - b.ordinal).map(renderColumn);
-  if (table.primaryKey.length) {
-    columns.push(`PRIMARY KEY (${table.primaryKey.map(escapeIdentifier).join(', ')})`);
-  }
-  return `${createTablePrefix(targetSchema, table.name)}\n  ${columns.join(',\n  ')}\n)`;
-}
-
-function renderColumn(column: ColumnInfo): string {
-  let text = `${escapeIdentifier(column.name)} ${column.dataType}`;
-  if (column.defaultExpr !== null && !SEQUENCE_DEFAULT.test(column.defaultExpr)) text += ` DEFAULT ${column.defaultExpr}`;
-  if (!column.nullable) text += ' NOT NULL';
-  return text;
-}
-
-function createTablePrefix(schema: string, table: string): string {
-  return `CREATE TABLE ${qualified(schema, table)} (`;
-}
-
-/** The manifest's DDL (rendered for `fromSchema`) for another schema; refuses text it did not render. */
-export function retargetCreateTable(ddl: string, table: string, fromSchema: string, toSchema: string): string {
-  const from = createTablePrefix(fromSchema, table);
-  if (!ddl.startsWith(from)) {
-    throw new RestoreError(
-      `The manifest's DDL for table ${JSON.stringify(table)} does not start with ${from}; the manifest was edited or written by another tool. Restore from another run's backup.`,
-    );
-  }
-  return createTablePrefix(toSchema, table) + ddl.slice(from.length);
 }
 
 // ---------------------------------------------------------------- records and manifest

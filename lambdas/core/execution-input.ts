@@ -1,4 +1,4 @@
-import { assertRunId } from './backup-manifest';
+import { assertRunId } from './backup-keys';
 import type { ExecutionInput, RunContext } from './contract';
 import { InputError } from './errors';
 import { TARGET_TABLES } from './rules';

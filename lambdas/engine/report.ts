@@ -7,7 +7,7 @@ import { escapeLiteral, qualified } from '../core/sql/ident';
 import type { VerificationResult } from '../core/verify';
 import type { RejectGroup } from '../core/report-html';
 import type { RunContext } from '../core/contract';
-import { uploadStream } from '../io/backup';
+import { uploadStream } from '../io/s3';
 import { readBackupManifest } from '../io/restore';
 import type { RunRecord } from './runs';
 

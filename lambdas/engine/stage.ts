@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import { renderCreateTable } from '../core/backup-manifest';
+import { renderCreateTable } from '../core/backup-ddl';
 import { MigrationBatchError, MigrationError } from '../core/errors';
 import type { Plan } from '../core/planner';
 import { escapeIdentifier as id, qualified } from '../core/sql/ident';

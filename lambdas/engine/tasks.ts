@@ -21,7 +21,9 @@ import type {
   RunEvent,
   VerifyResult,
 } from '../core/contract';
-import { backupTable, finalizeBackup, listObjectKeys, putJsonObject, putTextObject, readObjectText, writeLegacyJsonBackup } from '../io/backup';
+import { backupTable, finalizeBackup } from '../io/backup';
+import { listObjectKeys, putJsonObject, putTextObject, readObjectText } from '../io/s3';
+import { writeLegacyJsonBackup } from '../io/legacy-json-backup';
 import { readTableInfo, readTableNames } from '../io/catalog';
 import { assertSourceReadable, assertTargetWritable } from '../io/privileges';
 import { resolveExecutionInput } from '../core/execution-input';

@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { BackupError } from '../core/errors';
-import { findLatestRunWith, toStorageError } from './backup';
+import { findLatestRunWith, toStorageError } from './s3';
 
 /** A run's `rejects.jsonl.gz` (written by the Report task), read back as a stream of records. */
 

@@ -5,18 +5,12 @@ import { createGunzip } from 'node:zlib';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import {
-  assertRunId,
-  manifestKey,
-  parseBackupManifest,
-  retargetCreateTable,
-  tableDirKey,
-  tableSha256Input,
-  type BackupManifest,
-  type ManifestTable,
-} from '../core/backup-manifest';
+import { retargetCreateTable } from '../core/backup-ddl';
+import { assertRunId, manifestKey, tableDirKey } from '../core/backup-keys';
+import { parseBackupManifest, tableSha256Input, type BackupManifest, type ManifestTable } from '../core/backup-manifest';
 import { MigrationError, RestoreError } from '../core/errors';
-import { HashingCounter, applyCopySettings, findLatestRunWith, isStorageError, readObjectText, sha256Hex, toStorageError } from './backup';
+import { HashingCounter, applyCopySettings, sha256Hex } from './backup';
+import { findLatestRunWith, isStorageError, readObjectText, toStorageError } from './s3';
 import { toMigrationError, withTransaction } from './pg';
 
 export interface RestoreTablesOptions {

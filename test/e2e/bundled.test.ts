@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { TASK_STATES, type ReportResult } from '../../lambdas/core/contract';
-import { readObjectText } from '../../lambdas/io/backup';
+import { readObjectText } from '../../lambdas/io/s3';
 import { BUNDLED_SECRET_ARNS, synthesizeBundles, type BundledFunction, type SynthesizedBundles } from '../../lib/runner/bundles';
 import { FUNCTION_SECRET_ACCESS_KEY, functionAccessKeyId, runBundledWorkflow, startBundleProcess, writeWorker } from '../../lib/runner/bundled-run';
 import { FAKE_ACCOUNT, FAKE_REGION } from '../../lib/runner/state-machine';

@@ -10,10 +10,11 @@ import { createTestDatabase, withTestClient } from '../support/pg';
 import { useTestS3 } from '../support/s3';
 import { runStepToEnd, runTasks, targetDump, taskDeps } from '../support/tasks';
 import { loadFixture } from '../support/engine';
-import { backupTable, finalizeBackup, listObjectKeys } from '../../lambdas/io/backup';
+import { backupTable, finalizeBackup } from '../../lambdas/io/backup';
+import { listObjectKeys } from '../../lambdas/io/s3';
 import { readTableInfo } from '../../lambdas/io/catalog';
 import { restoreTables } from '../../lambdas/io/restore';
-import { tableDirKey } from '../../lambdas/core/backup-manifest';
+import { tableDirKey } from '../../lambdas/core/backup-keys';
 import { startLocalS3 } from '../../lib/runner/local-s3';
 import { createS3Client } from '../../lambdas/io/s3';
 import {

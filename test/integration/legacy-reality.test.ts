@@ -9,7 +9,7 @@ import { APP_INDEXES } from '../../lambdas/core/sql/target-ddl';
 import { TARGET_TABLES } from '../../lambdas/core/rules';
 import type { VerificationResult } from '../../lambdas/core/verify';
 import { connect, parseDatabaseUrl } from '../../lambdas/io/pg';
-import { readObjectText } from '../../lambdas/io/backup';
+import { readObjectText } from '../../lambdas/io/s3';
 import { loadFixture, runEngine, withFixtureDatabase, type EngineRunOptions } from '../support/engine';
 import { adminQuery, createTestDatabase, withTestClient } from '../support/pg';
 import { useTestS3 } from '../support/s3';

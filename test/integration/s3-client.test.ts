@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readObjectText } from '../../lambdas/io/backup';
+import { readObjectText } from '../../lambdas/io/s3';
 import { createS3Client } from '../../lambdas/io/s3';
 import { registerTestS3Credentials, startTestS3, type TestS3 } from '../support/s3';
 

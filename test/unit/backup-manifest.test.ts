@@ -2,23 +2,10 @@ import { escapeIdentifier } from '../../lambdas/core/sql/ident';
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import {
-  buildManifest,
-  decodeKeySegment,
-  encodeKeySegment,
-  legacyBackupFileName,
-  parseBackupCursor,
-  parseBackupManifest,
-  partDataKey,
-  renderBackupCursor,
-  renderCreateTable,
-  renderJson,
-  resolveSplitKey,
-  retargetCreateTable,
-  tableSha256Input,
-  type BackupPartRecord,
-  type BackupTableRecord,
-} from '../../lambdas/core/backup-manifest';
+import { parseBackupCursor, renderBackupCursor, resolveSplitKey } from '../../lambdas/core/backup-cursor';
+import { renderCreateTable, retargetCreateTable } from '../../lambdas/core/backup-ddl';
+import { decodeKeySegment, encodeKeySegment, legacyBackupFileName, partDataKey } from '../../lambdas/core/backup-keys';
+import { buildManifest, parseBackupManifest, renderJson, tableSha256Input, type BackupPartRecord, type BackupTableRecord } from '../../lambdas/core/backup-manifest';
 import type { TableInfo } from '../../lambdas/core/catalog';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
