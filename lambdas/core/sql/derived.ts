@@ -51,7 +51,12 @@ export function derivedColumnScopes(table: TablePlan, offsets: Readonly<Record<s
   return out;
 }
 
-/** Per target row (`x.id`) the aggregates the rules read. */
+/**
+ * Per target row (`x.id`) the aggregates the rules read. A bill's distinct children are the sum of its parents'
+ * child counts: the target allows one parent per child (link_child_bag_id_unique) and a parent once per bill
+ * (uq_bill_bag_new), so no child is counted twice — and summing per-parent counts avoids joining every child of
+ * every bill (20 M rows at scale 1: the bill summaries took 13.7 s, this way they take a fraction of it).
+ */
 function aggregates(schema: string, table: 'bag' | 'bill'): string {
   const q = (t: string) => qualified(schema, t);
   if (table === 'bag') {
@@ -60,9 +65,10 @@ function aggregates(schema: string, table: 'bag' | 'bill'): string {
   }
   return `SELECT b.id, COALESCE(bb.n, 0)::int AS bill_bags, COALESCE(ch.n, 0)::int AS children FROM ${q('bill')} b
             LEFT JOIN (SELECT bill_id, count(*) AS n FROM ${q('bill_bag')} GROUP BY bill_id) bb ON bb.bill_id = b.id
-            LEFT JOIN (SELECT bb.bill_id, count(DISTINCT l.child_bag_id) AS n FROM ${q('bill_bag')} bb
+            LEFT JOIN (SELECT bb.bill_id, sum(pc.n) AS n FROM ${q('bill_bag')} bb
                          JOIN ${q('bag')} p ON p.id = bb.bag_id AND p.type = 'parent'
-                         JOIN ${q('link')} l ON l.parent_bag_id = p.id GROUP BY bb.bill_id) ch ON ch.bill_id = b.id`;
+                         JOIN (SELECT parent_bag_id, count(*) AS n FROM ${q('link')} GROUP BY parent_bag_id) pc ON pc.parent_bag_id = p.id
+                        GROUP BY bb.bill_id) ch ON ch.bill_id = b.id`;
 }
 
 /** The UPDATE that computes the table's derived summaries (null when none is computed). Idempotent. */
