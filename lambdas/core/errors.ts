@@ -19,7 +19,9 @@ export type ErrorCode =
   | 'RestoreError'
   | 'TransientStorageError'
   | 'CutoverError'
-  | 'InputError';
+  | 'InputError'
+  | 'CaptureError'
+  | 'CatchUpRefusedError';
 
 export abstract class MigrationError extends Error {
   abstract readonly retryable: boolean;
@@ -62,6 +64,10 @@ export const TransientStorageError = define('TransientStorageError', true);
 export const CutoverError = define('CutoverError', false);
 /** Invalid execution input or CLI arguments. */
 export const InputError = define('InputError', false);
+/** Change capture of a live run: cannot be installed, or one is left behind by another run. */
+export const CaptureError = define('CaptureError', false);
+/** Catch-up met a change it cannot re-derive exactly (TRUNCATE, a key outside the prepared id range, …): it refuses rather than diverge. */
+export const CatchUpRefusedError = define('CatchUpRefusedError', false);
 
 export type AnyMigrationError = InstanceType<
   | typeof TransientDatabaseError
@@ -78,6 +84,8 @@ export type AnyMigrationError = InstanceType<
   | typeof TransientStorageError
   | typeof CutoverError
   | typeof InputError
+  | typeof CaptureError
+  | typeof CatchUpRefusedError
 >;
 
 /** Names Step Functions retries with backoff; everything else fails the execution at once. */

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { MigrationBatchError, MigrationError, PlanError } from '../core/errors';
-import type { Plan, SourcePlan, TablePlan } from '../core/planner';
+import type { DerivedLinkPlan, Plan, SourcePlan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN, type TargetTable } from '../core/rules';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
@@ -14,7 +14,9 @@ import {
   sourceRowsFrom,
   targetIdExpr,
   translatedRefExpr,
+  isKeySet,
   type KeyRange,
+  type KeySelection,
   type MappingContext,
   type PasswordHashes,
 } from '../core/sql/mapping';
@@ -31,6 +33,12 @@ export interface EngineRun {
   /** Migration time (UTC, ISO without zone): replaces missing timestamps. */
   readonly runTime: string;
   readonly batchSize: number;
+  /**
+   * The source is live (changes captured): a batch may read rows written after `prepare`, so bag QR codes
+   * can collide after all (a new lower-case duplicate): the bag batches then skip and reject them like any
+   * unique-key collision, and catch-up re-derives those keys (their changes are in the log) with the rename.
+   */
+  readonly live?: boolean;
 }
 
 export interface Progress {
@@ -88,7 +96,7 @@ export async function loadOffsets(client: pg.ClientBase, schema: string): Promis
   return Object.fromEntries(r.rows.map((row) => [row.source_table, Number(row.id_offset)]));
 }
 
-function mappingContext(run: EngineRun, readSchema: string, offsets: Record<string, number>, mode: MappingContext['mode']): MappingContext {
+export function mappingContext(run: EngineRun, readSchema: string, offsets: Record<string, number>, mode: MappingContext['mode']): MappingContext {
   return { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode };
 }
 
@@ -226,8 +234,11 @@ async function prepare(o: StepOptions): Promise<StepResult> {
   return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 1 };
 }
 
-/** Which bags the data says are parents (someone's parent) or children (someone's child). */
-async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingContext): Promise<void> {
+/**
+ * Which bags the data says are parents (someone's parent) or children (someone's child). `onlyIds`:
+ * just these target ids (catch-up: the bags its changes touched; the caller clears their rows first).
+ */
+export async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingContext, onlyIds?: number[]): Promise<void> {
   const parents: string[] = [];
   const children: string[] = [];
   for (const table of plan.tables.filter((t) => t.target === 'bag' || t.target === 'link')) {
@@ -239,33 +250,39 @@ async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingCo
     }
   }
   const schema = ctx.targetSchema;
+  const only = onlyIds ? ' AND id = ANY($1::bigint[])' : '';
+  const values = onlyIds ? [onlyIds] : [];
   if (parents.length) {
-    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_parent')} (target_id) SELECT DISTINCT id FROM (${parents.join(' UNION ALL ')}) x WHERE id IS NOT NULL ON CONFLICT DO NOTHING`);
+    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_parent')} (target_id) SELECT DISTINCT id FROM (${parents.join(' UNION ALL ')}) x WHERE id IS NOT NULL${only} ON CONFLICT DO NOTHING`, values);
   }
   if (children.length) {
-    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_child')} (target_id) SELECT DISTINCT id FROM (${children.join(' UNION ALL ')}) x WHERE id IS NOT NULL ON CONFLICT DO NOTHING`);
+    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_child')} (target_id) SELECT DISTINCT id FROM (${children.join(' UNION ALL ')}) x WHERE id IS NOT NULL${only} ON CONFLICT DO NOTHING`, values);
   }
 }
 
 // ---------------------------------------------------------------- table steps
 
-interface SourceUnit {
+export interface SourceUnit {
   readonly label: string;
   readonly source: SourcePlan;
-  readonly build: (ctx: MappingContext, params: Params, range: KeyRange | null, passwords: PasswordHashes | null) => { text: string; columns: string[] };
+  /** Derived links: the derived-link plan the unit maps (target ids are its offset + the child's target id). */
+  readonly derived?: DerivedLinkPlan;
+  readonly build: (ctx: MappingContext, params: Params, range: KeySelection | null, passwords: PasswordHashes | null) => { text: string; columns: string[] };
   /** Only rows of the source table matching this are read (derived links: rows with a parent). */
   readonly filter?: string;
   /** False: unique-key collisions were ruled out before the batch (see BatchInsertOptions.mayConflict). */
   readonly mayConflict?: boolean;
 }
 
-function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
+/** The units of one table step: its sources, then the links derived from bag parent references. */
+export function unitsOf(plan: Plan, table: TablePlan, live = false): SourceUnit[] {
   const units: SourceUnit[] = table.sources.map((source) => ({
     label: source.table,
     source,
     build: (ctx, params, range, passwords) => buildMappingSelect(table, source, ctx, params, range, passwords),
-    // Bag QR codes cannot collide: `prepare` renamed every duplicate and refused renamed codes that clash.
-    ...(table.target === 'bag' ? { mayConflict: false } : {}),
+    // Bag QR codes cannot collide: `prepare` renamed every duplicate and refused renamed codes that clash
+    // (unless the source is live: see EngineRun.live).
+    ...(table.target === 'bag' && !live ? { mayConflict: false } : {}),
   }));
   const bag = plan.tables.find((t) => t.target === 'bag');
   for (const derived of table.derivedLinks) {
@@ -274,6 +291,7 @@ function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
     units.push({
       label: derivedSourceName(derived),
       source,
+      derived,
       build: (ctx, params, range) => buildDerivedLinkSelect(derived, source, ctx, params, range),
       filter: `s.${id(derived.parentColumn)} IS NOT NULL`,
       // One derived link per child, and a child linked elsewhere is rejected by the mapping itself.
@@ -287,7 +305,7 @@ function unitsOf(plan: Plan, table: TablePlan): SourceUnit[] {
 async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const offsets = await loadOffsets(o.client, o.run.targetSchema);
-  for (const unit of unitsOf(o.plan, table)) {
+  for (const unit of unitsOf(o.plan, table, o.run.live === true)) {
     const r = await migrateUnit(o, table, unit, offsets, totals);
     if (!r.done) return { ...totals, done: false, cursor: r.cursor };
   }
@@ -412,8 +430,13 @@ async function migrateUnit(
   }
 }
 
-/** Legacy plaintext passwords of one batch, hashed in Node (werkzeug scrypt); never logged. */
-async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSchema: string, range: KeyRange | null): Promise<PasswordHashes | null> {
+/** Legacy plaintext passwords of one batch (a key range, or catch-up's key set), hashed in Node (werkzeug scrypt); never logged. */
+export async function hashPlaintextPasswords(
+  o: Pick<StepOptions, 'client' | 'run' | 'hashPasswords'>,
+  source: SourcePlan,
+  readSchema: string,
+  range: KeySelection | null,
+): Promise<PasswordHashes | null> {
   const pw = source.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
   if (!pw?.source) return null;
   const col = `s.${id(pw.source)}`;
@@ -423,8 +446,11 @@ async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSc
   const params = new Params();
   const isHash = `(${col}::text ~ ${params.add(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${params.add(BCRYPT_HASH_PATTERN)})`;
   const where = [`${col} IS NOT NULL`, `${col}::text <> ''`, `NOT ${isHash}`, `${key} IS NOT NULL`];
-  if (range?.lo !== null && range?.lo !== undefined) where.push(`${key} > ${params.add(range.lo, 'bigint')}`);
-  if (range?.hi !== null && range?.hi !== undefined) where.push(`${key} <= ${params.add(range.hi, 'bigint')}`);
+  if (isKeySet(range)) where.push(`${key} = ANY(${params.add(range.keys, 'bigint[]')})`);
+  else {
+    if (range?.lo !== null && range?.lo !== undefined) where.push(`${key} > ${params.add(range.lo, 'bigint')}`);
+    if (range?.hi !== null && range?.hi !== undefined) where.push(`${key} <= ${params.add(range.hi, 'bigint')}`);
+  }
   const ctx = mappingContext(o.run, readSchema, {}, 'load');
   const r = await o.client.query(
     `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col}::text AS p FROM ${sourceRowsFrom(source, ctx)} WHERE ${where.join(' AND ')} ORDER BY ${key}`,

@@ -51,22 +51,27 @@ export function derivedColumnScopes(table: TablePlan, offsets: Readonly<Record<s
   return out;
 }
 
-/** Per target row (`x.id`) the aggregates the rules read. */
-function aggregates(schema: string, table: 'bag' | 'bill'): string {
+/**
+ * Per target row (`x.id`) the aggregates the rules read. `onlyIds`: an SQL bigint[] (a placeholder) that
+ * restricts them to those rows (catch-up recomputes the parents and bills its changes touched).
+ */
+function aggregates(schema: string, table: 'bag' | 'bill', onlyIds?: string): string {
   const q = (t: string) => qualified(schema, t);
+  const only = (col: string) => (onlyIds ? ` AND ${col} = ANY(${onlyIds})` : '');
   if (table === 'bag') {
     return `SELECT p.id, count(l.child_bag_id)::int AS children FROM ${q('bag')} p LEFT JOIN ${q('link')} l ON l.parent_bag_id = p.id
-             WHERE p.type = 'parent' GROUP BY p.id`;
+             WHERE p.type = 'parent'${only('p.id')} GROUP BY p.id`;
   }
   return `SELECT b.id, COALESCE(bb.n, 0)::int AS bill_bags, COALESCE(ch.n, 0)::int AS children FROM ${q('bill')} b
-            LEFT JOIN (SELECT bill_id, count(*) AS n FROM ${q('bill_bag')} GROUP BY bill_id) bb ON bb.bill_id = b.id
+            LEFT JOIN (SELECT bill_id, count(*) AS n FROM ${q('bill_bag')} WHERE TRUE${only('bill_id')} GROUP BY bill_id) bb ON bb.bill_id = b.id
             LEFT JOIN (SELECT bb.bill_id, count(DISTINCT l.child_bag_id) AS n FROM ${q('bill_bag')} bb
                          JOIN ${q('bag')} p ON p.id = bb.bag_id AND p.type = 'parent'
-                         JOIN ${q('link')} l ON l.parent_bag_id = p.id GROUP BY bb.bill_id) ch ON ch.bill_id = b.id`;
+                         JOIN ${q('link')} l ON l.parent_bag_id = p.id WHERE TRUE${only('bb.bill_id')} GROUP BY bb.bill_id) ch ON ch.bill_id = b.id
+           WHERE TRUE${only('b.id')}`;
 }
 
-/** The UPDATE that computes the table's derived summaries (null when none is computed). Idempotent. */
-export function renderComputeSummaries(schema: string, table: TablePlan, offsets: Readonly<Record<string, number>>): string | null {
+/** The UPDATE that computes the table's derived summaries (null when none is computed). Idempotent. `onlyIds`: see aggregates. */
+export function renderComputeSummaries(schema: string, table: TablePlan, offsets: Readonly<Record<string, number>>, onlyIds?: string): string | null {
   if (table.target !== 'bag' && table.target !== 'bill') return null;
   const scopes = derivedColumnScopes(table, offsets).filter((s) => s.computed !== 'FALSE');
   if (scopes.length === 0) return null;
@@ -76,7 +81,7 @@ export function renderComputeSummaries(schema: string, table: TablePlan, offsets
   });
   const differs = scopes.map((s) => `(${s.computed} AND t.${id(s.rule.column)} IS DISTINCT FROM ${s.rule.sql})`);
   return `UPDATE ${qualified(schema, table.target)} t SET ${sets.join(', ')}
-    FROM (${aggregates(schema, table.target)}) x
+    FROM (${aggregates(schema, table.target, onlyIds)}) x
    WHERE x.id = t.id AND ${scopes[0]!.rule.rowsWhere} AND (${differs.join(' OR ')})`;
 }
 

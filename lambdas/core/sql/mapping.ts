@@ -41,6 +41,18 @@ export interface KeyRange {
   readonly hi: number | null;
 }
 
+/** An explicit set of source keys (catch-up re-derives the keys the capture logged). */
+export interface KeySet {
+  readonly keys: readonly number[];
+}
+
+/** The rows a mapping reads: a key range, a key set, or (null) the whole table. */
+export type KeySelection = KeyRange | KeySet;
+
+export function isKeySet(k: KeySelection | null): k is KeySet {
+  return k !== null && 'keys' in k;
+}
+
 /** Plaintext passwords hashed in Node for this batch, joined by source key. */
 export interface PasswordHashes {
   readonly keys: number[];
@@ -145,10 +157,11 @@ function rowsWithUsableIdFrom(source: SourcePlan, ctx: MappingContext): string {
  * A key range as SQL. The first range of a table without a primary key also holds its rows without an id
  * (they sort nowhere), so that they are read, and rejected, exactly once.
  */
-function rangeWhere(source: SourcePlan, range: KeyRange | null, params: Params): string[] {
+function rangeWhere(source: SourcePlan, range: KeySelection | null, params: Params): string[] {
   if (!source.key || !range) return [];
-  const out: string[] = [];
   const k = `s.${id(source.key)}`;
+  if (isKeySet(range)) return [`${k} = ANY(${params.add(range.keys, 'bigint[]')})`];
+  const out: string[] = [];
   if (range.lo !== null) out.push(`${k} > ${params.add(range.lo, 'bigint')}`);
   if (range.hi !== null) {
     const upper = `${k} <= ${params.add(range.hi, 'bigint')}`;
@@ -363,7 +376,7 @@ export function buildMappingSelect(
   source: SourcePlan,
   ctx: MappingContext,
   params: Params,
-  range: KeyRange | null,
+  range: KeySelection | null,
   passwords: PasswordHashes | null = null,
 ): { text: string; columns: string[] } {
   const b: Built = { level1: [], problems: [], joins: [], where: [], outputColumns: [] };
@@ -407,7 +420,7 @@ export function buildDerivedLinkSelect(
   bagSource: SourcePlan,
   ctx: MappingContext,
   params: Params,
-  range: KeyRange | null,
+  range: KeySelection | null,
 ): { text: string; columns: string[] } {
   const derivedOffset = ctx.offsets[derivedSourceName(link)] ?? 0;
   const childId = targetIdExpr(bagSource, ctx);
