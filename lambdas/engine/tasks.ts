@@ -15,13 +15,14 @@ import type {
   PreflightResult,
   ReportResult,
   CutoverResult,
+  CatchUpResult,
   RunContext,
   RunEvent,
   VerifyResult,
 } from '../handlers/contract';
 import { putJsonObject, readObjectText } from '../io/backup';
 import { readTableNames } from '../io/catalog';
-import { describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
+import { describeDatabase, toMigrationError, withClient, withTransaction, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
 import { exportRejects, buildReport } from './report';
@@ -38,6 +39,9 @@ import {
   updateRun,
 } from './runs';
 import { verifyRun } from './verify';
+import { assertNoOtherCapture, captureStatus, installCapture } from './capture';
+import { catchUp, caughtUpPosition, drainInTransaction } from './catchup';
+import { sourceFingerprints } from './cutover';
 import { cutoverRun } from './cutover';
 import { compareStaged, dropStaging, runStageStep, stagingSchema } from './stage';
 
@@ -69,7 +73,7 @@ export function resolveExecutionInput(input: unknown, fallbackRunId: () => strin
   const raw = (input ?? {}) as Record<string, unknown>;
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
-  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries'];
+  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries', 'live'];
   for (const k of Object.keys(raw)) if (!known.includes(k)) problems.push(`unknown field "${k}" (allowed: ${known.join(', ')})`);
   const str = (k: string, def: string) => {
     const v = raw[k];
@@ -116,9 +120,11 @@ export function resolveExecutionInput(input: unknown, fallbackRunId: () => strin
     dryRun: bool('dryRun'),
     legacyJsonBackup: bool('legacyJsonBackup'),
     recomputeSummaries: bool('recomputeSummaries'),
+    live: bool('live'),
     mappingKey,
     prefix: `runs/${runId}/`,
   };
+  if (ctx.live && ctx.dryRun) problems.push('"live" and "dryRun" exclude each other (a dry run writes nothing, a live run installs change capture)');
   if (ctx.sourceSchema === ctx.targetSchema) problems.push(`"targetSchema" must differ from "sourceSchema" (both are "${ctx.sourceSchema}")`);
   if (problems.length) {
     throw new InputError(`The execution input has ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}\nFix the input and start a new execution.`);
@@ -127,7 +133,10 @@ export function resolveExecutionInput(input: unknown, fallbackRunId: () => strin
 }
 
 export function engineRun(run: RunContext): EngineRun {
-  return { runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: run.targetSchema, runTime: run.runTime, batchSize: run.batchSize };
+  return {
+    runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: run.targetSchema, runTime: run.runTime, batchSize: run.batchSize,
+    ...(run.live ? { live: true } : {}),
+  };
 }
 
 function runKey(deps: TaskDeps, run: RunContext, name: string): string {
@@ -216,6 +225,9 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
   let runTime = new Date().toISOString().replace('Z', '');
   const target = await deps.target();
   const crossDatabase = !sameDatabase(source, target);
+  if (base.live && crossDatabase) {
+    throw new InputError(`A live run ("live": true) needs the target schema in the source database: catch-up re-derives changed rows by reading the source tables where the target is. Use a target schema in the source database, or run without "live" while the application is stopped.`);
+  }
   if (!base.dryRun) {
     runTime = await withClient(target, async (c) => {
       await assertTargetWritable(c, base.targetSchema);
@@ -228,6 +240,9 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
       }
       await acquireLease(c, base.targetSchema, base.runId, deps.holder ?? 'local');
       const rec = await recordRun(c, base.targetSchema, { runId: base.runId, sourceSchema: base.sourceSchema, runTime });
+      // Before Backup reads a row: from here on every write to a source table is in the change log.
+      if (base.live) await installCapture(c, { runId: base.runId, sourceSchema: base.sourceSchema, targetSchema: base.targetSchema, tables: backupTables });
+      else await assertNoOtherCapture(c, base.runId);
       await recordStep(c, base.targetSchema, base.runId, 'preflight', { status: 'done', at: new Date().toISOString(), source: describeDatabase(source), target: describeDatabase(target) });
       return rec.runTime;
     });
@@ -321,7 +336,24 @@ export async function verifyTask(event: RunEvent, deps: TaskDeps): Promise<Verif
   const { run } = event;
   const { result, reportKey } = await withTarget(deps, run, async (c) => {
     const plan = await loadPlan(c, run);
-    let result = await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) });
+    const verifyAll = async () => {
+      if (!run.live) {
+        // The source as verified, to refuse a cutover over a source that changed since (no capture to tell which rows).
+        const fingerprints = await sourceFingerprints(c, run.sourceSchema, plan);
+        return { result: await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) }), live: null, fingerprints };
+      }
+      // Live: one snapshot. The changes it can see are caught up first, in the same transaction, so the
+      // target is checked against the source as of that capture position; later writes stay in the log.
+      return withTransaction(c, async () => {
+        await c.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        const drained = await drainInTransaction({ client: c, run: engineRun(run), plan, hashPasswords: deps.hashPasswords });
+        const position = await caughtUpPosition(c, engineRun(run));
+        const result = await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) });
+        return { result, live: { position, drained }, fingerprints: null };
+      });
+    };
+    const verified = await verifyAll();
+    let result = verified.result;
     if (run.crossDatabase) {
       const staged = await withClient(await deps.source(), (src) => compareStaged(src, c, engineRun(run), plan));
       const checks = [
@@ -334,10 +366,15 @@ export async function verifyTask(event: RunEvent, deps: TaskDeps): Promise<Verif
       ];
       result = { ...result, checks, passed: checks.every((x) => x.passed) };
     }
+    if (verified.live) result = { ...result, capturePosition: verified.live.position };
+    if (verified.fingerprints) result = { ...result, sourceFingerprints: verified.fingerprints };
     const reportKey = runKey(deps, run, 'verification.json');
     await putJsonObject(deps.s3, deps.bucket, reportKey, result, deps.kmsKeyId);
     await updateRun(c, run.targetSchema, run.runId, { verification: result, status: result.passed ? 'verified' : 'verification-failed' });
-    await recordStep(c, run.targetSchema, run.runId, 'verify', { status: 'done', at: new Date().toISOString(), passed: result.passed });
+    await recordStep(c, run.targetSchema, run.runId, 'verify', {
+      status: 'done', at: new Date().toISOString(), passed: result.passed,
+      ...(verified.live ? { capturePosition: verified.live.position, caughtUpInVerify: verified.live.drained, capture: await captureStatus(c, run.runId) } : {}),
+    });
     return { result, reportKey };
   });
   const failedChecks = result.checks.filter((x) => !x.passed).map((x) => x.name);
@@ -374,7 +411,27 @@ export async function reportTask(event: RunEvent, deps: TaskDeps): Promise<Repor
 /** Cutover (only when the execution input asks for it): one transaction, refused unless Verify passed. */
 export async function cutoverTask(event: RunEvent, deps: TaskDeps): Promise<CutoverResult> {
   const { run } = event;
-  const outcome = await withTarget(deps, run, (c) => cutoverRun({ client: c, targetSchema: run.targetSchema, appSchema: run.appSchema, runId: run.runId }));
-  deps.log?.(`Cutover: ${outcome.status}; legacy tables in "${outcome.legacySchema}"`);
-  return { status: outcome.status === 'cut-over' ? 'cut-over' : 'already-cut-over', legacySchema: outcome.legacySchema };
+  const outcome = await withTarget(deps, run, (c) => cutoverRun({ client: c, targetSchema: run.targetSchema, appSchema: run.appSchema, runId: run.runId, hashPasswords: deps.hashPasswords }));
+  deps.log?.(`Cutover: ${outcome.status}; legacy tables in "${outcome.legacySchema}"${outcome.writeFreezeMs !== undefined ? `; writes frozen for ${outcome.writeFreezeMs} ms` : ''}`);
+  return {
+    status: outcome.status === 'cut-over' ? 'cut-over' : 'already-cut-over', legacySchema: outcome.legacySchema,
+    ...(outcome.writeFreezeMs !== undefined ? { writeFreezeMs: outcome.writeFreezeMs } : {}),
+  };
+}
+
+/** Changes pending below this count the run as caught up (the workflow's IsCaughtUp). */
+export const CAUGHT_UP_CHANGES = 1000;
+
+/** CatchUp (live runs): applies the captured changes within the time budget; the lag goes into the run record. */
+export async function catchUpTask(event: RunEvent, deps: TaskDeps): Promise<CatchUpResult> {
+  const { run } = event;
+  const r = await withTarget(deps, run, async (c) => {
+    const plan = await loadPlan(c, run);
+    const r = await catchUp({ client: c, run: engineRun(run), plan, hashPasswords: deps.hashPasswords, deadline: Date.now() + deps.timeBudgetMs });
+    await recordStep(c, run.targetSchema, run.runId, 'catch-up', { pending: r.pending, oldestSeconds: r.oldestSeconds, rate: Math.round(r.rate), lastAt: new Date().toISOString() });
+    return r;
+  });
+  const caughtUp = r.pending < CAUGHT_UP_CHANGES;
+  deps.log?.(`CatchUp: ${r.applied} changes applied (${Math.round(r.rate)}/s); ${r.pending} pending, oldest ${r.oldestSeconds.toFixed(1)} s${caughtUp ? ': caught up' : ''}`);
+  return { caughtUp, applied: r.applied, pending: r.pending, oldestSeconds: r.oldestSeconds, position: r.position, rate: r.rate };
 }

@@ -25,6 +25,12 @@ export interface ExecutionInput {
   readonly legacyJsonBackup?: boolean;
   /** Compute every summary the application derives (bill.linked_parent_count, …) even where the source has it. */
   readonly recomputeSummaries?: boolean;
+  /**
+   * The source is live: change capture is installed in Preflight before Backup reads a row, and after
+   * Verify the execution catches up until the lag is under a threshold; with `cutover` it then cuts over,
+   * otherwise it ends caught up with the capture on (a later cutover finishes it).
+   */
+  readonly live?: boolean;
 }
 
 /** The run as every task after Preflight sees it: resolved defaults, no secrets. */
@@ -47,6 +53,7 @@ export interface RunContext {
   readonly crossDatabase: boolean;
   readonly legacyJsonBackup?: boolean;
   readonly recomputeSummaries?: boolean;
+  readonly live?: boolean;
 }
 
 /** A resumable unit of work returns a cursor until it is done. `cursor` is opaque to the workflow. */
@@ -85,7 +92,16 @@ export type MigrateStepResult = StepProgress & {
 };
 
 export interface VerifyResult { readonly passed: boolean; readonly reportKey: string; readonly failedChecks: string[] }
-export interface CutoverResult { readonly status: 'cut-over' | 'already-cut-over'; readonly legacySchema: string }
+/** CatchUp: the lag after this invocation; `caughtUp` decides the workflow's IsCaughtUp choice. */
+export interface CatchUpResult {
+  readonly caughtUp: boolean;
+  readonly applied: number;
+  readonly pending: number;
+  readonly oldestSeconds: number;
+  readonly position: number;
+  readonly rate: number;
+}
+export interface CutoverResult { readonly status: 'cut-over' | 'already-cut-over'; readonly legacySchema: string; readonly writeFreezeMs?: number }
 export interface ReportResult {
   readonly runId: string;
   readonly status: string;
@@ -102,6 +118,7 @@ export const TASK_STATES = {
   createSchema: 'CreateSchema',
   migrateStep: 'MigrateStep',
   verify: 'Verify',
+  catchUp: 'CatchUp',
   cutover: 'Cutover',
   report: 'Report',
 } as const;

@@ -5,12 +5,14 @@ import { CliUsageError, EXIT, scrubText, urlSecrets, type CliContext } from './c
 import { cutoverCommand, CUTOVER_USAGE } from './cutover';
 import { restoreCommand, RESTORE_USAGE } from './restore';
 import { runCommand, RUN_USAGE } from './run';
+import { abandonCommand, catchUpCommand, CATCH_UP_USAGE } from './live';
 
 export const USAGE = `Usage:
   ${RUN_USAGE}
   ${ANALYZE_USAGE}
   ${RESTORE_USAGE}
   ${CUTOVER_USAGE}
+  ${CATCH_UP_USAGE}
 ${AWS_USAGE.split('\n').map((l) => `  ${l}`).join('\n')}
 
 Exit status: 0 success; 1 the run/execution failed (step, error and what to do next on stderr);
@@ -26,6 +28,8 @@ const COMMANDS: Record<string, Command> = {
   restore: restoreCommand,
   cutover: (args, ctx) => cutoverCommand('cutover', args, ctx),
   rollback: (args, ctx) => cutoverCommand('rollback', args, ctx),
+  'catch-up': catchUpCommand,
+  abandon: abandonCommand,
   start: (args, ctx) => startCommand(args, ctx),
   status: (args, ctx) => statusCommand(args, ctx),
   redrive: (args, ctx) => redriveCommand(args, ctx),

@@ -25,6 +25,7 @@ export const HANDLER_MODULES: Readonly<Record<TaskKey, string>> = {
   createSchema: 'create-schema',
   migrateStep: 'migrate-step',
   verify: 'verify',
+  catchUp: 'catch-up',
   cutover: 'cutover',
   report: 'report',
 };
@@ -68,6 +69,10 @@ export interface LocalRunTrace {
   /** The task that was running last (the failing one when the run fails). */
   lastTask?: string;
   readonly seconds: number;
+  /** Live runs: the lag after the last CatchUp. */
+  catchUp?: { pending: number; oldestSeconds: number; rate: number; applied: number };
+  /** Cutover: how long the application's writes were blocked (ms). */
+  writeFreezeMs?: number;
 }
 
 export type LocalRunOutcome =
@@ -222,7 +227,12 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
         const extra = s.rejected ? `${s.rejected} rejected` : undefined;
         if (result.done) progress.finish(key, s.migrated, extra);
         else progress.update(key, s.migrated, extra);
+      } else if (state === TASK_STATES.catchUp) {
+        const applied = (trace.catchUp?.applied ?? 0) + Number(result.applied);
+        trace.catchUp = { pending: Number(result.pending), oldestSeconds: Number(result.oldestSeconds), rate: Number(result.rate), applied };
+        progress.log(`CatchUp: ${String(result.applied)} changes (${Math.round(Number(result.rate))}/s); ${String(result.pending)} pending, oldest ${Number(result.oldestSeconds).toFixed(1)} s`);
       } else if (state !== TASK_STATES.preflight) {
+        if (state === TASK_STATES.cutover && result.writeFreezeMs !== undefined) trace.writeFreezeMs = Number(result.writeFreezeMs);
         progress.log(`${state} done (${seconds.toFixed(1)} s)`);
       }
       return result;
