@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { CatchUpRefusedError } from '../core/errors';
-import type { Plan, TablePlan } from '../core/planner';
+import type { ColumnMapping, Plan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, type TargetTable } from '../core/rules';
 import { renderComputeSummaries } from '../core/sql/derived';
 import { captureLog } from '../core/sql/capture';
@@ -230,10 +230,16 @@ async function applyKeys(o: Omit<CatchUpOptions, 'deadline'>, changed: Map<strin
   const order = plan.steps.filter((s): s is TargetTable => (TARGET_ORDER as readonly string[]).includes(s));
   for (const target of order) {
     let applied = false;
-    for (const info of infos.get(target) ?? []) {
-      const keys = pending.take(info.unit.label);
-      if (keys.length) await applyUnit(o, ctx, info, keys, infos, pending, touched);
-      applied ||= keys.length > 0;
+    // Again while a unit of this table queued more of its keys (bag children of a bag that came back).
+    for (let round = 0; round < 10; round++) {
+      let any = false;
+      for (const info of infos.get(target) ?? []) {
+        const keys = pending.take(info.unit.label);
+        if (keys.length) await applyUnit(o, ctx, info, keys, infos, pending, touched);
+        any ||= keys.length > 0;
+      }
+      applied ||= any;
+      if (!any) break;
     }
     // New rows keep their source ids: the sequence must stay past the largest (an index lookup, not a scan).
     if (applied) await client.query(renderResetSequence(schema, target));
@@ -438,10 +444,10 @@ async function applyUnit(
   };
 
   // Rejects of these keys go; the batch insert below rejects again whatever is still bad.
-  await client.query(
-    `DELETE FROM ${qualified(schema, '_migration_reject')} WHERE run_id = $1 AND source_table = $2 AND source_key = ANY($3::text[])`,
+  const unrejected = (await client.query(
+    `DELETE FROM ${qualified(schema, '_migration_reject')} WHERE run_id = $1 AND source_table = $2 AND source_key = ANY($3::text[]) RETURNING source_key`,
     [run.runId, info.unit.label, keys.map(String)],
-  );
+  )).rows.map((r) => Number(r.source_key) + info.offset);
 
   // Target rows whose source row is gone or now bad.
   {
@@ -502,7 +508,35 @@ async function applyUnit(
 
   const after = await refsOf();
   for (const row of [...before, ...after]) noteTouched(target, row, touched);
+  // A row that was rejected and now migrates (fixed in the source): rows that reference it were loaded
+  // without it (a NULL reference, or rejected) and are re-derived. Found in the source (a scan of each
+  // referring table: only when a rejected row comes back, which is rare).
+  const present = new Set(before.map((r) => Number(r.id)));
+  const back = after.map((r) => Number(r.id)).filter((x) => !present.has(x) && unrejected.includes(x));
+  if (back.length && !info.unit.derived) await queueReferrers(o, ctx, target, back, infos, pending);
   if (target === 'bag') for (const t of tids) touched.resolve.add(t);
+}
+
+/** Source rows that reference the given target ids of `target` (through a mapped reference), queued for re-derivation. */
+async function queueReferrers(o: Omit<CatchUpOptions, 'deadline'>, ctx: MappingContext, target: TargetTable, tids: number[], infos: Map<TargetTable, UnitInfo[]>, pending: KeySets): Promise<void> {
+  for (const table of o.plan.tables) {
+    for (const s of table.sources) {
+      if (!s.key) continue;
+      const refs = s.columns.filter((m) => m.kind === 'ref' && m.source && m.ref?.target === target).map((m) => translatedRefExpr(m, ctx));
+      if (s.singleBag && target === 'bag') {
+        const single = { target: 'bag_id', source: s.singleBag.column, sourceType: null, kind: 'ref', ref: { target: 'bag', sourceTable: s.singleBag.refSource, onOrphan: 'null' } } as const;
+        refs.push(translatedRefExpr(single as unknown as ColumnMapping, ctx));
+      }
+      for (const ref of refs) {
+        const r = await o.client.query(`SELECT s.${id(s.key)}::bigint AS k FROM ${sourceFrom(s, ctx)} WHERE (${ref})::text = ANY($1::text[])`, [tids.map(String)]);
+        if (r.rows.length === 0) continue;
+        const keys = r.rows.map((x) => Number(x.k));
+        for (const u of infos.get(table.target) ?? []) if (u.unit.source.table === s.table) pending.add(u.unit.label, keys);
+        // Links derived from a bag's parent reference follow the bag.
+        if (table.target === 'bag') for (const u of infos.get('link') ?? []) if (u.unit.derived && u.unit.source.table === s.table) pending.add(u.unit.label, keys);
+      }
+    }
+  }
 }
 
 function noteTouched(target: TargetTable, row: Record<string, unknown>, touched: Touched): void {

@@ -83,13 +83,13 @@ async function assertSourceUnchanged(client: pg.ClientBase, run: RunRecord, plan
       [was.xmax],
     );
     const n = Number(written.rows[0].n);
-    const deleted = Math.max(0, was.rows - (f.rows - n));
+    const deleted = Math.max(0, was.rows - f.rows);
     total += n + deleted;
     changed.push(`${f.table}: ${was.rows} → ${f.rows} rows, ${n} inserted or updated${deleted ? `, at least ${deleted} deleted` : ''}`);
   }
   if (changed.length === 0) return;
   throw new CutoverError(
-    `The source changed since run ${run.runId} was verified (${verification.verifiedAt}), and the run has no change capture: ${total} rows changed (${changed.join('; ')}). ` +
+    `The source changed since run ${run.runId} was verified (${verification.verifiedAt}), and the run has no change capture: at least ${total} rows changed (${changed.join('; ')}). ` +
       `Cutover refused: the new tables would miss those writes. Nothing was changed. Migrate again with the application stopped, or start a live run (tracetrack-migrate run --live) that captures the writes, then cut over.`,
   );
 }
@@ -106,9 +106,9 @@ async function assertCountsUnderLock(client: pg.ClientBase, run: RunRecord, targ
       const next = sources[i + 1] ? offsets[sources[i + 1]!.table] ?? null : table.derivedLinks.length ? offsets[`${table.derivedLinks[0]!.fromSource}.${table.derivedLinks[0]!.parentColumn} (derived link)`] ?? null : null;
       const r = await client.query(
         `SELECT (SELECT count(*) FROM ${qualified(plan.sourceSchema, s.table)})::bigint AS source,
-                (SELECT count(*) FROM ${qualified(targetSchema, table.target)} t WHERE t.id > $1::bigint ${next === null ? '' : 'AND t.id <= $2::bigint'})::bigint AS migrated,
+                (SELECT count(*) FROM ${qualified(targetSchema, table.target)} t WHERE t.id > $1::bigint AND ($2::bigint IS NULL OR t.id <= $2::bigint))::bigint AS migrated,
                 (SELECT count(*) FROM ${qualified(targetSchema, '_migration_reject')} r WHERE r.run_id = $3 AND r.source_table = $4)::bigint AS rejected`,
-        [lo, next ?? 0, run.runId, s.table],
+        [lo, next, run.runId, s.table],
       );
       const { source, migrated, rejected } = r.rows[0];
       if (Number(source) !== Number(migrated) + Number(rejected)) problems.push(`${s.table} → ${table.target}: ${source} source rows, ${migrated} migrated + ${rejected} rejected`);

@@ -238,11 +238,12 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
       if (cut.rows[0]) {
         throw new CutoverError(`Run ${cut.rows[0].run_id} was cut over at ${cut.rows[0].at}: the new tables now live in the application schema. Roll it back first (tracetrack-migrate rollback --run-id ${cut.rows[0].run_id}) or use another target schema.`);
       }
+      // A capture another run left behind (crashed, never cut over or abandoned) is reported before anything is taken.
+      await assertNoOtherCapture(c, base.runId);
       await acquireLease(c, base.targetSchema, base.runId, deps.holder ?? 'local');
       const rec = await recordRun(c, base.targetSchema, { runId: base.runId, sourceSchema: base.sourceSchema, runTime });
       // Before Backup reads a row: from here on every write to a source table is in the change log.
       if (base.live) await installCapture(c, { runId: base.runId, sourceSchema: base.sourceSchema, targetSchema: base.targetSchema, tables: backupTables });
-      else await assertNoOtherCapture(c, base.runId);
       await recordStep(c, base.targetSchema, base.runId, 'preflight', { status: 'done', at: new Date().toISOString(), source: describeDatabase(source), target: describeDatabase(target) });
       return rec.runTime;
     });
