@@ -76,9 +76,11 @@ export async function catchUp(o: CatchUpOptions): Promise<CatchUpResult> {
       if (err instanceof CatchUpRefusedError) throw err;
       throw toMigrationError(err, `Catching up run ${o.run.runId}`);
     });
-    if (n === 0) break;
     applied += n;
-    chunks += 1;
+    if (n > 0) chunks += 1;
+    // A short chunk: the log was empty as far as this transaction could see. Caught up as of now (a busy
+    // application keeps adding changes: the next CatchUp, or the cutover under its lock, takes them).
+    if (n < (o.chunkSize ?? DEFAULT_CHUNK)) break;
   }
   const status = await captureStatus(o.client, o.run.runId);
   const seconds = Math.max((Date.now() - started) / 1000, 0.001);
@@ -499,8 +501,9 @@ async function applyUnit(
   {
     const params = new Params();
     const m = mappingFor(params);
+    const preIds = params.add(tids, 'bigint[]');
     const q = buildBatchInsert(
-      { runId: run.runId, target, sourceLabel: info.unit.label, mapping: m, sourceSchema: ctx.sourceSchema, targetSchema: schema, source: info.unit.source, ...(info.unit.mayConflict === false ? { mayConflict: false } : {}) },
+      { runId: run.runId, target, sourceLabel: info.unit.label, mapping: m, sourceSchema: ctx.sourceSchema, targetSchema: schema, source: info.unit.source, preIds, ...(info.unit.mayConflict === false ? { mayConflict: false } : {}) },
       params,
     );
     await client.query(q.text, q.values);

@@ -505,6 +505,11 @@ export interface BatchInsertOptions {
    * own check): a plain insert is markedly faster. Default: the table has unique keys.
    */
   readonly mayConflict?: boolean;
+  /**
+   * SQL bigint[] (a placeholder) of the target ids the batch can hold: catch-up's key sets are scattered,
+   * and the id range between their smallest and largest would be most of the table. Default: the range.
+   */
+  readonly preIds?: string;
 }
 
 /**
@@ -529,7 +534,7 @@ export function buildBatchInsert(options: BatchInsertOptions, params: Params): S
   const text = `WITH m AS MATERIALIZED (${mapping.text}),
 pre AS (
   SELECT t.id FROM ${targetTable} t
-  WHERE t.id >= (SELECT min(m.id) FROM m) AND t.id <= (SELECT max(m.id) FROM m)
+  WHERE ${options.preIds ? `t.id = ANY(${options.preIds})` : 't.id >= (SELECT min(m.id) FROM m) AND t.id <= (SELECT max(m.id) FROM m)'}
 ),
 ins AS (
   INSERT INTO ${targetTable} (${cols})
