@@ -15,13 +15,14 @@ import { CliUsageError, EXIT, parseCommandArgs, parsePositiveInt, type CliContex
  * removeCapture.
  */
 
-export const CATCH_UP_USAGE = 'tracetrack-migrate catch-up | abandon --run-id ID [--target URL] [--target-schema NAME] [--time-budget-ms N]';
+export const CATCH_UP_USAGE = 'tracetrack-migrate catch-up | abandon --run-id ID [--target URL] [--target-schema NAME] [--time-budget-ms N] [--chunk-size N]';
 
 const OPTIONS = {
   target: { type: 'string' },
   'target-schema': { type: 'string' },
   'run-id': { type: 'string' },
   'time-budget-ms': { type: 'string' },
+  'chunk-size': { type: 'string' },
 } as const;
 
 function resolve(kind: string, args: string[], ctx: CliContext) {
@@ -30,7 +31,7 @@ function resolve(kind: string, args: string[], ctx: CliContext) {
   if (!url) throw new CliUsageError(`${kind} needs --target postgres://USER:PASSWORD@HOST:PORT/DB.`);
   const runId = v['run-id'];
   if (!runId) throw new CliUsageError(`${kind} needs --run-id ID (the live run).`);
-  return { url, runId, targetSchema: v['target-schema'] ?? 'tracetrack', budgetMs: parsePositiveInt(v['time-budget-ms'], '--time-budget-ms') ?? 600_000 };
+  return { url, runId, targetSchema: v['target-schema'] ?? 'tracetrack', budgetMs: parsePositiveInt(v['time-budget-ms'], '--time-budget-ms') ?? 600_000, chunkSize: parsePositiveInt(v['chunk-size'], '--chunk-size') };
 }
 
 export async function catchUpCommand(args: string[], ctx: CliContext): Promise<number> {
@@ -41,7 +42,7 @@ export async function catchUpCommand(args: string[], ctx: CliContext): Promise<n
     await acquireLease(client, o.targetSchema, o.runId, 'cli:catch-up');
     try {
       const run = { runId: o.runId, sourceSchema: rec.sourceSchema, targetSchema: o.targetSchema, runTime: rec.runTime, batchSize: DEFAULT_BATCH_SIZE, live: true };
-      const r = await catchUp({ client, run, plan: rec.plan as Plan, hashPasswords: (p) => hashPasswords(p), deadline: Date.now() + o.budgetMs });
+      const r = await catchUp({ client, run, plan: rec.plan as Plan, hashPasswords: (p) => hashPasswords(p), deadline: Date.now() + o.budgetMs, ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}) });
       ctx.stdout(`${redactUrl(o.url)}: run ${o.runId}: ${r.applied} changes caught up (${Math.round(r.rate)}/s); ${r.pending} pending, oldest ${r.oldestSeconds.toFixed(1)} s; capture position ${r.position}.\n`);
       if (r.pending < CAUGHT_UP_CHANGES) ctx.stdout(`Caught up. Cut over with: tracetrack-migrate cutover --run-id ${o.runId}\n`);
       return r.pending < CAUGHT_UP_CHANGES ? EXIT.ok : EXIT.failed;

@@ -86,7 +86,7 @@ describe('a live run on the CLI, killed during catch-up and during cutover', () 
       const applied = async () =>
         withTestClient(db.url, async (c) => Number((await c.query(`SELECT COALESCE((steps -> 'catch-up' ->> 'applied')::int, 0) AS n FROM tracetrack._migration_run WHERE run_id = 'lk-1'`)).rows[0].n));
       const before = await applied();
-      const catchUp = spawnCli(['catch-up', '--target', db.url, '--run-id', 'lk-1']);
+      const catchUp = spawnCli(['catch-up', '--target', db.url, '--run-id', 'lk-1', '--chunk-size', '100']);
       await killWhen(catchUp, async () => (await applied()) > before);
       const pending = await withTestClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM tracetrack_capture.change_log`)).rows[0].n as number);
       expect(pending, 'killed mid catch-up').toBeGreaterThan(0);
