@@ -6,8 +6,8 @@ import { escapeIdentifier as id, qualified } from '../core/sql/ident';
 import type { SourceFingerprint, VerificationResult } from '../core/verify';
 import { toMigrationError, withTransaction } from '../io/pg';
 import { readCapture, removeCapture } from './capture';
-import { drainInTransaction } from './catchup';
-import { loadOffsets, type EngineRun, type PasswordHasher } from './migrate';
+import { changedKeysProblems, drainInTransaction } from './catchup';
+import type { EngineRun, PasswordHasher } from './migrate';
 import { latestRun, readRun, updateRun, type CutoverRecord, type RunRecord } from './runs';
 
 /**
@@ -37,12 +37,15 @@ export interface CutoverOutcome {
   readonly writeFreezeMs?: number;
   /** Live runs: changes caught up under the lock. */
   readonly caughtUp?: number;
+  /** Where the freeze went: lock wait, catch-up, checks, capture removal, swap (ms). */
+  readonly freezePhases?: Record<string, number>;
 }
 
 interface StoredCutover extends CutoverRecord {
   readonly auditLogId: number | null;
   readonly auditSequence: { last: number; isCalled: boolean } | null;
   readonly writeFreezeMs?: number;
+  readonly freezePhases?: Record<string, number>;
   readonly live?: boolean;
 }
 
@@ -92,31 +95,6 @@ async function assertSourceUnchanged(client: pg.ClientBase, run: RunRecord, plan
     `The source changed since run ${run.runId} was verified (${verification.verifiedAt}), and the run has no change capture: at least ${total} rows changed (${changed.join('; ')}). ` +
       `Cutover refused: the new tables would miss those writes. Nothing was changed. Migrate again with the application stopped, or start a live run (tracetrack-migrate run --live) that captures the writes, then cut over.`,
   );
-}
-
-/** Per source table under the lock: every source row is migrated or rejected (the counts invariant, after the last catch-up). */
-async function assertCountsUnderLock(client: pg.ClientBase, run: RunRecord, targetSchema: string, plan: Plan): Promise<void> {
-  const offsets = await loadOffsets(client, targetSchema);
-  const problems: string[] = [];
-  for (const table of plan.tables) {
-    const sources = [...table.sources].sort((a, b) => (offsets[a.table] ?? 0) - (offsets[b.table] ?? 0));
-    for (const [i, s] of sources.entries()) {
-      if (!s.key) continue;
-      const lo = offsets[s.table] ?? 0;
-      const next = sources[i + 1] ? offsets[sources[i + 1]!.table] ?? null : table.derivedLinks.length ? offsets[`${table.derivedLinks[0]!.fromSource}.${table.derivedLinks[0]!.parentColumn} (derived link)`] ?? null : null;
-      const r = await client.query(
-        `SELECT (SELECT count(*) FROM ${qualified(plan.sourceSchema, s.table)})::bigint AS source,
-                (SELECT count(*) FROM ${qualified(targetSchema, table.target)} t WHERE t.id > $1::bigint AND ($2::bigint IS NULL OR t.id <= $2::bigint))::bigint AS migrated,
-                (SELECT count(*) FROM ${qualified(targetSchema, '_migration_reject')} r WHERE r.run_id = $3 AND r.source_table = $4)::bigint AS rejected`,
-        [lo, next, run.runId, s.table],
-      );
-      const { source, migrated, rejected } = r.rows[0];
-      if (Number(source) !== Number(migrated) + Number(rejected)) problems.push(`${s.table} → ${table.target}: ${source} source rows, ${migrated} migrated + ${rejected} rejected`);
-    }
-  }
-  if (problems.length) {
-    throw new CutoverError(`After the last catch-up under the write lock, the counts of run ${run.runId} do not add up (${problems.join('; ')}). Cutover refused; nothing was changed. Catch up again (tracetrack-migrate catch-up --run-id ${run.runId}) and verify; report this if it persists.`);
-  }
 }
 
 export function legacySchemaName(runId: string): string {
@@ -180,16 +158,33 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
       await setLockTimeout(o.client, o.lockTimeoutMs ?? 10_000);
       // The write freeze: SHARE blocks the application's INSERT/UPDATE/DELETE (and waits for those in
       // flight, up to the lock timeout), not its reads. From here no change can reach the legacy tables.
-      await o.client.query(`LOCK TABLE ${read.map((t) => qualified(plan.sourceSchema, t)).join(', ')} IN SHARE MODE`);
+      // The freeze starts with the lock request: the application's new writes queue behind it while it waits.
       const frozenAt = Date.now();
+      const phases: Record<string, number> = {};
+      let mark = frozenAt;
+      const phase = (name: string) => {
+        const now = Date.now();
+        phases[name] = now - mark;
+        mark = now;
+      };
+      await o.client.query(`LOCK TABLE ${read.map((t) => qualified(plan.sourceSchema, t)).join(', ')} IN SHARE MODE`);
+      phase('lockMs');
       let caughtUp: number | undefined;
       if (capture) {
         const engine: EngineRun = { runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: o.targetSchema, runTime: run.runTime, batchSize: 200_000, live: true };
-        caughtUp = await drainInTransaction({ client: o.client, run: engine, plan, hashPasswords: o.hashPasswords! });
-        await assertCountsUnderLock(o.client, run, o.targetSchema, plan);
+        const changed = new Map<string, Set<number>>();
+        caughtUp = await drainInTransaction({ client: o.client, run: engine, plan, hashPasswords: o.hashPasswords! }, changed);
+        phase('catchUpMs');
+        const problems = await changedKeysProblems(o.client, engine, plan, changed);
+        phase('checkMs');
+        if (problems.length) {
+          throw new CutoverError(`After the last catch-up under the write lock, changed rows of run ${run.runId} are not accounted for exactly once (${problems.join('; ')}). Cutover refused; nothing was changed. Catch up again (tracetrack-migrate catch-up --run-id ${run.runId}) and verify; report this if it persists.`);
+        }
         await removeCapture(o.client, run.runId);
+        phase('removeCaptureMs');
       } else {
         await assertSourceUnchanged(o.client, run, plan, verification);
+        phase('checkMs');
       }
       const appTables = await tablesIn(o.client, appSchema);
       const targetTables = await tablesIn(o.client, o.targetSchema);
@@ -205,20 +200,21 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
       for (const t of TARGET_TABLES) await o.client.query(`ALTER TABLE ${qualified(o.targetSchema, t)} SET SCHEMA ${id(appSchema)}`);
       const seq = await o.client.query(`SELECT last_value::bigint AS last, is_called FROM ${qualified(appSchema, 'audit_log_id_seq')}`);
       const counts = Object.fromEntries(Object.entries(verification.tables).map(([k, v]) => [k, { migrated: v.migrated, rejected: v.rejected, derived: v.derived }]));
+      phase('swapMs');
       const writeFreezeMs = Date.now() - frozenAt;
       const audit = await o.client.query(
         `INSERT INTO ${qualified(appSchema, 'audit_log')} ("timestamp", action, entity_type, details)
          VALUES (now() AT TIME ZONE 'utc', 'data_migration', 'migration', $1) RETURNING id`,
-        [JSON.stringify({ runId: run.runId, legacySchema, counts, writeFreezeMs, live: capture !== null, ...(caughtUp !== undefined ? { caughtUpAtCutover: caughtUp } : {}) })],
+        [JSON.stringify({ runId: run.runId, legacySchema, counts, writeFreezeMs, freezePhases: phases, live: capture !== null, ...(caughtUp !== undefined ? { caughtUpAtCutover: caughtUp } : {}) })],
       );
       const record: StoredCutover = {
         status: 'cut-over', appSchema, legacySchema, at: new Date().toISOString(), movedLegacy: legacy,
         auditLogId: Number(audit.rows[0].id),
         auditSequence: { last: Number(seq.rows[0].last), isCalled: seq.rows[0].is_called },
-        writeFreezeMs, live: capture !== null,
+        writeFreezeMs, freezePhases: phases, live: capture !== null,
       };
       await updateRun(o.client, o.targetSchema, run.runId, { cutover: record, status: 'cut-over' });
-      return { status: 'cut-over' as const, runId: run.runId, legacySchema, moved: [...legacy, ...TARGET_TABLES], writeFreezeMs, ...(caughtUp !== undefined ? { caughtUp } : {}) };
+      return { status: 'cut-over' as const, runId: run.runId, legacySchema, moved: [...legacy, ...TARGET_TABLES], writeFreezeMs, freezePhases: phases, ...(caughtUp !== undefined ? { caughtUp } : {}) };
     });
   } catch (err) {
     if (err instanceof CutoverError || err instanceof LeaseHeldError || (err as Error).name === 'CatchUpRefusedError') throw err;

@@ -417,6 +417,7 @@ export async function cutoverTask(event: RunEvent, deps: TaskDeps): Promise<Cuto
   return {
     status: outcome.status === 'cut-over' ? 'cut-over' : 'already-cut-over', legacySchema: outcome.legacySchema,
     ...(outcome.writeFreezeMs !== undefined ? { writeFreezeMs: outcome.writeFreezeMs } : {}),
+    ...(outcome.freezePhases ? { freezePhases: outcome.freezePhases } : {}),
   };
 }
 

@@ -101,7 +101,7 @@ export interface CatchUpResult {
   readonly position: number;
   readonly rate: number;
 }
-export interface CutoverResult { readonly status: 'cut-over' | 'already-cut-over'; readonly legacySchema: string; readonly writeFreezeMs?: number }
+export interface CutoverResult { readonly status: 'cut-over' | 'already-cut-over'; readonly legacySchema: string; readonly writeFreezeMs?: number; readonly freezePhases?: Record<string, number> }
 export interface ReportResult {
   readonly runId: string;
   readonly status: string;

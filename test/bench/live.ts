@@ -123,6 +123,7 @@ async function benchScale(scale: number, rate: number, seconds: number) {
           // writer (blocked by the freeze, then resolved again by name) fail, as the old application would.
           await writer.query('ROLLBACK').catch(() => undefined);
           if (!cutoverWindow.active) throw err;
+          maxWaitInCutover = Math.max(maxWaitInCutover, Date.now() - t0);
           failedAfterSwap = String((err as Error).message);
           break;
         }
@@ -175,9 +176,9 @@ async function benchScale(scale: number, rate: number, seconds: number) {
     const wallS = (Date.now() - t0) / 1000;
     const result = {
       scale, bags, scans: seed.rows.scan, rate, writerTransactions: written, migrateS, verifyS, wallS, catchUps,
-      pendingAtCutover, writeFreezeMs: cut.writeFreezeMs, writerAfterSwap: failedAfterSwap, cutoverMs: cutoverWindow.to - cutoverWindow.from, maxWriterWaitInCutoverMs: maxWaitInCutover, maxWriterWaitMs: maxWaitMs, overhead,
+      pendingAtCutover, writeFreezeMs: cut.writeFreezeMs, freezePhases: cut.freezePhases, writerAfterSwap: failedAfterSwap, cutoverMs: cutoverWindow.to - cutoverWindow.from, maxWriterWaitInCutoverMs: maxWaitInCutover, maxWriterWaitMs: maxWaitMs, overhead,
     };
-    log(`scale ${scale}: ${written} writer transactions at ${rate}/s during ${wallS.toFixed(1)} s; ${pendingAtCutover} changes pending at cutover; write freeze ${cut.writeFreezeMs} ms (cutover call ${result.cutoverMs} ms; the writer's longest transaction meanwhile ${maxWaitInCutover} ms)`);
+    log(`scale ${scale}: ${written} writer transactions at ${rate}/s during ${wallS.toFixed(1)} s; ${pendingAtCutover} changes pending at cutover; write freeze ${cut.writeFreezeMs} ms ${JSON.stringify(cut.freezePhases)} (cutover call ${result.cutoverMs} ms; the writer's longest transaction meanwhile ${maxWaitInCutover} ms)`);
     return result;
   } finally {
     s3.destroy();

@@ -57,17 +57,26 @@ export function derivedColumnScopes(table: TablePlan, offsets: Readonly<Record<s
  */
 function aggregates(schema: string, table: 'bag' | 'bill', onlyIds?: string): string {
   const q = (t: string) => qualified(schema, t);
-  const only = (col: string) => (onlyIds ? ` AND ${col} = ANY(${onlyIds})` : '');
+  // The same aggregates per row, as correlated subqueries when restricted to a few rows: index lookups,
+  // where the grouped form hashed whole tables (335 ms for a few hundred bills at 50,000 bags).
+  const children = (p: string) => `SELECT count(l.child_bag_id) FROM ${q('link')} l WHERE l.parent_bag_id = ${p}`;
+  const billBags = (b: string) => `SELECT count(*) FROM ${q('bill_bag')} bb WHERE bb.bill_id = ${b}`;
+  const billChildren = (b: string) => `SELECT count(DISTINCT l.child_bag_id) FROM ${q('bill_bag')} bb
+                         JOIN ${q('bag')} p ON p.id = bb.bag_id AND p.type = 'parent'
+                         JOIN ${q('link')} l ON l.parent_bag_id = p.id WHERE bb.bill_id = ${b}`;
+  if (onlyIds) {
+    if (table === 'bag') return `SELECT p.id, (${children('p.id')})::int AS children FROM ${q('bag')} p WHERE p.type = 'parent' AND p.id = ANY(${onlyIds})`;
+    return `SELECT b.id, (${billBags('b.id')})::int AS bill_bags, (${billChildren('b.id')})::int AS children FROM ${q('bill')} b WHERE b.id = ANY(${onlyIds})`;
+  }
   if (table === 'bag') {
     return `SELECT p.id, count(l.child_bag_id)::int AS children FROM ${q('bag')} p LEFT JOIN ${q('link')} l ON l.parent_bag_id = p.id
-             WHERE p.type = 'parent'${only('p.id')} GROUP BY p.id`;
+             WHERE p.type = 'parent' GROUP BY p.id`;
   }
   return `SELECT b.id, COALESCE(bb.n, 0)::int AS bill_bags, COALESCE(ch.n, 0)::int AS children FROM ${q('bill')} b
-            LEFT JOIN (SELECT bill_id, count(*) AS n FROM ${q('bill_bag')} WHERE TRUE${only('bill_id')} GROUP BY bill_id) bb ON bb.bill_id = b.id
+            LEFT JOIN (SELECT bill_id, count(*) AS n FROM ${q('bill_bag')} GROUP BY bill_id) bb ON bb.bill_id = b.id
             LEFT JOIN (SELECT bb.bill_id, count(DISTINCT l.child_bag_id) AS n FROM ${q('bill_bag')} bb
                          JOIN ${q('bag')} p ON p.id = bb.bag_id AND p.type = 'parent'
-                         JOIN ${q('link')} l ON l.parent_bag_id = p.id WHERE TRUE${only('bb.bill_id')} GROUP BY bb.bill_id) ch ON ch.bill_id = b.id
-           WHERE TRUE${only('b.id')}`;
+                         JOIN ${q('link')} l ON l.parent_bag_id = p.id GROUP BY bb.bill_id) ch ON ch.bill_id = b.id`;
 }
 
 /** The UPDATE that computes the table's derived summaries (null when none is computed). Idempotent. `onlyIds`: see aggregates. */
