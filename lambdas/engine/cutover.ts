@@ -6,7 +6,7 @@ import { escapeIdentifier as id, qualified } from '../core/sql/ident';
 import type { SourceFingerprint, VerificationResult } from '../core/verify';
 import { toMigrationError, withTransaction } from '../io/pg';
 import { readCapture, removeCapture } from './capture';
-import { changedKeysProblems, drainInTransaction } from './catchup';
+import { catchUp, changedKeysProblems, drainInTransaction } from './catchup';
 import type { EngineRun, PasswordHasher } from './migrate';
 import { latestRun, readRun, updateRun, type CutoverRecord, type RunRecord } from './runs';
 
@@ -153,6 +153,10 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
   const read = readTables(plan);
   const capture = await readCapture(o.client, run.runId);
   if (capture && !o.hashPasswords) throw new CutoverError(`Run ${run.runId} is live: its cutover must catch up the last changes (internal: no password hasher given).`);
+  const engine: EngineRun = { runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: o.targetSchema, runTime: run.runTime, batchSize: 200_000, live: true };
+  // Catch up once more before freezing: under the lock only the changes of these last moments are left,
+  // so the freeze depends on the write rate, not on how long ago the last catch-up ran.
+  if (capture) await catchUp({ client: o.client, run: engine, plan, hashPasswords: o.hashPasswords!, deadline: Date.now() + 60_000 });
   try {
     return await withTransaction(o.client, async () => {
       await setLockTimeout(o.client, o.lockTimeoutMs ?? 10_000);
@@ -171,7 +175,6 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
       phase('lockMs');
       let caughtUp: number | undefined;
       if (capture) {
-        const engine: EngineRun = { runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: o.targetSchema, runTime: run.runTime, batchSize: 200_000, live: true };
         const changed = new Map<string, Set<number>>();
         caughtUp = await drainInTransaction({ client: o.client, run: engine, plan, hashPasswords: o.hashPasswords! }, changed);
         phase('catchUpMs');

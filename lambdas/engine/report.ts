@@ -25,6 +25,10 @@ export interface MigrationReport {
   readonly rejects: { readonly key: string; readonly rows: number };
   readonly checks: VerificationResult['checks'];
   readonly readiness: VerificationResult['readiness'] | null;
+  /** The cutover as recorded (with the write freeze of a live run, `writeFreezeMs`), null when not cut over. */
+  readonly cutover?: unknown;
+  /** Live runs: the capture position verified at and the lag when the report was written (capture still on unless cut over). */
+  readonly live?: { readonly verifiedAtPosition: number | null; readonly pending: number; readonly oldestSeconds: number; readonly captureOn: boolean } | null;
 }
 
 /** Streams the run's rejected rows (no secrets: they were stripped when stored) to S3 as gzipped JSON lines. */
@@ -52,6 +56,7 @@ export async function buildReport(input: {
   verification: VerificationResult | null;
   rejectsKey: string;
   rejects: number;
+  live?: MigrationReport['live'];
 }): Promise<MigrationReport> {
   const { deps, run, verification } = input;
   const tables: MigrationReport['tables'] = {};
@@ -76,5 +81,7 @@ export async function buildReport(input: {
     rejects: { key: input.rejectsKey, rows: input.rejects },
     checks: verification?.checks ?? [],
     readiness: verification?.readiness ?? null,
+    cutover: input.record?.cutover ?? null,
+    live: input.live ?? null,
   };
 }

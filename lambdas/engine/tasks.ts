@@ -39,7 +39,7 @@ import {
   updateRun,
 } from './runs';
 import { verifyRun } from './verify';
-import { assertNoOtherCapture, captureStatus, installCapture } from './capture';
+import { assertNoOtherCapture, captureStatus, installCapture, readCapture } from './capture';
 import { catchUp, caughtUpPosition, drainInTransaction } from './catchup';
 import { sourceFingerprints } from './cutover';
 import { cutoverRun } from './cutover';
@@ -396,7 +396,12 @@ export async function reportTask(event: RunEvent, deps: TaskDeps): Promise<Repor
     const verification = rec?.verification as VerificationResult | null;
     const rejectsKey = runKey(deps, run, 'rejects.jsonl.gz');
     const rejects = await exportRejects(c, run.targetSchema, run.runId, deps.s3, deps.bucket, rejectsKey, deps.kmsKeyId);
-    const report = await buildReport({ deps, run, record: rec, verification, rejectsKey, rejects });
+    const capture = run.live ? await readCapture(c, run.runId) : null;
+    const lag = run.live ? await captureStatus(c, run.runId) : null;
+    const live = run.live
+      ? { verifiedAtPosition: verification?.capturePosition ?? null, pending: lag!.pending, oldestSeconds: lag!.oldestSeconds, captureOn: capture !== null }
+      : null;
+    const report = await buildReport({ deps, run, record: rec, verification, rejectsKey, rejects, live });
     const reportKey = runKey(deps, run, 'report.json');
     await putJsonObject(deps.s3, deps.bucket, reportKey, report, deps.kmsKeyId);
     await updateRun(c, run.targetSchema, run.runId, { status: report.status, finished: true });

@@ -50,6 +50,18 @@ async function appTransaction(c: pg.ClientBase, i: number, bags: number, next: (
   await c.query('COMMIT');
 }
 
+/** One bulk statement of the application: 100 bags reweighed at once. */
+async function bulkTransaction(c: pg.ClientBase, i: number, bags: number): Promise<void> {
+  const lo = 2 + ((i * 997) % (bags - 200));
+  await c.query(`UPDATE bag SET weight = weight + 0.25 WHERE id BETWEEN $1 AND $2`, [lo, lo + 99]);
+}
+
+async function timeBulk(c: pg.Client, n: number, bags: number, offset: number): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) await bulkTransaction(c, offset + i, bags);
+  return Number(process.hrtime.bigint() - t0) / 1e6 / n;
+}
+
 async function timeTransactions(c: pg.Client, n: number, bags: number, next: () => number, offset: number): Promise<number> {
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await appTransaction(c, offset + i, bags, next);
@@ -86,20 +98,26 @@ async function benchScale(scale: number, rate: number, seconds: number) {
     const ROUNDS = 5;
     await c.query(ROW_TRIGGER);
     const samples = { none: [] as number[], statement: [] as number[], row: [] as number[] };
+    const bulk = { none: [] as number[], statement: [] as number[], row: [] as number[] };
     await timeTransactions(c, 200, bags, next, 0);
     for (let r = 0; r < ROUNDS; r++) {
       samples.none.push(await timeTransactions(c, N, bags, next, 1000 + r * 3 * N));
+      bulk.none.push(await timeBulk(c, 50, bags, r * 150));
       await installCapture(c, { runId: 'bench-overhead', sourceSchema: 'public', targetSchema: 'tracetrack', tables: TABLES });
       samples.statement.push(await timeTransactions(c, N, bags, next, 1000 + (r * 3 + 1) * N));
+      bulk.statement.push(await timeBulk(c, 50, bags, r * 150 + 50));
       await removeCapture(c, 'bench-overhead');
       for (const t of TABLES) await c.query(`CREATE TRIGGER rowcap AFTER INSERT OR UPDATE OR DELETE ON "${t}" FOR EACH ROW EXECUTE FUNCTION rowcap.f()`);
       samples.row.push(await timeTransactions(c, N, bags, next, 1000 + (r * 3 + 2) * N));
+      bulk.row.push(await timeBulk(c, 50, bags, r * 150 + 100));
       for (const t of TABLES) await c.query(`DROP TRIGGER rowcap ON "${t}"`);
     }
     await c.query('DROP SCHEMA rowcap CASCADE');
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const [none, statement, row] = [median(samples.none), median(samples.statement), median(samples.row)];
-    const overhead = { withoutCaptureMs: none, statementCaptureMs: statement, rowCaptureMs: row, statementOverheadPct: (100 * (statement - none)) / none, rowOverheadPct: (100 * (row - none)) / none };
+    const [bNone, bStatement, bRow] = [median(bulk.none), median(bulk.statement), median(bulk.row)];
+    log(`overhead per bulk statement (100 rows updated): none ${bNone.toFixed(3)} ms, statement-level ${bStatement.toFixed(3)} ms (+${((100 * (bStatement - bNone)) / bNone).toFixed(1)}%), row-level ${bRow.toFixed(3)} ms (+${((100 * (bRow - bNone)) / bNone).toFixed(1)}%)`);
+    const overhead = { withoutCaptureMs: none, statementCaptureMs: statement, rowCaptureMs: row, statementOverheadPct: (100 * (statement - none)) / none, rowOverheadPct: (100 * (row - none)) / none, bulk100: { none: bNone, statement: bStatement, row: bRow } };
     log(`overhead per app transaction (5 writes): none ${none.toFixed(3)} ms, statement-level capture ${statement.toFixed(3)} ms (+${overhead.statementOverheadPct.toFixed(1)}%), row-level ${row.toFixed(3)} ms (+${overhead.rowOverheadPct.toFixed(1)}%)`);
 
     // 2. A live run with the writer at `rate` tx/s throughout, then the cutover.

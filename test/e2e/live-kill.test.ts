@@ -2,6 +2,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { renderFailures } from '../../lambdas/core/verify';
 import { rollbackRun } from '../../lambdas/engine/cutover';
@@ -60,8 +61,9 @@ async function killWhen(s: ReturnType<typeof spawnCli>, ready: () => Promise<boo
 }
 
 /** A backlog: a reweigh of a third of the bags, sign-ups with plaintext passwords (hashed by catch-up: slow), deletes. */
-async function backlog(url: string, round: number): Promise<void> {
-  await withTestClient(url, async (c) => {
+async function backlog(url: string, round: number, client?: pg.Client): Promise<void> {
+  const run = (fn: (c: pg.Client) => Promise<void>) => (client ? fn(client) : withTestClient(url, fn));
+  await run(async (c) => {
     await c.query(`UPDATE bag SET weight = weight + 1 WHERE id % 3 = $1`, [round % 3]);
     await c.query(`INSERT INTO "user" (id, name, email, password, role, area, created_at)
                    SELECT m + g, 'live_' || $1 || '_' || g, 'live_' || $1 || '_' || g || '@x.example', 'pw-' || g, 'dispatcher', 'north', '2026-02-01'
@@ -94,12 +96,21 @@ describe('a live run on the CLI, killed during catch-up and during cutover', () 
       expect(again.code, again.out).toBe(0);
       expect(again.out).toMatch(/0 pending/);
 
-      // Killed under the cutover's write lock, while it catches up the rest: nothing is cut over.
-      await backlog(db.url, 2);
+      // Killed under the cutover's write lock, while it catches up the rest: nothing is cut over. The
+      // application's transaction is open when the cutover starts (its catch-up before the lock cannot see
+      // it), so the cutover waits for it at the lock and then catches its changes up under the lock.
+      const app = new pg.Client({ connectionString: db.url });
+      await app.connect();
+      await app.query('BEGIN');
+      await backlog(db.url, 2, app);
       const cut = spawnCli(['cutover', '--target', db.url, '--run-id', 'lk-1']);
-      await killWhen(cut, () => withTestClient(db.url, async (c) => (await c.query(
-        `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.application_name = 'tracetrack-migrate:cutover' AND l.mode = 'ShareLock' AND l.granted`,
-      )).rowCount! > 0));
+      const cutoverLock = (granted: boolean) => withTestClient(db.url, async (c) => (await c.query(
+        `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.application_name = 'tracetrack-migrate:cutover' AND l.mode = 'ShareLock' AND l.granted = $1`, [granted],
+      )).rowCount! > 0);
+      for (let i = 0; i < 3000 && !(await cutoverLock(false)); i++) await sleep(20);
+      await app.query('COMMIT');
+      await app.end();
+      await killWhen(cut, () => cutoverLock(true));
       await withTestClient(db.url, async (c) => {
         for (let i = 0; i < 500 && (await c.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'tracetrack-migrate:cutover'`)).rowCount; i++) await sleep(20);
         expect((await c.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'legacy_lk-1'`)).rowCount, 'nothing cut over').toBe(0);
