@@ -150,7 +150,9 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
   }
   await assertNoOtherLease(o.client, o.targetSchema, run.runId);
   const plan = run.plan as Plan;
-  const read = readTables(plan);
+  // The legacy tables in this database (none when the target is another database than the source).
+  const sourceHere = await tablesIn(o.client, plan.sourceSchema);
+  const read = readTables(plan).filter((t) => sourceHere.has(t));
   const capture = await readCapture(o.client, run.runId);
   if (capture && !o.hashPasswords) throw new CutoverError(`Run ${run.runId} is live: its cutover must catch up the last changes (internal: no password hasher given).`);
   const engine: EngineRun = { runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: o.targetSchema, runTime: run.runTime, batchSize: 200_000, live: true };
@@ -171,7 +173,7 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
         phases[name] = now - mark;
         mark = now;
       };
-      await o.client.query(`LOCK TABLE ${read.map((t) => qualified(plan.sourceSchema, t)).join(', ')} IN SHARE MODE`);
+      if (read.length) await o.client.query(`LOCK TABLE ${read.map((t) => qualified(plan.sourceSchema, t)).join(', ')} IN SHARE MODE`);
       phase('lockMs');
       let caughtUp: number | undefined;
       if (capture) {

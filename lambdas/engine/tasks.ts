@@ -339,8 +339,9 @@ export async function verifyTask(event: RunEvent, deps: TaskDeps): Promise<Verif
     const plan = await loadPlan(c, run);
     const verifyAll = async () => {
       if (!run.live) {
-        // The source as verified, to refuse a cutover over a source that changed since (no capture to tell which rows).
-        const fingerprints = await sourceFingerprints(c, run.sourceSchema, plan);
+        // The source as verified, to refuse a cutover over a source that changed since (no capture to tell which
+        // rows). Same database only: a cross-database cutover cannot see (or lock) the source tables.
+        const fingerprints = run.crossDatabase ? null : await sourceFingerprints(c, run.sourceSchema, plan);
         return { result: await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) }), live: null, fingerprints };
       }
       // Live: one snapshot. The changes it can see are caught up first, in the same transaction, so the
