@@ -123,6 +123,8 @@ export const TASK_FUNCTIONS: Readonly<Record<TaskKey, TaskFunctionSpec>> = {
     bucket: 'read-put',
   },
   verify: { memoryMiB: 1024, timeout: Duration.minutes(15), secrets: ['source', 'target'], bucket: 'read-put' },
+  // Same database only (a live run refuses two): the change log is next to the target.
+  catchUp: { memoryMiB: 1769, timeout: Duration.minutes(15), timeBudgetMs: 600_000, secrets: ['target'], bucket: 'read' },
   cutover: { memoryMiB: 512, timeout: Duration.minutes(5), secrets: ['target'], bucket: 'read-put' },
   report: { memoryMiB: 512, timeout: Duration.minutes(5), secrets: ['target'], bucket: 'read-put' },
 };

@@ -74,7 +74,13 @@ export const FLOW_STATES = {
   isStepMigrated: 'IsStepMigrated',
   stepMigrated: 'StepMigrated',
   isCutoverRequested: 'IsCutoverRequested',
+  isLive: 'IsLive',
+  isCaughtUp: 'IsCaughtUp',
+  waitForChanges: 'WaitForChanges',
 } as const;
+
+/** Live runs: pause between CatchUp invocations while the lag is above the threshold. */
+export const CATCH_UP_WAIT = Duration.seconds(5);
 
 /**
  * Seeds `progress` with a null cursor. A Pass state, because CDK drops `null` values from
@@ -100,6 +106,8 @@ export class MigrationWorkflow extends Construct {
   readonly migrateMap: sfn.Map;
   readonly isTableBackedUp: sfn.Choice;
   readonly isStepMigrated: sfn.Choice;
+  readonly isLive: sfn.Choice;
+  readonly isCaughtUp: sfn.Choice;
 
   constructor(scope: Construct, id: string, props: MigrationWorkflowProps) {
     super(scope, id);
@@ -140,6 +148,7 @@ export class MigrationWorkflow extends Construct {
         '$.progress',
       ),
       verify: invoke('verify', run, '$.verification'),
+      catchUp: invoke('catchUp', run, '$.catchUp'),
       cutover: invoke('cutover', run, '$.cutover'),
       report: invoke('report', run),
     } satisfies Record<TaskKey, tasks.LambdaInvoke>;
@@ -188,7 +197,17 @@ export class MigrationWorkflow extends Construct {
       .when(sfn.Condition.booleanEquals('$.run.cutover', true), t.cutover.next(t.report))
       .otherwise(t.report);
 
-    const migrateAndVerify = t.createSchema.next(this.migrateMap).next(t.verify).next(isCutoverRequested);
+    // Live runs: CatchUp → IsCaughtUp → (WaitForChanges → CatchUp)* until the lag is under the threshold,
+    // then cut over if asked (the capture is removed there) or end caught up, capture on.
+    const waitForChanges = new sfn.Wait(this, FLOW_STATES.waitForChanges, { time: sfn.WaitTime.duration(CATCH_UP_WAIT) });
+    this.isCaughtUp = new sfn.Choice(this, FLOW_STATES.isCaughtUp)
+      .when(sfn.Condition.booleanEquals('$.catchUp.caughtUp', true), isCutoverRequested)
+      .otherwise(waitForChanges.next(t.catchUp));
+    t.catchUp.next(this.isCaughtUp);
+    this.isLive = new sfn.Choice(this, FLOW_STATES.isLive)
+      .when(sfn.Condition.and(sfn.Condition.isPresent('$.run.live'), sfn.Condition.booleanEquals('$.run.live', true)), t.catchUp)
+      .otherwise(isCutoverRequested);
+    const migrateAndVerify = t.createSchema.next(this.migrateMap).next(t.verify).next(this.isLive);
     const isDryRun = new sfn.Choice(this, FLOW_STATES.isDryRun)
       .when(sfn.Condition.booleanEquals('$.run.dryRun', true), new sfn.Succeed(this, FLOW_STATES.dryRunDone))
       .otherwise(migrateAndVerify);

@@ -27,6 +27,12 @@ export interface ExecutionInput {
   readonly retryRejects?: boolean;
   /** Compute every summary the application derives (bill.linked_parent_count, …) even where the source has it. */
   readonly recomputeSummaries?: boolean;
+  /**
+   * The source is live: change capture is installed in Preflight before Backup reads a row, and after
+   * Verify the execution catches up until the lag is under a threshold; with `cutover` it then cuts over,
+   * otherwise it ends caught up with the capture on (a later cutover finishes it).
+   */
+  readonly live?: boolean;
 }
 
 /** The run as every task after Preflight sees it: resolved defaults, no secrets. */
@@ -51,6 +57,7 @@ export interface RunContext {
   /** A retry round of the run's rejected rows (input `retryRejects`), started by Preflight. */
   readonly retry?: { readonly round: number; readonly since: string };
   readonly recomputeSummaries?: boolean;
+  readonly live?: boolean;
 }
 
 /** A resumable unit of work returns a cursor until it is done. `cursor` is opaque to the workflow. */
@@ -89,7 +96,16 @@ export type MigrateStepResult = StepProgress & {
 };
 
 export interface VerifyResult { readonly passed: boolean; readonly reportKey: string; readonly failedChecks: string[] }
-export interface CutoverResult { readonly status: 'cut-over' | 'already-cut-over'; readonly legacySchema: string }
+/** CatchUp: the lag after this invocation; `caughtUp` decides the workflow's IsCaughtUp choice. */
+export interface CatchUpResult {
+  readonly caughtUp: boolean;
+  readonly applied: number;
+  readonly pending: number;
+  readonly oldestSeconds: number;
+  readonly position: number;
+  readonly rate: number;
+}
+export interface CutoverResult { readonly status: 'cut-over' | 'already-cut-over'; readonly legacySchema: string; readonly writeFreezeMs?: number; readonly freezePhases?: Record<string, number> }
 export interface ReportResult {
   readonly runId: string;
   readonly status: string;
@@ -106,6 +122,7 @@ export const TASK_STATES = {
   createSchema: 'CreateSchema',
   migrateStep: 'MigrateStep',
   verify: 'Verify',
+  catchUp: 'CatchUp',
   cutover: 'Cutover',
   report: 'Report',
 } as const;
@@ -120,6 +137,7 @@ export const HANDLER_MODULES: Readonly<Record<TaskKey, string>> = {
   createSchema: 'create-schema',
   migrateStep: 'migrate-step',
   verify: 'verify',
+  catchUp: 'catch-up',
   cutover: 'cutover',
   report: 'report',
 };

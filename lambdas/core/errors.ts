@@ -22,6 +22,8 @@ const RETRYABLE = {
   CutoverError: false,
   InputError: false,
   LocalStorageError: false,
+  CaptureError: false,
+  CatchUpRefusedError: false,
 } as const satisfies Record<string, boolean>;
 
 export type ErrorCode = keyof typeof RETRYABLE;
@@ -69,6 +71,10 @@ export const CutoverError = define('CutoverError');
 export const InputError = define('InputError');
 /** The local S3 server's own disk failed (full, read-only, …): the message names the path. Not retried. */
 export const LocalStorageError = define('LocalStorageError');
+/** Change capture of a live run: cannot be installed, or one is left behind by another run. */
+export const CaptureError = define('CaptureError');
+/** Catch-up met a change it cannot re-derive exactly (TRUNCATE, a key outside the prepared id range, …): it refuses rather than diverge. */
+export const CatchUpRefusedError = define('CatchUpRefusedError');
 
 /** Names Step Functions retries with backoff; everything else fails the execution at once. */
 export const RETRYABLE_ERROR_NAMES: readonly ErrorCode[] = (Object.keys(RETRYABLE) as ErrorCode[]).filter((name) => RETRYABLE[name]);

@@ -16,7 +16,7 @@ export function resolveExecutionInput(input: ExecutionInput | unknown, fallbackR
   const raw = (input ?? {}) as Record<string, unknown>;
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
-  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries', 'retryRejects'];
+  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries', 'retryRejects', 'live'];
   for (const k of Object.keys(raw)) if (!known.includes(k)) problems.push(`unknown field "${k}" (allowed: ${known.join(', ')})`);
   const str = (k: string, def: string) => {
     const v = raw[k];
@@ -64,10 +64,12 @@ export function resolveExecutionInput(input: ExecutionInput | unknown, fallbackR
     legacyJsonBackup: bool('legacyJsonBackup'),
     recomputeSummaries: bool('recomputeSummaries'),
     retryRejects: bool('retryRejects'),
+    live: bool('live'),
     mappingKey,
     prefix: `runs/${runId}/`,
   };
   if (ctx.retryRejects && (raw.runId === undefined || raw.runId === null)) problems.push('"retryRejects" needs the "runId" of the run whose rejected rows are retried');
+  if (ctx.live && ctx.dryRun) problems.push('"live" and "dryRun" exclude each other (a dry run writes nothing, a live run installs change capture)');
   if (ctx.retryRejects && ctx.dryRun) problems.push('"retryRejects" and "dryRun" exclude each other');
   if (ctx.sourceSchema === ctx.targetSchema) problems.push(`"targetSchema" must differ from "sourceSchema" (both are "${ctx.sourceSchema}")`);
   const { retryRejects, ...resolved } = ctx;

@@ -52,6 +52,19 @@ export interface VerificationResult {
   readonly checks: CheckResult[];
   readonly tables: Record<string, TableCounts>;
   readonly readiness: Readiness;
+  /** Live runs: the capture position the target was verified at (every change up to it was caught up, in the same snapshot). */
+  readonly capturePosition?: number;
+  /** Runs without capture: the source tables as verified, so a cutover can tell whether they changed since. */
+  readonly sourceFingerprints?: SourceFingerprint[];
+}
+
+/** Row count and content hash of one source table, and the transaction horizon it was read at. */
+export interface SourceFingerprint {
+  readonly table: string;
+  readonly rows: number;
+  readonly hash: string;
+  /** txid_snapshot_xmax of the reading snapshot: rows written later have a newer xmin. */
+  readonly xmax: string;
 }
 
 /** Canonical SQL type per target column (from the target's column data), so both sides hash the same text. */

@@ -3,8 +3,11 @@ import { CutoverError, LeaseHeldError } from '../core/errors';
 import type { Plan } from '../core/planner';
 import { TARGET_TABLES } from '../core/rules';
 import { escapeIdentifier as id, qualified } from '../core/sql/ident';
-import type { VerificationResult } from '../core/verify';
+import type { SourceFingerprint, VerificationResult } from '../core/verify';
 import { toMigrationError, withTransaction } from '../io/pg';
+import { readCapture, removeCapture } from './capture';
+import { catchUp, changedKeysProblems, drainInTransaction } from './catchup';
+import type { EngineRun, PasswordHasher } from './migrate';
 import { latestRun, readRun, updateRun, type CutoverRecord, type RunRecord } from './runs';
 
 /**
@@ -21,6 +24,8 @@ export interface CutoverOptions {
   readonly runId?: string;
   /** How long to wait for the tables' locks before failing (default 10 s). */
   readonly lockTimeoutMs?: number;
+  /** Live runs: the remaining captured changes are caught up under the write lock (plaintext passwords hashed). */
+  readonly hashPasswords?: PasswordHasher;
 }
 
 export interface CutoverOutcome {
@@ -28,11 +33,68 @@ export interface CutoverOutcome {
   readonly runId: string;
   readonly legacySchema: string;
   readonly moved: string[];
+  /** Time from the write lock on the legacy tables to the swap being recorded (writes were blocked; reads went on). */
+  readonly writeFreezeMs?: number;
+  /** Live runs: changes caught up under the lock. */
+  readonly caughtUp?: number;
+  /** Where the freeze went: lock wait, catch-up, checks, capture removal, swap (ms). */
+  readonly freezePhases?: Record<string, number>;
 }
 
 interface StoredCutover extends CutoverRecord {
   readonly auditLogId: number | null;
   readonly auditSequence: { last: number; isCalled: boolean } | null;
+  readonly writeFreezeMs?: number;
+  readonly freezePhases?: Record<string, number>;
+  readonly live?: boolean;
+}
+
+/** Row count and content hash of every source table the plan reads (Verify records them; a cutover compares). */
+export async function sourceFingerprints(client: pg.ClientBase, schema: string, plan: Plan): Promise<SourceFingerprint[]> {
+  const out: SourceFingerprint[] = [];
+  for (const table of readTables(plan)) {
+    const r = await client.query(
+      `SELECT count(*)::bigint AS n, COALESCE(sum(hashtextextended(t::text, 0)::numeric), 0)::text AS h,
+              txid_snapshot_xmax(txid_current_snapshot())::text AS xmax
+         FROM ${qualified(schema, table)} t`,
+    );
+    out.push({ table, rows: Number(r.rows[0].n), hash: r.rows[0].h, xmax: r.rows[0].xmax });
+  }
+  return out;
+}
+
+function readTables(plan: Plan): string[] {
+  return [...new Set(plan.tables.flatMap((t) => t.sources.map((s) => s.table)))];
+}
+
+/**
+ * A run without capture: the source under the write lock against its fingerprints at verification.
+ * Changed → refused with how many rows changed: the difference in rows, and the rows written (inserted or
+ * updated) since, by their xmin against the verification snapshot's horizon.
+ */
+async function assertSourceUnchanged(client: pg.ClientBase, run: RunRecord, plan: Plan, verification: VerificationResult): Promise<void> {
+  const then = verification.sourceFingerprints;
+  if (!then) return;
+  const now = await sourceFingerprints(client, plan.sourceSchema, plan);
+  const changed: string[] = [];
+  let total = 0;
+  for (const f of now) {
+    const was = then.find((x) => x.table === f.table);
+    if (!was || (was.rows === f.rows && was.hash === f.hash)) continue;
+    const written = await client.query(
+      `SELECT count(*)::bigint AS n FROM ${qualified(plan.sourceSchema, f.table)} t WHERE age(t.xmin) <= age((($1::bigint % 4294967296))::text::xid)`,
+      [was.xmax],
+    );
+    const n = Number(written.rows[0].n);
+    const deleted = Math.max(0, was.rows - f.rows);
+    total += n + deleted;
+    changed.push(`${f.table}: ${was.rows} → ${f.rows} rows, ${n} inserted or updated${deleted ? `, at least ${deleted} deleted` : ''}`);
+  }
+  if (changed.length === 0) return;
+  throw new CutoverError(
+    `The source changed since run ${run.runId} was verified (${verification.verifiedAt}), and the run has no change capture: at least ${total} rows changed (${changed.join('; ')}). ` +
+      `Cutover refused: the new tables would miss those writes. Nothing was changed. Migrate again with the application stopped, or start a live run (tracetrack-migrate run --live) that captures the writes, then cut over.`,
+  );
 }
 
 export function legacySchemaName(runId: string): string {
@@ -88,10 +150,47 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
   }
   await assertNoOtherLease(o.client, o.targetSchema, run.runId);
   const plan = run.plan as Plan;
-  const read = [...new Set(plan.tables.flatMap((t) => t.sources.map((s) => s.table)))];
+  // The legacy tables in this database (none when the target is another database than the source).
+  const sourceHere = await tablesIn(o.client, plan.sourceSchema);
+  const read = readTables(plan).filter((t) => sourceHere.has(t));
+  const capture = await readCapture(o.client, run.runId);
+  if (capture && !o.hashPasswords) throw new CutoverError(`Run ${run.runId} is live: its cutover must catch up the last changes (internal: no password hasher given).`);
+  const engine: EngineRun = { runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: o.targetSchema, runTime: run.runTime, batchSize: 200_000, live: true };
+  // Catch up once more before freezing: under the lock only the changes of these last moments are left,
+  // so the freeze depends on the write rate, not on how long ago the last catch-up ran.
+  if (capture) await catchUp({ client: o.client, run: engine, plan, hashPasswords: o.hashPasswords!, deadline: Date.now() + 60_000 });
   try {
     return await withTransaction(o.client, async () => {
       await setLockTimeout(o.client, o.lockTimeoutMs ?? 10_000);
+      // The write freeze: SHARE blocks the application's INSERT/UPDATE/DELETE (and waits for those in
+      // flight, up to the lock timeout), not its reads. From here no change can reach the legacy tables.
+      // The freeze starts with the lock request: the application's new writes queue behind it while it waits.
+      const frozenAt = Date.now();
+      const phases: Record<string, number> = {};
+      let mark = frozenAt;
+      const phase = (name: string) => {
+        const now = Date.now();
+        phases[name] = now - mark;
+        mark = now;
+      };
+      if (read.length) await o.client.query(`LOCK TABLE ${read.map((t) => qualified(plan.sourceSchema, t)).join(', ')} IN SHARE MODE`);
+      phase('lockMs');
+      let caughtUp: number | undefined;
+      if (capture) {
+        const changed = new Map<string, Set<number>>();
+        caughtUp = await drainInTransaction({ client: o.client, run: engine, plan, hashPasswords: o.hashPasswords! }, changed);
+        phase('catchUpMs');
+        const problems = await changedKeysProblems(o.client, engine, plan, changed);
+        phase('checkMs');
+        if (problems.length) {
+          throw new CutoverError(`After the last catch-up under the write lock, changed rows of run ${run.runId} are not accounted for exactly once (${problems.join('; ')}). Cutover refused; nothing was changed. Catch up again (tracetrack-migrate catch-up --run-id ${run.runId}) and verify; report this if it persists.`);
+        }
+        await removeCapture(o.client, run.runId);
+        phase('removeCaptureMs');
+      } else {
+        await assertSourceUnchanged(o.client, run, plan, verification);
+        phase('checkMs');
+      }
       const appTables = await tablesIn(o.client, appSchema);
       const targetTables = await tablesIn(o.client, o.targetSchema);
       const missing = TARGET_TABLES.filter((t) => !targetTables.has(t));
@@ -106,21 +205,24 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
       for (const t of TARGET_TABLES) await o.client.query(`ALTER TABLE ${qualified(o.targetSchema, t)} SET SCHEMA ${id(appSchema)}`);
       const seq = await o.client.query(`SELECT last_value::bigint AS last, is_called FROM ${qualified(appSchema, 'audit_log_id_seq')}`);
       const counts = Object.fromEntries(Object.entries(verification.tables).map(([k, v]) => [k, { migrated: v.migrated, rejected: v.rejected, derived: v.derived }]));
+      phase('swapMs');
+      const writeFreezeMs = Date.now() - frozenAt;
       const audit = await o.client.query(
         `INSERT INTO ${qualified(appSchema, 'audit_log')} ("timestamp", action, entity_type, details)
          VALUES (now() AT TIME ZONE 'utc', 'data_migration', 'migration', $1) RETURNING id`,
-        [JSON.stringify({ runId: run.runId, legacySchema, counts })],
+        [JSON.stringify({ runId: run.runId, legacySchema, counts, writeFreezeMs, freezePhases: phases, live: capture !== null, ...(caughtUp !== undefined ? { caughtUpAtCutover: caughtUp } : {}) })],
       );
       const record: StoredCutover = {
         status: 'cut-over', appSchema, legacySchema, at: new Date().toISOString(), movedLegacy: legacy,
         auditLogId: Number(audit.rows[0].id),
         auditSequence: { last: Number(seq.rows[0].last), isCalled: seq.rows[0].is_called },
+        writeFreezeMs, freezePhases: phases, live: capture !== null,
       };
       await updateRun(o.client, o.targetSchema, run.runId, { cutover: record, status: 'cut-over' });
-      return { status: 'cut-over' as const, runId: run.runId, legacySchema, moved: [...legacy, ...TARGET_TABLES] };
+      return { status: 'cut-over' as const, runId: run.runId, legacySchema, moved: [...legacy, ...TARGET_TABLES], writeFreezeMs, freezePhases: phases, ...(caughtUp !== undefined ? { caughtUp } : {}) };
     });
   } catch (err) {
-    if (err instanceof CutoverError || err instanceof LeaseHeldError) throw err;
+    if (err instanceof CutoverError || err instanceof LeaseHeldError || (err as Error).name === 'CatchUpRefusedError') throw err;
     lockFailure(err, `Cutover of run ${run.runId}`);
   }
 }
@@ -128,7 +230,11 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
 export async function rollbackRun(o: CutoverOptions): Promise<CutoverOutcome> {
   const run = await resolveRun(o);
   const cut = run.cutover as StoredCutover | null;
-  if (cut?.status !== 'cut-over') return { status: 'not-cut-over', runId: run.runId, legacySchema: cut?.legacySchema ?? legacySchemaName(run.runId), moved: [] };
+  if (cut?.status !== 'cut-over') {
+    // A live run that was never cut over: rolling it back ends its capture.
+    await withTransaction(o.client, () => removeCapture(o.client, run.runId));
+    return { status: 'not-cut-over', runId: run.runId, legacySchema: cut?.legacySchema ?? legacySchemaName(run.runId), moved: [] };
+  }
   const appSchema = cut.appSchema;
   try {
     return await withTransaction(o.client, async () => {

@@ -13,8 +13,10 @@ import {
   sourceRowsFrom,
   targetIdExpr,
   translatedRefExpr,
+  isKeySet,
   tableUnits,
   type KeyRange,
+  type KeySelection,
   type TableUnit,
   type MappingContext,
   type PasswordHashes,
@@ -32,6 +34,12 @@ export interface EngineRun {
   /** Migration time (UTC, ISO without zone): replaces missing timestamps. */
   readonly runTime: string;
   readonly batchSize: number;
+  /**
+   * The source is live (changes captured): a batch may read rows written after `prepare`, so bag QR codes
+   * can collide after all (a new lower-case duplicate): the bag batches then skip and reject them like any
+   * unique-key collision, and catch-up re-derives those keys (their changes are in the log) with the rename.
+   */
+  readonly live?: boolean;
 }
 
 export interface Progress {
@@ -88,7 +96,7 @@ export async function loadOffsets(client: pg.ClientBase, schema: string): Promis
   return Object.fromEntries(r.rows.map((row) => [row.source_table, Number(row.id_offset)]));
 }
 
-function mappingContext(run: EngineRun, readSchema: string, offsets: Record<string, number>, mode: MappingContext['mode']): MappingContext {
+export function mappingContext(run: EngineRun, readSchema: string, offsets: Record<string, number>, mode: MappingContext['mode']): MappingContext {
   return { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets, mode, runTime: run.runTime };
 }
 
@@ -226,8 +234,11 @@ async function prepare(o: StepOptions): Promise<StepResult> {
   return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 1 };
 }
 
-/** Which bags the data says are parents (someone's parent) or children (someone's child). */
-async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingContext): Promise<void> {
+/**
+ * Which bags the data says are parents (someone's parent) or children (someone's child). `onlyIds`:
+ * just these target ids (catch-up: the bags its changes touched; the caller clears their rows first).
+ */
+export async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingContext, onlyIds?: number[]): Promise<void> {
   const parents: string[] = [];
   const children: string[] = [];
   for (const table of plan.tables.filter((t) => t.target === 'bag' || t.target === 'link')) {
@@ -239,11 +250,13 @@ async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingCo
     }
   }
   const schema = ctx.targetSchema;
+  const only = onlyIds ? ' AND id = ANY($1::bigint[])' : '';
+  const values = onlyIds ? [onlyIds] : [];
   if (parents.length) {
-    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_parent')} (target_id) SELECT DISTINCT id FROM (${parents.join(' UNION ALL ')}) x WHERE id IS NOT NULL ON CONFLICT DO NOTHING`);
+    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_parent')} (target_id) SELECT DISTINCT id FROM (${parents.join(' UNION ALL ')}) x WHERE id IS NOT NULL${only} ON CONFLICT DO NOTHING`, values);
   }
   if (children.length) {
-    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_child')} (target_id) SELECT DISTINCT id FROM (${children.join(' UNION ALL ')}) x WHERE id IS NOT NULL ON CONFLICT DO NOTHING`);
+    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_child')} (target_id) SELECT DISTINCT id FROM (${children.join(' UNION ALL ')}) x WHERE id IS NOT NULL${only} ON CONFLICT DO NOTHING`, values);
   }
 }
 
@@ -252,7 +265,7 @@ async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingCo
 async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const offsets = await loadOffsets(o.client, o.run.targetSchema);
-  for (const unit of tableUnits(o.plan, table)) {
+  for (const unit of tableUnits(o.plan, table, o.run.live === true)) {
     const r = await migrateUnit(o, table, unit, offsets, totals);
     if (!r.done) return { ...totals, done: false, cursor: r.cursor };
   }
@@ -366,11 +379,11 @@ async function migrateUnit(
 }
 
 /**
- * The batch statement of one unit over one key range (buildBatchInsert over the unit's mapping), run in
- * the caller's transaction: the good rows inserted, the bad ones rejected with their reason.
+ * The batch statement of one unit over one key range or key set (buildBatchInsert over the unit's mapping),
+ * run in the caller's transaction: the good rows inserted, the bad ones rejected with their reason.
  */
 export async function insertUnitBatch(
-  client: pg.ClientBase, run: EngineRun, table: TablePlan, unit: TableUnit, ctx: MappingContext, range: KeyRange | null, passwords: PasswordHashes | null,
+  client: pg.ClientBase, run: EngineRun, table: TablePlan, unit: TableUnit, ctx: MappingContext, range: KeySelection | null, passwords: PasswordHashes | null,
 ): Promise<{ migrated: number; rejected: number; already: number }> {
   const params = new Params();
   const mapping = buildUnitSelect(table, unit, ctx, params, range, passwords);
@@ -385,8 +398,13 @@ export async function insertUnitBatch(
   return { migrated: Number(row.migrated), rejected: Number(row.rejected), already: Number(row.already) };
 }
 
-/** Legacy plaintext passwords of one batch, hashed in Node (werkzeug scrypt); never logged. */
-export async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan, readSchema: string, range: KeyRange | null): Promise<PasswordHashes | null> {
+/** Legacy plaintext passwords of one batch (a key range, or catch-up's key set), hashed in Node (werkzeug scrypt); never logged. */
+export async function hashPlaintextPasswords(
+  o: Pick<StepOptions, 'client' | 'run' | 'hashPasswords'>,
+  source: SourcePlan,
+  readSchema: string,
+  range: KeySelection | null,
+): Promise<PasswordHashes | null> {
   const pw = source.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
   if (!pw?.source) return null;
   const col = `s.${id(pw.source)}`;
@@ -396,8 +414,11 @@ export async function hashPlaintextPasswords(o: StepOptions, source: SourcePlan,
   const params = new Params();
   const isHash = `(${col}::text ~ ${params.add(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${params.add(BCRYPT_HASH_PATTERN)})`;
   const where = [`${col} IS NOT NULL`, `${col}::text <> ''`, `NOT ${isHash}`, `${key} IS NOT NULL`];
-  if (range?.lo !== null && range?.lo !== undefined) where.push(`${key} > ${params.add(range.lo, 'bigint')}`);
-  if (range?.hi !== null && range?.hi !== undefined) where.push(`${key} <= ${params.add(range.hi, 'bigint')}`);
+  if (isKeySet(range)) where.push(`${key} = ANY(${params.add(range.keys, 'bigint[]')})`);
+  else {
+    if (range?.lo !== null && range?.lo !== undefined) where.push(`${key} > ${params.add(range.lo, 'bigint')}`);
+    if (range?.hi !== null && range?.hi !== undefined) where.push(`${key} <= ${params.add(range.hi, 'bigint')}`);
+  }
   const ctx = mappingContext(o.run, readSchema, {}, 'load');
   const r = await o.client.query(
     `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col}::text AS p FROM ${sourceRowsFrom(source, ctx)} WHERE ${where.join(' AND ')} ORDER BY ${key}`,

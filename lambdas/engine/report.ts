@@ -29,6 +29,10 @@ export interface MigrationReport {
   readonly readiness: VerificationResult['readiness'] | null;
   /** Source columns that hold data no target column receives (kept in the backup only). */
   readonly unmappedColumnsWithData: { readonly table: string; readonly columns: string[] }[];
+  /** The cutover as recorded (with the write freeze of a live run, `writeFreezeMs`), null when not cut over. */
+  readonly cutover?: unknown;
+  /** Live runs: the capture position verified at and the lag when the report was written (capture still on unless cut over). */
+  readonly live?: { readonly verifiedAtPosition: number | null; readonly pending: number; readonly oldestSeconds: number; readonly captureOn: boolean } | null;
 }
 
 /** Streams the run's rejected rows (no secrets: they were stripped when stored) to S3 as gzipped JSON lines. */
@@ -102,6 +106,7 @@ export async function buildReport(input: {
   rejectsKey: string;
   rejects: number;
   rejectGroups: RejectGroup[];
+  live?: MigrationReport['live'];
 }): Promise<MigrationReport> {
   const { deps, run, verification } = input;
   const tables: MigrationReport['tables'] = {};
@@ -130,6 +135,8 @@ export async function buildReport(input: {
     unmappedColumnsWithData: (input.record?.plan?.unmappedColumns ?? [])
       .filter((u) => u.withData?.length)
       .map((u) => ({ table: u.table, columns: u.withData! })),
+    cutover: input.record?.cutover ?? null,
+    live: input.live ?? null,
   };
 }
 

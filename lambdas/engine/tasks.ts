@@ -17,6 +17,7 @@ import type {
   PreflightResult,
   ReportResult,
   CutoverResult,
+  CatchUpResult,
   RunContext,
   RunEvent,
   VerifyResult,
@@ -27,7 +28,7 @@ import { writeLegacyJsonBackup } from '../io/legacy-json-backup';
 import { readTableInfo, readTableNames } from '../io/catalog';
 import { assertSourceReadable, assertTargetWritable } from '../io/privileges';
 import { resolveExecutionInput } from '../core/execution-input';
-import { describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
+import { describeDatabase, toMigrationError, withClient, withTransaction, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
 import { exportRejects, buildReport, readRejectGroups } from './report';
@@ -47,6 +48,9 @@ import {
 } from './runs';
 import { verifyRun } from './verify';
 import { runRetryStep, startRetryRound } from './retry-rejects';
+import { assertNoOtherCapture, captureStatus, installCapture, readCapture } from './capture';
+import { catchUp, caughtUpPosition, drainInTransaction } from './catchup';
+import { sourceFingerprints } from './cutover';
 import { cutoverRun } from './cutover';
 import { compareStaged, dropStaging, runStageStep, stagingSchema } from './stage';
 
@@ -71,7 +75,10 @@ export interface TaskDeps {
 }
 
 export function engineRun(run: RunContext): EngineRun {
-  return { runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: run.targetSchema, runTime: run.runTime, batchSize: run.batchSize };
+  return {
+    runId: run.runId, sourceSchema: run.sourceSchema, targetSchema: run.targetSchema, runTime: run.runTime, batchSize: run.batchSize,
+    ...(run.live ? { live: true } : {}),
+  };
 }
 
 function runKey(deps: TaskDeps, run: RunContext, name: string): string {
@@ -92,6 +99,9 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
   }
   const { retryRejects, ...runBase } = base;
   let retry: RunContext['retry'];
+  if (base.live && crossDatabase) {
+    throw new InputError(`A live run ("live": true) needs the target schema in the source database: catch-up re-derives changed rows by reading the source tables where the target is. Use a target schema in the source database, or run without "live" while the application is stopped.`);
+  }
   if (!base.dryRun) {
     runTime = await withClient(target, async (c) => {
       if (retryRejects) {
@@ -108,10 +118,14 @@ export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Prom
       if (cut.rows[0]) {
         throw new CutoverError(`Run ${cut.rows[0].run_id} was cut over at ${cut.rows[0].at}: the new tables now live in the application schema. Roll it back first (tracetrack-migrate rollback --run-id ${cut.rows[0].run_id}) or use another target schema.`);
       }
+      // A capture another run left behind (crashed, never cut over or abandoned) is reported before anything is taken.
+      await assertNoOtherCapture(c, base.runId);
       await acquireLease(c, base.targetSchema, base.runId, deps.holder ?? 'local');
       const rec = await recordRun(c, base.targetSchema, { runId: base.runId, sourceSchema: base.sourceSchema, runTime });
       await markRunRunning(c, base.targetSchema, base.runId);
       if (retryRejects) retry = await startRetryRound(c, base.targetSchema, base.runId);
+      // Before Backup reads a row: from here on every write to a source table is in the change log.
+      if (base.live) await installCapture(c, { runId: base.runId, sourceSchema: base.sourceSchema, targetSchema: base.targetSchema, tables: backupTables });
       await recordStep(c, base.targetSchema, base.runId, 'preflight', { status: 'done', at: new Date().toISOString(), source: describeDatabase(source), target: describeDatabase(target) });
       return rec.runTime;
     });
@@ -265,7 +279,25 @@ export async function verifyTask(event: RunEvent, deps: TaskDeps): Promise<Verif
   const { run } = event;
   const { result, reportKey } = await withTarget(deps, run, async (c) => {
     const plan = await loadPlan(c, run);
-    let result = await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) });
+    const verifyAll = async () => {
+      if (!run.live) {
+        // The source as verified, to refuse a cutover over a source that changed since (no capture to tell which
+        // rows). Same database only: a cross-database cutover cannot see (or lock) the source tables.
+        const fingerprints = run.crossDatabase ? null : await sourceFingerprints(c, run.sourceSchema, plan);
+        return { result: await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) }), live: null, fingerprints };
+      }
+      // Live: one snapshot. The changes it can see are caught up first, in the same transaction, so the
+      // target is checked against the source as of that capture position; later writes stay in the log.
+      return withTransaction(c, async () => {
+        await c.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        const drained = await drainInTransaction({ client: c, run: engineRun(run), plan, hashPasswords: deps.hashPasswords });
+        const position = await caughtUpPosition(c, engineRun(run));
+        const result = await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) });
+        return { result, live: { position, drained }, fingerprints: null };
+      });
+    };
+    const verified = await verifyAll();
+    let result = verified.result;
     if (run.crossDatabase) {
       const staged = await withClient(await deps.source(), (src) => compareStaged(src, c, engineRun(run), plan));
       const checks = [
@@ -278,10 +310,15 @@ export async function verifyTask(event: RunEvent, deps: TaskDeps): Promise<Verif
       ];
       result = { ...result, checks, passed: checks.every((x) => x.passed) };
     }
+    if (verified.live) result = { ...result, capturePosition: verified.live.position };
+    if (verified.fingerprints) result = { ...result, sourceFingerprints: verified.fingerprints };
     const reportKey = runKey(deps, run, 'verification.json');
     await putJsonObject(deps.s3, deps.bucket, reportKey, result, deps.kmsKeyId);
     await updateRun(c, run.targetSchema, run.runId, { verification: result, status: result.passed ? 'verified' : 'verification-failed' });
-    await recordStep(c, run.targetSchema, run.runId, 'verify', { status: 'done', at: new Date().toISOString(), passed: result.passed });
+    await recordStep(c, run.targetSchema, run.runId, 'verify', {
+      status: 'done', at: new Date().toISOString(), passed: result.passed,
+      ...(verified.live ? { capturePosition: verified.live.position, caughtUpInVerify: verified.live.drained, capture: await captureStatus(c, run.runId) } : {}),
+    });
     return { result, reportKey };
   });
   const failedChecks = result.checks.filter((x) => !x.passed).map((x) => x.name);
@@ -303,7 +340,12 @@ export async function reportTask(event: RunEvent, deps: TaskDeps): Promise<Repor
     const rejectsKey = runKey(deps, run, 'rejects.jsonl.gz');
     const rejects = await exportRejects(c, run.targetSchema, run.runId, deps.s3, deps.bucket, rejectsKey, deps.kmsKeyId);
     const rejectGroups = await readRejectGroups(c, run.targetSchema, run.runId);
-    const report = await buildReport({ deps, run, record: rec, verification, rejectsKey, rejects, rejectGroups });
+    const capture = run.live ? await readCapture(c, run.runId) : null;
+    const lag = run.live ? await captureStatus(c, run.runId) : null;
+    const live = run.live
+      ? { verifiedAtPosition: verification?.capturePosition ?? null, pending: lag!.pending, oldestSeconds: lag!.oldestSeconds, captureOn: capture !== null }
+      : null;
+    const report = await buildReport({ deps, run, record: rec, verification, rejectsKey, rejects, rejectGroups, live });
     const reportKey = runKey(deps, run, 'report.json');
     await putJsonObject(deps.s3, deps.bucket, reportKey, report, deps.kmsKeyId);
     await putTextObject(deps.s3, deps.bucket, runKey(deps, run, 'report.html'), renderReportHtml(report, rec?.plan ?? null), 'text/html; charset=utf-8', deps.kmsKeyId);
@@ -320,7 +362,28 @@ export async function reportTask(event: RunEvent, deps: TaskDeps): Promise<Repor
 /** Cutover (only when the execution input asks for it): one transaction, refused unless Verify passed. */
 export async function cutoverTask(event: RunEvent, deps: TaskDeps): Promise<CutoverResult> {
   const { run } = event;
-  const outcome = await withTarget(deps, run, (c) => cutoverRun({ client: c, targetSchema: run.targetSchema, appSchema: run.appSchema, runId: run.runId }));
-  deps.log?.(`Cutover: ${outcome.status}; legacy tables in "${outcome.legacySchema}"`);
-  return { status: outcome.status === 'cut-over' ? 'cut-over' : 'already-cut-over', legacySchema: outcome.legacySchema };
+  const outcome = await withTarget(deps, run, (c) => cutoverRun({ client: c, targetSchema: run.targetSchema, appSchema: run.appSchema, runId: run.runId, hashPasswords: deps.hashPasswords }));
+  deps.log?.(`Cutover: ${outcome.status}; legacy tables in "${outcome.legacySchema}"${outcome.writeFreezeMs !== undefined ? `; writes frozen for ${outcome.writeFreezeMs} ms` : ''}`);
+  return {
+    status: outcome.status === 'cut-over' ? 'cut-over' : 'already-cut-over', legacySchema: outcome.legacySchema,
+    ...(outcome.writeFreezeMs !== undefined ? { writeFreezeMs: outcome.writeFreezeMs } : {}),
+    ...(outcome.freezePhases ? { freezePhases: outcome.freezePhases } : {}),
+  };
+}
+
+/** Changes pending below this count the run as caught up (the workflow's IsCaughtUp). */
+export const CAUGHT_UP_CHANGES = 1000;
+
+/** CatchUp (live runs): applies the captured changes within the time budget; the lag goes into the run record. */
+export async function catchUpTask(event: RunEvent, deps: TaskDeps): Promise<CatchUpResult> {
+  const { run } = event;
+  const r = await withTarget(deps, run, async (c) => {
+    const plan = await loadPlan(c, run);
+    const r = await catchUp({ client: c, run: engineRun(run), plan, hashPasswords: deps.hashPasswords, deadline: Date.now() + deps.timeBudgetMs });
+    await recordStep(c, run.targetSchema, run.runId, 'catch-up', { pending: r.pending, oldestSeconds: r.oldestSeconds, rate: Math.round(r.rate), lastAt: new Date().toISOString() });
+    return r;
+  });
+  const caughtUp = r.pending < CAUGHT_UP_CHANGES;
+  deps.log?.(`CatchUp: ${r.applied} changes applied (${Math.round(r.rate)}/s); ${r.pending} pending, oldest ${r.oldestSeconds.toFixed(1)} s${caughtUp ? ': caught up' : ''}`);
+  return { caughtUp, applied: r.applied, pending: r.pending, oldestSeconds: r.oldestSeconds, position: r.position, rate: r.rate };
 }

@@ -48,6 +48,13 @@ export function describeStateExit(name: string, output: string | undefined): str
   if (name === 'MigrateStep' && typeof result.step === 'string') {
     return `migrate ${result.step}: +${Number(result.migrated)} migrated, +${Number(result.rejected)} rejected${result.done ? ' done' : ''}`;
   }
+  // CatchUp's output is the whole state: its result is under `catchUp`.
+  const lag = (value.catchUp ?? null) as Record<string, unknown> | null;
+  if (name === 'CatchUp' && lag) {
+    return `catch-up: +${Number(lag.applied)} changes (${Math.round(Number(lag.rate))}/s); ${Number(lag.pending)} pending, oldest ${Number(lag.oldestSeconds).toFixed(1)} s${lag.caughtUp ? ', caught up' : ''}`;
+  }
+  const cut = (value.cutover ?? null) as Record<string, unknown> | null;
+  if (name === 'Cutover' && cut && typeof cut.writeFreezeMs === 'number') return `Cutover done: writes frozen for ${cut.writeFreezeMs} ms`;
   if (['Preflight', 'FinalizeBackup', 'Analyse', 'CreateSchema', 'Verify', 'Cutover', 'Report'].includes(name)) return `${name} done`;
   return null;
 }

@@ -1,4 +1,5 @@
 import { cutoverRun, rollbackRun } from '../../lambdas/engine/cutover';
+import { hashPasswords } from '../../lambdas/io/password';
 import { parseDatabaseUrl, redactUrl, withClient } from '../../lambdas/io/pg';
 import { CliUsageError, EXIT, parseCommandArgs, parsePositiveInt, type CliContext } from './common';
 
@@ -22,10 +23,11 @@ export async function cutoverCommand(kind: 'cutover' | 'rollback', args: string[
   const lockTimeoutMs = parsePositiveInt(v['lock-timeout-ms'], '--lock-timeout-ms');
   const targetSchema = v['target-schema'] ?? 'tracetrack';
   const result = await withClient(config, (client) =>
-    (kind === 'cutover' ? cutoverRun : rollbackRun)({ client, targetSchema, appSchema: v['app-schema'], runId: v['run-id'], lockTimeoutMs }),
+    (kind === 'cutover' ? cutoverRun : rollbackRun)({ client, targetSchema, appSchema: v['app-schema'], runId: v['run-id'], lockTimeoutMs, hashPasswords: (p) => hashPasswords(p) }),
   { applicationName: `tracetrack-migrate:${kind}` });
   const moved = result.moved.length ? ` Moved: ${result.moved.join(', ')}.` : '';
   ctx.stdout(`${redactUrl(url)}: run ${result.runId} ${result.status} (legacy schema "${result.legacySchema}").${moved}\n`);
+  if (result.writeFreezeMs !== undefined) ctx.stdout(`Writes to the legacy tables were blocked for ${result.writeFreezeMs} ms${result.caughtUp !== undefined ? ` (${result.caughtUp} last changes caught up under the lock; change capture removed)` : ''}.\n`);
   if (kind === 'cutover' && result.status === 'cut-over') ctx.stdout(`Undo with: tracetrack-migrate rollback --target <URL> --run-id ${result.runId}\n`);
   return EXIT.ok;
 }

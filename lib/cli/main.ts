@@ -7,6 +7,7 @@ import { cutoverCommand, CUTOVER_USAGE } from './cutover';
 import { rejectsCommand, REJECTS_USAGE } from './rejects';
 import { restoreCommand, RESTORE_USAGE } from './restore';
 import { runCommand, RUN_USAGE } from './run';
+import { catchUpCommand, CATCH_UP_USAGE } from './live';
 
 export const USAGE = `Usage:
   ${RUN_USAGE}
@@ -15,6 +16,7 @@ export const USAGE = `Usage:
   ${CUTOVER_USAGE}
   ${ABANDON_USAGE}
   ${REJECTS_USAGE}
+  ${CATCH_UP_USAGE}
 ${AWS_USAGE.split('\n').map((l) => `  ${l}`).join('\n')}
 
 Exit status: 0 success; 1 the run/execution failed (step, error and what to do next on stderr);
@@ -32,6 +34,7 @@ const COMMANDS: Record<string, Command> = {
   rollback: (args, ctx) => cutoverCommand('rollback', args, ctx),
   abandon: abandonCommand,
   rejects: rejectsCommand,
+  'catch-up': catchUpCommand,
   start: (args, ctx) => startCommand(args, ctx),
   status: (args, ctx) => statusCommand(args, ctx),
   redrive: (args, ctx) => redriveCommand(args, ctx),

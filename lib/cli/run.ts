@@ -34,7 +34,7 @@ import {
 
 export const RUN_USAGE = `tracetrack-migrate run [--source URL] [--target URL] [--source-schema public] [--target-schema tracetrack]
                        [--backup-dir DIR | --bucket NAME [--s3-endpoint URL] [--kms-key-id KEY] [--allow-unencrypted-bucket]] [--batch-size N]
-                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--retry-rejects] [--report FILE] [--cutover] [--legacy-json-backup]
+                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--retry-rejects] [--report FILE] [--live] [--cutover] [--legacy-json-backup]
                        [--recompute-summaries] [--demo [--scale N] [--keep]]`;
 
 /** A few thousand bags: the demo finishes in seconds. */
@@ -58,6 +58,7 @@ const OPTIONS = {
   'retry-rejects': { type: 'boolean' },
   report: { type: 'string' },
   cutover: { type: 'boolean' },
+  live: { type: 'boolean' },
   'legacy-json-backup': { type: 'boolean' },
   'recompute-summaries': { type: 'boolean' },
   demo: { type: 'boolean' },
@@ -110,6 +111,7 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
     ...(v['skip-table']?.length ? { skipTables: v['skip-table'] } : {}),
     ...(v['batch-size'] ? { batchSize: parsePositiveInt(v['batch-size'], '--batch-size') } : {}),
     ...(v.cutover ? { cutover: true } : {}),
+    ...(v.live ? { live: true } : {}),
     ...(v['legacy-json-backup'] ? { legacyJsonBackup: true } : {}),
     ...(v['recompute-summaries'] ? { recomputeSummaries: true } : {}),
     ...(v['retry-rejects'] ? { retryRejects: true } : {}),
@@ -241,7 +243,15 @@ async function reportSuccess(ctx: CliContext, flags: RunFlags, store: BackupStor
     }
   }
   if (flags.demo) await writeDemoFiles(ctx, store, output.runId, htmlKey);
+  if (trace.writeFreezeMs !== undefined) ctx.stdout(`Write freeze of the cutover: ${trace.writeFreezeMs} ms\n`);
   if (flags.input.cutover) ctx.stdout(`Cut over: the new tables are in the application schema; undo with: tracetrack-migrate rollback --run-id ${output.runId}\n`);
+  if (flags.input.live && !flags.input.cutover) {
+    const lag = trace.catchUp;
+    ctx.stdout(
+      `Live: caught up${lag ? ` (${lag.pending} changes pending, oldest ${lag.oldestSeconds.toFixed(1)} s, ${Math.round(lag.rate)} changes/s)` : ''}; change capture stays on.\n` +
+        `Catch up again: tracetrack-migrate catch-up --run-id ${output.runId}   Cut over (writes frozen for seconds): tracetrack-migrate cutover --run-id ${output.runId}   Give up: tracetrack-migrate abandon --run-id ${output.runId}\n`,
+    );
+  }
   return output.status === 'completed' || report?.status === 'completed' ? EXIT.ok : EXIT.failed;
 }
 

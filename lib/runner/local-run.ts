@@ -63,6 +63,10 @@ export interface LocalRunTrace {
   /** The task that was running last (the failing one when the run fails). */
   lastTask?: string;
   readonly seconds: number;
+  /** Live runs: the lag after the last CatchUp. */
+  catchUp?: { pending: number; oldestSeconds: number; rate: number; applied: number };
+  /** Cutover: how long the application's writes were blocked (ms). */
+  writeFreezeMs?: number;
 }
 
 export type LocalRunOutcome =
@@ -248,6 +252,10 @@ function recordTaskResult(
     // Rows read (migrated + rejected), against the source rows the catalog estimates.
     if (result.done) progress.finish(key, s.migrated + s.rejected, extra);
     else progress.update(key, s.migrated + s.rejected, extra);
+  } else if (state === TASK_STATES.catchUp) {
+    const applied = (trace.catchUp?.applied ?? 0) + Number(result.applied);
+    trace.catchUp = { pending: Number(result.pending), oldestSeconds: Number(result.oldestSeconds), rate: Number(result.rate), applied };
+    progress.log(`CatchUp: ${String(result.applied)} changes (${Math.round(Number(result.rate))}/s); ${String(result.pending)} pending, oldest ${Number(result.oldestSeconds).toFixed(1)} s`);
   } else if (state !== TASK_STATES.preflight) {
     progress.log(`${state} done (${seconds.toFixed(1)} s)`);
   }

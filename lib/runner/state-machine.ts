@@ -104,6 +104,7 @@ export class LocalExecutionFailedError extends Error {
 }
 
 const TASK_STATE_NAMES = new Set<string>(Object.values(TASK_STATES));
+const LOCAL_WAIT_MS = 1000;
 
 /**
  * Runs the workflow with in-process handlers. Errors thrown by a handler are matched by their
@@ -123,6 +124,8 @@ export async function runLocally(options: RunLocallyOptions): Promise<LocalRunRe
         taskStates.map((name) => [name, options.handlers[name] as (input: unknown) => Promise<never>]),
       ),
       retryIntervalOverrides: Object.fromEntries(taskStates.map((name) => [name, retryInterval])),
+      // Top-level Wait states (a live run's pause between catch-ups): one second locally.
+      waitTimeOverrides: Object.fromEntries(Object.entries(definition.States).filter(([, st]) => st.Type === 'Wait').map(([name]) => [name, LOCAL_WAIT_MS])),
     },
     context: { Execution: { Name: options.executionName ?? `local-${Date.now()}` } },
   });

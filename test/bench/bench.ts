@@ -29,7 +29,7 @@ function arg(name: string, fallback?: string): string | undefined {
 const scale = Number(arg('scale', '1'));
 const batchSize = Number(arg('batch-size', '200000'));
 const writeResults = !process.argv.includes('--no-results');
-if (!(scale > 0)) throw new Error('--scale must be > 0');
+if (!(scale > 0) && !process.argv.includes('--live')) throw new Error('--scale must be > 0');
 
 const log = (s: string) => process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 const secondsSince = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
@@ -521,7 +521,8 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   return `${L.join('\n')}\n`;
 }
 
-main().catch((err) => {
+// --live: the live-migration figures (capture overhead, write freeze), test/bench/live.ts.
+(process.argv.includes('--live') ? import('./live').then((m) => m.mainLive()) : main()).catch((err) => {
   console.error(err);
   process.exit(1);
 });

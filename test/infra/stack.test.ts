@@ -141,7 +141,7 @@ describe('MigrationStack', () => {
     expect(rolesAllowed(template, 'secretsmanager:GetSecretValue', SOURCE)).toEqual(readers('source'));
     expect(rolesAllowed(template, 'secretsmanager:GetSecretValue', TARGET)).toEqual(readers('target'));
     expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('source'))).toEqual(['preflight', 'backupTable', 'finalizeBackup', 'analyse', 'migrateStep', 'verify']);
-    expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('target'))).toEqual(['preflight', 'analyse', 'createSchema', 'migrateStep', 'verify', 'cutover', 'report']);
+    expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('target'))).toEqual(['preflight', 'analyse', 'createSchema', 'migrateStep', 'verify', 'catchUp', 'cutover', 'report']);
   });
 
   it('scopes S3 and KMS grants to the backup bucket and key, and never grants a delete', () => {
@@ -284,6 +284,23 @@ describe('the workflow states', () => {
       Type: 'Choice',
       Choices: [{ Variable: '$.progress.done', BooleanEquals: true, Next: 'TableBackedUp' }],
       Default: 'BackupTable',
+    });
+  });
+
+  it('a live run catches up after Verify until the lag is under the threshold, waiting between catch-ups, then cuts over if asked', () => {
+    expect(stack.resolve(stack.workflow.tasks.verify.toStateJson())).toMatchObject({ Next: 'IsLive' });
+    expect(stack.resolve(stack.workflow.isLive.toStateJson())).toEqual({
+      Type: 'Choice',
+      Choices: [{ And: [{ Variable: '$.run.live', IsPresent: true }, { Variable: '$.run.live', BooleanEquals: true }], Next: 'CatchUp' }],
+      Default: 'IsCutoverRequested',
+    });
+    expect(stack.resolve(stack.workflow.tasks.catchUp.toStateJson())).toMatchObject({
+      Type: 'Task', Parameters: { 'run.$': '$.run' }, ResultPath: '$.catchUp', Next: 'IsCaughtUp',
+    });
+    expect(stack.resolve(stack.workflow.isCaughtUp.toStateJson())).toEqual({
+      Type: 'Choice',
+      Choices: [{ Variable: '$.catchUp.caughtUp', BooleanEquals: true, Next: 'IsCutoverRequested' }],
+      Default: 'WaitForChanges',
     });
   });
 

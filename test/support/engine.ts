@@ -44,6 +44,8 @@ export interface EngineRunOptions {
   readonly skipTables?: string[];
   /** Stop after this many batches in total (simulates an interruption). */
   readonly stopAfterBatches?: number;
+  /** The source is live (EngineRun.live). */
+  readonly live?: boolean;
 }
 
 /** Runs analyse → create → every migrate step in-process on one database (no workflow, no S3). */
@@ -54,6 +56,7 @@ export async function runEngine(client: pg.ClientBase, options: EngineRunOptions
     targetSchema: options.targetSchema ?? 'tracetrack',
     runTime: options.runTime ?? '2026-01-01T00:00:00',
     batchSize: options.batchSize ?? 7,
+    ...(options.live ? { live: true } : {}),
   };
   const { plan } = await analyseSource(client, { sourceSchema: run.sourceSchema, targetSchema: run.targetSchema, overrides: options.overrides, skipTables: options.skipTables });
   assertPlan(plan);

@@ -9,7 +9,7 @@ describe('resolveExecutionInput', () => {
   it('fills the defaults', () => {
     expect(resolveExecutionInput({}, fallback)).toEqual({
       runId: 'fallback-run', sourceSchema: 'public', targetSchema: 'tracetrack', appSchema: 'public', tables: null, skipTables: [],
-      batchSize: DEFAULT_BATCH_SIZE, cutover: false, dryRun: false, legacyJsonBackup: false, recomputeSummaries: false, mappingKey: null,
+      batchSize: DEFAULT_BATCH_SIZE, cutover: false, dryRun: false, legacyJsonBackup: false, recomputeSummaries: false, live: false, mappingKey: null,
       prefix: 'runs/fallback-run/',
     });
   });

@@ -5,6 +5,7 @@ import { planMigration, type Plan } from '../../lambdas/core/planner';
 import { TARGET_TABLES } from '../../lambdas/core/rules';
 import { escapeIdentifier, escapeLiteral, Params, qualified } from '../../lambdas/core/sql/ident';
 import { buildBatchInsert, buildDerivedLinkSelect, buildMappingSelect, derivedSourceName, type MappingContext } from '../../lambdas/core/sql/mapping';
+import { renderTriggerFunction, renderTriggers } from '../../lambdas/core/sql/capture';
 import { renderCreateTables, renderInternalTables, renderPostLoad, renderResetSequence, TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 
 /** The SQL builders: parameterised text, quoted identifiers, the complete target DDL. Pure, no database. */
@@ -216,5 +217,34 @@ describe('target DDL', () => {
     for (const t of ['_migration_run', '_migration_lease', '_migration_checkpoint', '_migration_reject', '_migration_id_offset', '_migration_id_map']) {
       expect(sql.some((s) => s.startsWith(`CREATE TABLE IF NOT EXISTS "tgt""; --"."${t}"`)), t).toBe(true);
     }
+  });
+});
+
+describe('live source: key sets and change capture', () => {
+  it('buildMappingSelect takes a key set as one bigint[] parameter, the same mapping otherwise', () => {
+    const byRange = buildMappingSelect(tablePlan('bag'), tablePlan('bag').sources[0]!, ctx, new Params(), { lo: 0, hi: 9 });
+    const params = new Params();
+    const byKeys = buildMappingSelect(tablePlan('bag'), tablePlan('bag').sources[0]!, ctx, params, { keys: [3, 7] });
+    expect(params.values).toEqual([[3, 7]]);
+    expect(byKeys.text).toContain('s."id" = ANY($1::bigint[])');
+    expect(byKeys.columns).toEqual(byRange.columns);
+    // The key set replaces the range and nothing else.
+    const strip = (t: string) => t.replace(/WHERE[^\n]*/g, 'WHERE …');
+    expect(strip(byKeys.text)).toBe(strip(byRange.text));
+  });
+
+  it('the capture logs keys only: no row value, no password, reaches the change log', () => {
+    const fn = renderTriggerFunction(RUN_ID, { table: 'user', oid: 16384, key: 'id' });
+    expect(fn).toContain(`SELECT o."id"::bigint AS k FROM o UNION SELECT n."id"::bigint FROM n`);
+    expect(fn).toContain('SECURITY DEFINER SET search_path = pg_catalog, pg_temp');
+    expect(fn).not.toMatch(/to_jsonb|row_to_json|n\.\*|o\.\*|password/);
+    const keyless = renderTriggerFunction(RUN_ID, { table: 'log', oid: 16385, key: null });
+    expect(keyless).toContain('NULL::bigint WHERE EXISTS (SELECT 1 FROM n)');
+    expect(renderTriggers(WEIRD_SCHEMA, { table: WEIRD_TABLE, oid: 1, key: 'id' })).toEqual([
+      `CREATE TRIGGER "tracetrack_capture_ins" AFTER INSERT ON "tgt""; --"."we""ird; table" REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION "tracetrack_capture"."capture_1"()`,
+      `CREATE TRIGGER "tracetrack_capture_upd" AFTER UPDATE ON "tgt""; --"."we""ird; table" REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION "tracetrack_capture"."capture_1"()`,
+      `CREATE TRIGGER "tracetrack_capture_del" AFTER DELETE ON "tgt""; --"."we""ird; table" REFERENCING OLD TABLE AS o FOR EACH STATEMENT EXECUTE FUNCTION "tracetrack_capture"."capture_1"()`,
+      `CREATE TRIGGER "tracetrack_capture_trunc" AFTER TRUNCATE ON "tgt""; --"."we""ird; table" FOR EACH STATEMENT EXECUTE FUNCTION "tracetrack_capture"."capture_1"()`,
+    ]);
   });
 });

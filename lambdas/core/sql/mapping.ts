@@ -28,6 +28,18 @@ export interface KeyRange {
   readonly hi: number | null;
 }
 
+/** An explicit set of source keys (catch-up re-derives the keys the capture logged). */
+export interface KeySet {
+  readonly keys: readonly number[];
+}
+
+/** The rows a mapping reads: a key range, a key set, or (null) the whole table. */
+export type KeySelection = KeyRange | KeySet;
+
+export function isKeySet(k: KeySelection | null): k is KeySet {
+  return k !== null && 'keys' in k;
+}
+
 interface Built {
   readonly level1: string[];
   readonly problems: string[];
@@ -79,10 +91,11 @@ function rowsWithUsableIdFrom(source: SourcePlan, ctx: MappingContext): string {
  * A key range as SQL. The first range of a table without a primary key also holds its rows without an id
  * (they sort nowhere), so that they are read, and rejected, exactly once.
  */
-function rangeWhere(source: SourcePlan, range: KeyRange | null, params: Params): string[] {
+function rangeWhere(source: SourcePlan, range: KeySelection | null, params: Params): string[] {
   if (!source.key || !range) return [];
-  const out: string[] = [];
   const k = `s.${id(source.key)}`;
+  if (isKeySet(range)) return [`${k} = ANY(${params.add(range.keys, 'bigint[]')})`];
+  const out: string[] = [];
   if (range.lo !== null) out.push(`${k} > ${params.add(range.lo, 'bigint')}`);
   if (range.hi !== null) {
     const upper = `${k} <= ${params.add(range.hi, 'bigint')}`;
@@ -135,7 +148,7 @@ export function buildMappingSelect(
   source: SourcePlan,
   ctx: MappingContext,
   params: Params,
-  range: KeyRange | null,
+  range: KeySelection | null,
   passwords: PasswordHashes | null = null,
 ): { text: string; columns: string[] } {
   const b: Built = { level1: [], problems: [], joins: [], where: [], outputColumns: [] };
@@ -179,7 +192,7 @@ export function buildDerivedLinkSelect(
   bagSource: SourcePlan,
   ctx: MappingContext,
   params: Params,
-  range: KeyRange | null,
+  range: KeySelection | null,
 ): { text: string; columns: string[] } {
   const derivedOffset = ctx.offsets[derivedSourceName(link)] ?? 0;
   const childId = targetIdExpr(bagSource, ctx);
@@ -226,11 +239,12 @@ export interface TableUnit {
   readonly mayConflict: boolean | undefined;
 }
 
-export function tableUnits(plan: { readonly tables: readonly TablePlan[] }, table: TablePlan): TableUnit[] {
+/** `live`: bag QR codes may collide after all (codes written since `prepare` folded them), so bag batches check. */
+export function tableUnits(plan: { readonly tables: readonly TablePlan[] }, table: TablePlan, live = false): TableUnit[] {
   const units: TableUnit[] = table.sources.map((source) => ({
     label: source.table, kind: 'source', source, derived: null, filter: null,
     // Bag QR codes cannot collide: `prepare` renamed every duplicate and refused renamed codes that clash.
-    mayConflict: table.target === 'bag' ? false : undefined,
+    mayConflict: table.target === 'bag' && !live ? false : undefined,
   }));
   const bag = plan.tables.find((t) => t.target === 'bag');
   for (const derived of table.derivedLinks) {
@@ -243,7 +257,7 @@ export function tableUnits(plan: { readonly tables: readonly TablePlan[] }, tabl
 }
 
 /** The unit's mapping SELECT over one key range (null: the whole source). */
-export function buildUnitSelect(table: TablePlan, unit: TableUnit, ctx: MappingContext, params: Params, range: KeyRange | null, passwords: PasswordHashes | null = null): { text: string; columns: string[] } {
+export function buildUnitSelect(table: TablePlan, unit: TableUnit, ctx: MappingContext, params: Params, range: KeySelection | null, passwords: PasswordHashes | null = null): { text: string; columns: string[] } {
   return unit.derived ? buildDerivedLinkSelect(unit.derived, unit.source, ctx, params, range) : buildMappingSelect(table, unit.source, ctx, params, range, passwords);
 }
 
@@ -308,6 +322,11 @@ export interface BatchInsertOptions {
    * own check): a plain insert is markedly faster. Default: the table has unique keys.
    */
   readonly mayConflict?: boolean;
+  /**
+   * SQL bigint[] (a placeholder) of the target ids the batch can hold: catch-up's key sets are scattered,
+   * and the id range between their smallest and largest would be most of the table. Default: the range.
+   */
+  readonly preIds?: string;
 }
 
 /**
@@ -332,7 +351,7 @@ export function buildBatchInsert(options: BatchInsertOptions, params: Params): S
   const text = `WITH m AS MATERIALIZED (${mapping.text}),
 pre AS (
   SELECT t.id FROM ${targetTable} t
-  WHERE t.id >= (SELECT min(m.id) FROM m) AND t.id <= (SELECT max(m.id) FROM m)
+  WHERE ${options.preIds ? `t.id = ANY(${options.preIds})` : 't.id >= (SELECT min(m.id) FROM m) AND t.id <= (SELECT max(m.id) FROM m)'}
 ),
 ins AS (
   INSERT INTO ${targetTable} (${cols})
