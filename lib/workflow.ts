@@ -111,87 +111,20 @@ export class MigrationWorkflow extends Construct {
 
   constructor(scope: Construct, id: string, props: MigrationWorkflowProps) {
     super(scope, id);
-    const run = { run: sfn.JsonPath.objectAt('$.run') };
-    const invoke = (key: TaskKey, payload: Record<string, unknown>, resultPath?: string) => {
-      const task = new tasks.LambdaInvoke(this, TASK_STATES[key], {
-        stateName: TASK_STATES[key],
-        lambdaFunction: props.functions[key],
-        // The task's output is exactly the handler's return value, locally and in AWS.
-        payloadResponseOnly: true,
-        retryOnServiceExceptions: false,
-        payload: sfn.TaskInput.fromObject(payload),
-        resultPath,
-        // As long as a Lambda may run. Set explicitly: a Task state without TimeoutSeconds means
-        // "unbounded" in AWS but 60 s in the local runner, and both must behave the same.
-        taskTimeout: sfn.Timeout.duration(TASK_TIMEOUT),
-      });
-      for (const retry of TASK_RETRIES) task.addRetry(retry);
-      return task;
-    };
-
-    const t = {
-      preflight: invoke('preflight', {
-        input: sfn.JsonPath.objectAt('$$.Execution.Input'),
-        executionName: sfn.JsonPath.stringAt('$$.Execution.Name'),
-      }),
-      backupTable: invoke(
-        'backupTable',
-        { ...run, table: sfn.JsonPath.stringAt('$.table'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') },
-        '$.progress',
-      ),
-      finalizeBackup: invoke('finalizeBackup', run, '$.backup'),
-      analyse: invoke('analyse', run, '$.analysis'),
-      createSchema: invoke('createSchema', run, sfn.JsonPath.DISCARD),
-      migrateStep: invoke(
-        'migrateStep',
-        { ...run, step: sfn.JsonPath.stringAt('$.step'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') },
-        '$.progress',
-      ),
-      verify: invoke('verify', run, '$.verification'),
-      catchUp: invoke('catchUp', run, '$.catchUp'),
-      cutover: invoke('cutover', run, '$.cutover'),
-      report: invoke('report', run),
-    } satisfies Record<TaskKey, tasks.LambdaInvoke>;
+    const t = this.createTasks(props);
     this.tasks = t;
-
-    // A resumable task loops on itself until it reports done; each pass is one Lambda invocation
-    // of up to TIME_BUDGET_MS, which keeps the execution history short (see README).
-    this.isTableBackedUp = new sfn.Choice(this, FLOW_STATES.isTableBackedUp)
-      .when(
-        sfn.Condition.booleanEquals('$.progress.done', true),
-        new sfn.Succeed(this, FLOW_STATES.tableBackedUp, { outputPath: '$.progress' }),
-      )
-      .otherwise(t.backupTable);
-    this.backupMap = new sfn.Map(this, FLOW_STATES.backup, {
-      itemsPath: '$.backupTables',
-      itemSelector: {
-        ...run,
-        table: sfn.JsonPath.stringAt('$$.Map.Item.Value'),
-      },
-      maxConcurrency: BACKUP_MAX_CONCURRENCY,
-      // Per-table results stay out of the state (256 KB payload limit); FinalizeBackup reads the checkpoints.
-      resultPath: sfn.JsonPath.DISCARD,
+    const backup = this.createLoop(t.backupTable, {
+      choice: FLOW_STATES.isTableBackedUp, done: FLOW_STATES.tableBackedUp, map: FLOW_STATES.backup, start: FLOW_STATES.startTableBackup,
+      itemsPath: '$.backupTables', item: 'table', maxConcurrency: BACKUP_MAX_CONCURRENCY,
     });
-    this.backupMap.itemProcessor(
-      startProgress(this, FLOW_STATES.startTableBackup).next(t.backupTable).next(this.isTableBackedUp),
-    );
-
-    this.isStepMigrated = new sfn.Choice(this, FLOW_STATES.isStepMigrated)
-      .when(
-        sfn.Condition.booleanEquals('$.progress.done', true),
-        new sfn.Succeed(this, FLOW_STATES.stepMigrated, { outputPath: '$.progress' }),
-      )
-      .otherwise(t.migrateStep);
-    this.migrateMap = new sfn.Map(this, FLOW_STATES.migrate, {
-      itemsPath: '$.analysis.steps',
-      itemSelector: {
-        ...run,
-        step: sfn.JsonPath.stringAt('$$.Map.Item.Value'),
-      },
-      maxConcurrency: MIGRATE_MAX_CONCURRENCY,
-      resultPath: sfn.JsonPath.DISCARD,
+    this.isTableBackedUp = backup.choice;
+    this.backupMap = backup.map;
+    const migrate = this.createLoop(t.migrateStep, {
+      choice: FLOW_STATES.isStepMigrated, done: FLOW_STATES.stepMigrated, map: FLOW_STATES.migrate, start: FLOW_STATES.startStep,
+      itemsPath: '$.analysis.steps', item: 'step', maxConcurrency: MIGRATE_MAX_CONCURRENCY,
     });
-    this.migrateMap.itemProcessor(startProgress(this, FLOW_STATES.startStep).next(t.migrateStep).next(this.isStepMigrated));
+    this.isStepMigrated = migrate.choice;
+    this.migrateMap = migrate.map;
 
     const isCutoverRequested = new sfn.Choice(this, FLOW_STATES.isCutoverRequested)
       .when(sfn.Condition.booleanEquals('$.run.cutover', true), t.cutover.next(t.report))
@@ -213,5 +146,64 @@ export class MigrationWorkflow extends Construct {
       .otherwise(migrateAndVerify);
 
     this.definition = t.preflight.next(this.backupMap).next(t.finalizeBackup).next(t.analyse).next(isDryRun);
+  }
+
+  /** One Lambda task state per task, each bounded by the Lambda maximum and retried by error name. */
+  private createTasks(props: MigrationWorkflowProps): Record<TaskKey, tasks.LambdaInvoke> {
+    const run = { run: sfn.JsonPath.objectAt('$.run') };
+    const invoke = (key: TaskKey, payload: Record<string, unknown>, resultPath?: string) => {
+      const task = new tasks.LambdaInvoke(this, TASK_STATES[key], {
+        stateName: TASK_STATES[key],
+        lambdaFunction: props.functions[key],
+        // The task's output is exactly the handler's return value, locally and in AWS.
+        payloadResponseOnly: true,
+        retryOnServiceExceptions: false,
+        payload: sfn.TaskInput.fromObject(payload),
+        resultPath,
+        // As long as a Lambda may run. Set explicitly: a Task state without TimeoutSeconds means
+        // "unbounded" in AWS but 60 s in the local runner, and both must behave the same.
+        taskTimeout: sfn.Timeout.duration(TASK_TIMEOUT),
+      });
+      for (const retry of TASK_RETRIES) task.addRetry(retry);
+      return task;
+    };
+    return {
+      preflight: invoke('preflight', {
+        input: sfn.JsonPath.objectAt('$$.Execution.Input'),
+        executionName: sfn.JsonPath.stringAt('$$.Execution.Name'),
+      }),
+      backupTable: invoke('backupTable', { ...run, table: sfn.JsonPath.stringAt('$.table'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') }, '$.progress'),
+      finalizeBackup: invoke('finalizeBackup', run, '$.backup'),
+      analyse: invoke('analyse', run, '$.analysis'),
+      createSchema: invoke('createSchema', run, sfn.JsonPath.DISCARD),
+      migrateStep: invoke('migrateStep', { ...run, step: sfn.JsonPath.stringAt('$.step'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') }, '$.progress'),
+      verify: invoke('verify', run, '$.verification'),
+      catchUp: invoke('catchUp', run, '$.catchUp'),
+      cutover: invoke('cutover', run, '$.cutover'),
+      report: invoke('report', run),
+    };
+  }
+
+  /**
+   * A Map over items (tables to back up, migration steps) whose processor loops a resumable task on itself
+   * until it reports done; each pass is one Lambda invocation of up to TIME_BUDGET_MS, which keeps the
+   * execution history short (see README).
+   */
+  private createLoop(
+    task: tasks.LambdaInvoke,
+    o: { choice: string; done: string; map: string; start: string; itemsPath: string; item: string; maxConcurrency: number },
+  ): { choice: sfn.Choice; map: sfn.Map } {
+    const choice = new sfn.Choice(this, o.choice)
+      .when(sfn.Condition.booleanEquals('$.progress.done', true), new sfn.Succeed(this, o.done, { outputPath: '$.progress' }))
+      .otherwise(task);
+    const map = new sfn.Map(this, o.map, {
+      itemsPath: o.itemsPath,
+      itemSelector: { run: sfn.JsonPath.objectAt('$.run'), [o.item]: sfn.JsonPath.stringAt('$$.Map.Item.Value') },
+      maxConcurrency: o.maxConcurrency,
+      // Per-item results stay out of the state (256 KB payload limit); the next task reads the checkpoints.
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    map.itemProcessor(startProgress(this, o.start).next(task).next(choice));
+    return { choice, map };
   }
 }

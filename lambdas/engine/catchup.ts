@@ -477,51 +477,9 @@ async function applyUnit(
     [run.runId, info.unit.label, keys.map(String)],
   )).rows.map((r) => Number(r.source_key) + info.offset);
 
-  // Target rows whose source row is gone or now bad.
-  {
-    const params = new Params();
-    const m = mappingFor(params);
-    const p = params.add(tids, 'bigint[]');
-    const gone = (await client.query(
-      `WITH m AS MATERIALIZED (${m.text}) SELECT t.id FROM ${targetTable} t WHERE t.id = ANY(${p}) AND NOT EXISTS (SELECT 1 FROM m WHERE m.id = t.id AND m._reject IS NULL)`,
-      params.values,
-    )).rows.map((r) => Number(r.id));
-    if (gone.length) await deleteWithDependents(client, schema, target, gone, infos, pending, touched);
-  }
+  await deleteGoneRows(o, info, mappingFor, tids, { infos, pending, touched });
 
-  // Surviving rows: updated in place from the mapping (no delete: their dependents stay).
-  {
-    const params = new Params();
-    const m = mappingFor(params);
-    const cols = m.columns.filter((c) => c !== 'id');
-    if (cols.length) {
-      await client.query('SAVEPOINT catch_up_update');
-      try {
-        if (target === 'bag' && cols.includes('qr_id')) {
-          // Codes that move between bags (a rename re-ranked): out of the way first, as the unique QR index
-          // is checked row by row.
-          await client.query(
-            `WITH m AS MATERIALIZED (${m.text})
-             UPDATE ${targetTable} t SET qr_id = '~' || t.id::text FROM m WHERE t.id = m.id AND m._reject IS NULL AND t.qr_id IS DISTINCT FROM m.qr_id`,
-            params.values,
-          );
-        }
-        await client.query(
-          `WITH m AS MATERIALIZED (${m.text})
-           UPDATE ${targetTable} t SET (${cols.map(id).join(', ')}) = ROW(${cols.map((c) => `m.${id(c)}`).join(', ')})
-             FROM m WHERE t.id = m.id AND m._reject IS NULL`,
-          params.values,
-        );
-        await client.query('RELEASE SAVEPOINT catch_up_update');
-      } catch (err) {
-        await client.query('ROLLBACK TO SAVEPOINT catch_up_update');
-        if ((err as { code?: string }).code === '23505') {
-          throw new CatchUpRefusedError(`A row of "${info.unit.label}" changed during the run to a value another ${target} row already has (${(err as { detail?: string }).detail ?? 'a unique key'}): the batches would have rejected one of the two by id order, which catch-up cannot redo for rows already migrated. Nothing of this chunk was applied. Fix the duplicate in the source; then catch up again (tracetrack-migrate catch-up --run-id ${run.runId}).`, { cause: err });
-        }
-        throw err;
-      }
-    }
-  }
+  await updateSurvivors(o, info, mappingFor);
 
   // New rows and rejects: the batch insert itself.
   {
@@ -536,8 +494,80 @@ async function applyUnit(
   }
 
   const after = await refsOf();
-  // Summaries follow the structure: only rows that came, went, or changed a reference (or a bag its type)
-  // touch their parents and bills (a reweighed child does not change its parent's summaries).
+  noteStructuralChanges(target, fkCols, before, after, touched);
+  // A row that was rejected and now migrates (fixed in the source): rows that reference it were loaded
+  // without it (a NULL reference, or rejected) and are re-derived. Found in the source (a scan of each
+  // referring table: only when a rejected row comes back, which is rare).
+  const present = new Set(before.map((r) => Number(r.id)));
+  const back = after.map((r) => Number(r.id)).filter((x) => !present.has(x) && unrejected.includes(x));
+  if (back.length && !info.unit.derived) await queueReferrers(o, ctx, target, back, infos, pending);
+  if (target === 'bag') for (const t of tids) touched.resolve.add(t);
+}
+
+type MappingFor = (params: Params) => { text: string; columns: string[] };
+
+/** Target rows whose source row is gone or now bad: deleted, with what depends on them re-derived. */
+async function deleteGoneRows(
+  o: Omit<CatchUpOptions, 'deadline'>, info: UnitInfo, mappingFor: MappingFor, tids: number[],
+  state: { infos: Map<TargetTable, UnitInfo[]>; pending: KeySets; touched: Touched },
+): Promise<void> {
+  const { client, run } = o;
+  const schema = run.targetSchema;
+  const target = info.table.target;
+  const targetTable = qualified(schema, target);
+  const { infos, pending, touched } = state;
+  const params = new Params();
+  const m = mappingFor(params);
+  const p = params.add(tids, 'bigint[]');
+  const gone = (await client.query(
+    `WITH m AS MATERIALIZED (${m.text}) SELECT t.id FROM ${targetTable} t WHERE t.id = ANY(${p}) AND NOT EXISTS (SELECT 1 FROM m WHERE m.id = t.id AND m._reject IS NULL)`,
+    params.values,
+  )).rows.map((r) => Number(r.id));
+  if (gone.length) await deleteWithDependents(client, schema, target, gone, infos, pending, touched);
+}
+
+/** Surviving rows: updated in place from the mapping (no delete: their dependents stay). */
+async function updateSurvivors(o: Omit<CatchUpOptions, 'deadline'>, info: UnitInfo, mappingFor: MappingFor): Promise<void> {
+  const { client, run } = o;
+  const target = info.table.target;
+  const targetTable = qualified(run.targetSchema, target);
+  const params = new Params();
+  const m = mappingFor(params);
+  const cols = m.columns.filter((c) => c !== 'id');
+  if (cols.length) {
+    await client.query('SAVEPOINT catch_up_update');
+    try {
+      if (target === 'bag' && cols.includes('qr_id')) {
+        // Codes that move between bags (a rename re-ranked): out of the way first, as the unique QR index
+        // is checked row by row.
+        await client.query(
+          `WITH m AS MATERIALIZED (${m.text})
+           UPDATE ${targetTable} t SET qr_id = '~' || t.id::text FROM m WHERE t.id = m.id AND m._reject IS NULL AND t.qr_id IS DISTINCT FROM m.qr_id`,
+          params.values,
+        );
+      }
+      await client.query(
+        `WITH m AS MATERIALIZED (${m.text})
+         UPDATE ${targetTable} t SET (${cols.map(id).join(', ')}) = ROW(${cols.map((c) => `m.${id(c)}`).join(', ')})
+           FROM m WHERE t.id = m.id AND m._reject IS NULL`,
+        params.values,
+      );
+      await client.query('RELEASE SAVEPOINT catch_up_update');
+    } catch (err) {
+      await client.query('ROLLBACK TO SAVEPOINT catch_up_update');
+      if ((err as { code?: string }).code === '23505') {
+        throw new CatchUpRefusedError(`A row of "${info.unit.label}" changed during the run to a value another ${target} row already has (${(err as { detail?: string }).detail ?? 'a unique key'}): the batches would have rejected one of the two by id order, which catch-up cannot redo for rows already migrated. Nothing of this chunk was applied. Fix the duplicate in the source; then catch up again (tracetrack-migrate catch-up --run-id ${run.runId}).`, { cause: err });
+      }
+      throw err;
+    }
+  }
+}
+
+/**
+ * Summaries follow the structure: only rows that came, went, or changed a reference (or a bag its type)
+ * touch their parents and bills (a reweighed child does not change its parent's summaries).
+ */
+function noteStructuralChanges(target: TargetTable, fkCols: string[], before: Record<string, unknown>[], after: Record<string, unknown>[], touched: Touched): void {
   const key = (r: Record<string, unknown>) => fkCols.map((c) => String(r[c])).join('|');
   const beforeById = new Map(before.map((r) => [Number(r.id), r]));
   const afterById = new Map(after.map((r) => [Number(r.id), r]));
@@ -547,13 +577,6 @@ async function applyUnit(
     if (target !== 'bill' && b && a && key(b) === key(a)) continue;
     for (const row of [b, a]) if (row) noteTouched(target, row, touched);
   }
-  // A row that was rejected and now migrates (fixed in the source): rows that reference it were loaded
-  // without it (a NULL reference, or rejected) and are re-derived. Found in the source (a scan of each
-  // referring table: only when a rejected row comes back, which is rare).
-  const present = new Set(before.map((r) => Number(r.id)));
-  const back = after.map((r) => Number(r.id)).filter((x) => !present.has(x) && unrejected.includes(x));
-  if (back.length && !info.unit.derived) await queueReferrers(o, ctx, target, back, infos, pending);
-  if (target === 'bag') for (const t of tids) touched.resolve.add(t);
 }
 
 /** Source rows that reference the given target ids of `target` (through a mapped reference), queued for re-derivation. */

@@ -138,6 +138,27 @@ function lockFailure(err: unknown, what: string): never {
   throw toMigrationError(err, what);
 }
 
+/**
+ * The swap, inside the cutover's transaction: the legacy tables the plan read into `legacySchema`, the eight
+ * new tables into the application schema. Refused when the application schema holds a table of the same name
+ * that the migration did not read. Returns the legacy tables moved.
+ */
+async function swapTables(o: CutoverOptions, plan: Plan, read: string[], appSchema: string, legacySchema: string): Promise<string[]> {
+  const appTables = await tablesIn(o.client, appSchema);
+  const targetTables = await tablesIn(o.client, o.targetSchema);
+  const missing = TARGET_TABLES.filter((t) => !targetTables.has(t));
+  if (missing.length) throw new CutoverError(`Target schema "${o.targetSchema}" lacks ${missing.join(', ')}: nothing to cut over.`);
+  const legacy = plan.sourceSchema === appSchema ? read.filter((t) => appTables.has(t)) : [];
+  const colliding = TARGET_TABLES.filter((t) => appTables.has(t) && !legacy.includes(t));
+  if (colliding.length) {
+    throw new CutoverError(`Schema "${appSchema}" holds ${colliding.map((t) => `"${t}"`).join(', ')}, which the migration did not read: cutover would collide. Move or drop them, then cut over.`);
+  }
+  await o.client.query(`CREATE SCHEMA IF NOT EXISTS ${id(legacySchema)}`);
+  for (const t of legacy) await o.client.query(`ALTER TABLE ${qualified(appSchema, t)} SET SCHEMA ${id(legacySchema)}`);
+  for (const t of TARGET_TABLES) await o.client.query(`ALTER TABLE ${qualified(o.targetSchema, t)} SET SCHEMA ${id(appSchema)}`);
+  return legacy;
+}
+
 export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
   const appSchema = o.appSchema ?? 'public';
   const run = await resolveRun(o);
@@ -191,18 +212,7 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
         await assertSourceUnchanged(o.client, run, plan, verification);
         phase('checkMs');
       }
-      const appTables = await tablesIn(o.client, appSchema);
-      const targetTables = await tablesIn(o.client, o.targetSchema);
-      const missing = TARGET_TABLES.filter((t) => !targetTables.has(t));
-      if (missing.length) throw new CutoverError(`Target schema "${o.targetSchema}" lacks ${missing.join(', ')}: nothing to cut over.`);
-      const legacy = plan.sourceSchema === appSchema ? read.filter((t) => appTables.has(t)) : [];
-      const colliding = TARGET_TABLES.filter((t) => appTables.has(t) && !legacy.includes(t));
-      if (colliding.length) {
-        throw new CutoverError(`Schema "${appSchema}" holds ${colliding.map((t) => `"${t}"`).join(', ')}, which the migration did not read: cutover would collide. Move or drop them, then cut over.`);
-      }
-      await o.client.query(`CREATE SCHEMA IF NOT EXISTS ${id(legacySchema)}`);
-      for (const t of legacy) await o.client.query(`ALTER TABLE ${qualified(appSchema, t)} SET SCHEMA ${id(legacySchema)}`);
-      for (const t of TARGET_TABLES) await o.client.query(`ALTER TABLE ${qualified(o.targetSchema, t)} SET SCHEMA ${id(appSchema)}`);
+      const legacy = await swapTables(o, plan, read, appSchema, legacySchema);
       const seq = await o.client.query(`SELECT last_value::bigint AS last, is_called FROM ${qualified(appSchema, 'audit_log_id_seq')}`);
       const counts = Object.fromEntries(Object.entries(verification.tables).map(([k, v]) => [k, { migrated: v.migrated, rejected: v.rejected, derived: v.derived }]));
       phase('swapMs');

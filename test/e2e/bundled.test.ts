@@ -60,7 +60,7 @@ describe('the function bundles', () => {
     }
   });
 
-  it('runs the synthesized definition through the bundles: a run, a rerun with cutover, against PostgreSQL and the local S3', async () => {
+  it('runs the synthesized definition through the bundles: a run, a live rerun with cutover, against PostgreSQL and the local S3', async () => {
     const db = await createTestDatabase('bundled');
     const s3 = await startTestS3();
     // Both secrets name the test database (source and target in one database, the usual case).
@@ -98,7 +98,8 @@ describe('the function bundles', () => {
       expect(first.functions[TASK_STATES.backupTable]!.invocations).toBeGreaterThanOrEqual(5);
       expect(first.functions[TASK_STATES.migrateStep]!.invocations).toBeGreaterThan(10);
 
-      const second = await run('bundled-2', { cutover: true });
+      // Live, so that every task runs through its bundle (CatchUp only runs for a live run).
+      const second = await run('bundled-2', { cutover: true, live: true });
       const out2 = second.output as ReportResult;
       expect(out2.status).toBe('completed');
       expect(out2.tables).toEqual(out1.tables);
