@@ -1,0 +1,45 @@
+import pg from 'pg';
+import { startEmbeddedCluster } from '../../lib/runner/embedded-postgres';
+import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
+import type { Plan } from '../../lambdas/core/planner';
+import { analyseSource, assertPlan } from '../../lambdas/engine/analyse';
+import { createTargetTables, runMigrateStep } from '../../lambdas/engine/migrate';
+import { ensureInternalTables, recordRun, updateRun } from '../../lambdas/engine/runs';
+import { hashPasswords } from '../../lambdas/io/password';
+
+/**
+ * A whole in-process migration of a shape-A database seeded at `scale`, on an embedded PostgreSQL of its own
+ * (stopped afterwards): `fn` gets the client on the migrated database and the seconds each step took.
+ */
+export async function withSeededMigration<T>(scale: number, fn: (c: pg.Client, o: { plan: Plan; stepSeconds: Record<string, number> }) => Promise<T>): Promise<T> {
+  const cluster = await startEmbeddedCluster();
+  try {
+    await cluster.createDatabase('bench');
+    const c = new pg.Client({ connectionString: cluster.url('bench') });
+    await c.connect();
+    try {
+      await seedLegacyShapeA(c, { scale });
+      const run = { runId: 'bench', sourceSchema: 'public', targetSchema: 'tracetrack', runTime: '2026-01-01T00:00:00', batchSize: 200_000 };
+      const { plan } = await analyseSource(c, { sourceSchema: 'public', targetSchema: 'tracetrack' });
+      assertPlan(plan);
+      await ensureInternalTables(c, run.targetSchema);
+      const rec = await recordRun(c, run.targetSchema, run);
+      await updateRun(c, run.targetSchema, run.runId, { plan });
+      await createTargetTables(c, run.targetSchema);
+      const stepSeconds: Record<string, number> = {};
+      for (const step of plan.steps) {
+        const t0 = Date.now();
+        for (;;) {
+          const r = await runMigrateStep({ client: c, run: { ...run, runTime: rec.runTime }, plan, deadline: Date.now() + 3_600_000, hashPasswords: (p) => hashPasswords(p) }, step);
+          if (r.done) break;
+        }
+        stepSeconds[step] = (Date.now() - t0) / 1000;
+      }
+      return await fn(c, { plan, stepSeconds });
+    } finally {
+      await c.end();
+    }
+  } finally {
+    await cluster.stop();
+  }
+}
