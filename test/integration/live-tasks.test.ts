@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderFailures } from '../../lambdas/core/verify';
-import { readCaptures, removeCapture } from '../../lambdas/engine/capture';
+import { readCaptures } from '../../lambdas/engine/capture';
 import { cutoverRun, rollbackRun } from '../../lambdas/engine/cutover';
 import { readRun } from '../../lambdas/engine/runs';
 import { analyseTask, catchUpTask, createSchemaTask, cutoverTask, preflightTask, verifyTask } from '../../lambdas/engine/tasks';
@@ -9,6 +9,7 @@ import { verifyRun } from '../../lambdas/engine/verify';
 import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
 import { loadFixture, runEngine } from '../support/engine';
 import { writeOnce } from '../support/live-writer';
+import { cli } from '../support/cli';
 import { adminQuery, createTestDatabase, urlForDatabase, withTestClient } from '../support/pg';
 import { startTestS3 } from '../support/s3';
 import { runStepToEnd, runTasks, targetDump, taskDeps } from '../support/tasks';
@@ -134,7 +135,10 @@ describe('live runs through the tasks', () => {
       await withTestClient(db.url, (c) => c.query(`DELETE FROM tracetrack._migration_lease`)); // its lease expired
       await expect(preflightTask({ input: { runId: 'next-1' } }, d)).rejects.toThrow(/Run crashed-1 left change capture installed on 5 tables.*abandon --run-id crashed-1/s);
       await expect(preflightTask({ input: { runId: 'next-2', live: true } }, d)).rejects.toThrow(/Run crashed-1 left change capture/);
-      await withTestClient(db.url, (c) => removeCapture(c, 'crashed-1'));
+      // The command the refusal names removes it: `tracetrack-migrate abandon`.
+      const abandoned = await cli(['abandon', '--target', db.url, '--run-id', 'crashed-1']);
+      expect({ code: abandoned.code, stdout: abandoned.stdout }).toMatchObject({ code: 0, stdout: expect.stringContaining('Its change capture is removed') });
+      expect(await withTestClient(db.url, (c) => readCaptures(c))).toEqual([]);
       await expect(preflightTask({ input: { runId: 'next-1' } }, d)).resolves.toBeTruthy();
     } finally {
       await db.drop();
