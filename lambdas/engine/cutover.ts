@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { CutoverError, LeaseHeldError } from '../core/errors';
 import type { Plan } from '../core/planner';
 import { TARGET_TABLES } from '../core/rules';
+import { AFTER_CUTOVER_TABLE, renderCreateGuard, renderDropGuard, renderWrittenSinceCutover } from '../core/sql/cutover-guard';
 import { escapeIdentifier as id, qualified } from '../core/sql/ident';
 import type { SourceFingerprint, VerificationResult } from '../core/verify';
 import { toMigrationError, withTransaction } from '../io/pg';
@@ -22,6 +23,8 @@ export interface CutoverOptions {
   readonly appSchema?: string;
   /** Default: the latest run of the target schema. */
   readonly runId?: string;
+  /** Rollback: roll back even though the application wrote into the new tables since the cutover. */
+  readonly acceptNewWrites?: boolean;
   /** How long to wait for the tables' locks before failing (default 10 s). */
   readonly lockTimeoutMs?: number;
   /** Live runs: the remaining captured changes are caught up under the write lock (plaintext passwords hashed). */
@@ -228,6 +231,8 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
         auditSequence: { last: Number(seq.rows[0].last), isCalled: seq.rows[0].is_called },
         writeFreezeMs, freezePhases: phases, live: capture !== null,
       };
+      // From here the application's writes into the new tables are counted, for a rollback to account for.
+      for (const sql of renderCreateGuard(o.targetSchema, appSchema, run.runId)) await o.client.query(sql);
       await updateRun(o.client, o.targetSchema, run.runId, { cutover: record, status: 'cut-over' });
       return { status: 'cut-over' as const, runId: run.runId, legacySchema, moved: [...legacy, ...TARGET_TABLES], writeFreezeMs, freezePhases: phases, ...(caughtUp !== undefined ? { caughtUp } : {}) };
     });
@@ -235,6 +240,29 @@ export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
     if (err instanceof CutoverError || err instanceof LeaseHeldError || (err as Error).name === 'CatchUpRefusedError') throw err;
     lockFailure(err, `Cutover of run ${run.runId}`);
   }
+}
+
+/**
+ * A rollback hands the legacy tables back to the application: what it wrote into the new tables since the cutover
+ * would no longer be in its tables. Refused, saying exactly what, unless the operator accepts it (the rows stay in
+ * the target schema, to be copied back by hand).
+ */
+async function assertNothingWrittenSince(o: CutoverOptions, runId: string, appSchema: string): Promise<void> {
+  if (o.acceptNewWrites) return;
+  // The new tables are locked against writes for the rest of the check (the rollback holds them until it commits).
+  await o.client.query(`LOCK TABLE ${TARGET_TABLES.map((t) => qualified(appSchema, t)).join(', ')} IN SHARE MODE`);
+  const exists = await o.client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [qualified(o.targetSchema, AFTER_CUTOVER_TABLE)]);
+  if (!exists.rows[0].ok) return;
+  const written = (await o.client.query(renderWrittenSinceCutover(o.targetSchema), [runId])).rows;
+  if (written.length === 0) return;
+  const byTable = new Map<string, string[]>();
+  for (const w of written) byTable.set(w.table_name, [...(byTable.get(w.table_name) ?? []), `${w.rows} ${w.op}`]);
+  const what = [...byTable].map(([t, ops]) => `${t}: ${ops.join(', ')}`).join('; ');
+  throw new CutoverError(
+    `Since the cutover of run ${runId} the application wrote into the new tables (${what} rows). A rollback gives it the legacy tables back, ` +
+      `which do not have those writes: refused, nothing was changed. Copy them into the legacy tables (schema "${legacySchemaName(runId)}") first, ` +
+      `or roll back anyway with --accept-new-writes (the new tables, with those rows, go back to schema "${o.targetSchema}").`,
+  );
 }
 
 export async function rollbackRun(o: CutoverOptions): Promise<CutoverOutcome> {
@@ -249,6 +277,8 @@ export async function rollbackRun(o: CutoverOptions): Promise<CutoverOutcome> {
   try {
     return await withTransaction(o.client, async () => {
       await setLockTimeout(o.client, o.lockTimeoutMs ?? 10_000);
+      await assertNothingWrittenSince(o, run.runId, appSchema);
+      for (const sql of renderDropGuard(o.targetSchema, appSchema)) await o.client.query(sql);
       if (cut.auditLogId !== null) {
         await o.client.query(`DELETE FROM ${qualified(appSchema, 'audit_log')} WHERE id = $1 AND action = 'data_migration'`, [cut.auditLogId]);
       }

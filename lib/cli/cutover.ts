@@ -5,7 +5,7 @@ import { CliUsageError, EXIT, parseCommandArgs, parsePositiveInt, type CliContex
 
 /** `tracetrack-migrate cutover | rollback`: thin adapters over lambdas/engine/cutover.ts. */
 
-export const CUTOVER_USAGE = 'tracetrack-migrate cutover | rollback --target URL [--target-schema NAME] [--app-schema NAME] [--run-id ID] [--lock-timeout-ms N]';
+export const CUTOVER_USAGE = 'tracetrack-migrate cutover | rollback --target URL [--target-schema NAME] [--app-schema NAME] [--run-id ID] [--lock-timeout-ms N] [--accept-new-writes (rollback)]';
 
 const OPTIONS = {
   target: { type: 'string' },
@@ -13,6 +13,7 @@ const OPTIONS = {
   'app-schema': { type: 'string' },
   'run-id': { type: 'string' },
   'lock-timeout-ms': { type: 'string' },
+  'accept-new-writes': { type: 'boolean' },
 } as const;
 
 export async function cutoverCommand(kind: 'cutover' | 'rollback', args: string[], ctx: CliContext): Promise<number> {
@@ -23,7 +24,7 @@ export async function cutoverCommand(kind: 'cutover' | 'rollback', args: string[
   const lockTimeoutMs = parsePositiveInt(v['lock-timeout-ms'], '--lock-timeout-ms');
   const targetSchema = v['target-schema'] ?? 'tracetrack';
   const result = await withClient(config, (client) =>
-    (kind === 'cutover' ? cutoverRun : rollbackRun)({ client, targetSchema, appSchema: v['app-schema'], runId: v['run-id'], lockTimeoutMs, hashPasswords: (p) => hashPasswords(p) }),
+    (kind === 'cutover' ? cutoverRun : rollbackRun)({ client, targetSchema, appSchema: v['app-schema'], runId: v['run-id'], lockTimeoutMs, hashPasswords: (p) => hashPasswords(p), acceptNewWrites: v['accept-new-writes'] === true }),
   { applicationName: `tracetrack-migrate:${kind}` });
   const moved = result.moved.length ? ` Moved: ${result.moved.join(', ')}.` : '';
   ctx.stdout(`${redactUrl(url)}: run ${result.runId} ${result.status} (legacy schema "${result.legacySchema}").${moved}\n`);

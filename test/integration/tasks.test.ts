@@ -126,6 +126,29 @@ describe('workflow tasks on a real PostgreSQL and local S3', () => {
     expect(await dump(db.url, 'tracetrack')).toEqual(target);
   });
 
+  it('rollback refuses to hide what the application wrote into the new tables since the cutover, naming it; --accept-new-writes rolls back anyway', async () => {
+    const db = await createTestDatabase();
+    await loadFixture(db.url, 'a');
+    const run = await runTasks(deps(db.url, db.url), { runId: 'cut-3' });
+    await withTestClient(db.url, async (c) => {
+      await cutoverRun({ client: c, targetSchema: 'tracetrack', runId: run.runId });
+      // The application, on its new tables.
+      await c.query(`INSERT INTO public.scan ("timestamp", parent_bag_id, user_id) VALUES (now() AT TIME ZONE 'utc', 1, 1)`);
+      await c.query(`UPDATE public.bag SET weight_kg = 2.0 WHERE id IN (4, 5)`);
+      await expect(rollbackRun({ client: c, targetSchema: 'tracetrack', runId: run.runId })).rejects.toMatchObject({
+        name: 'CutoverError',
+        message: expect.stringContaining('(bag: 2 updated; scan: 1 inserted rows)'),
+      });
+      expect((await c.query(`SELECT status FROM tracetrack._migration_run WHERE run_id = 'cut-3'`)).rows[0].status).toBe('cut-over');
+      expect((await rollbackRun({ client: c, targetSchema: 'tracetrack', runId: run.runId, acceptNewWrites: true })).status).toBe('rolled-back');
+      // The rows are kept in the target schema; the counting triggers are gone with the rollback.
+      expect((await c.query(`SELECT count(*)::int AS n FROM tracetrack.bag WHERE id IN (4, 5) AND weight_kg = 2.0`)).rows[0].n).toBe(2);
+      const triggers = await c.query(`SELECT count(*)::int AS n FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+                                       WHERE n.nspname = 'tracetrack' AND t.tgname LIKE 'tracetrack_after_cutover%'`);
+      expect(triggers.rows[0].n).toBe(0);
+    });
+  });
+
   it('cutover is refused after a failed verification, and waits for locks a bounded time', async () => {
     const db = await createTestDatabase();
     await loadFixture(db.url, 'a');
