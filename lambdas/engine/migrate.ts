@@ -446,10 +446,14 @@ async function finalize(o: StepOptions): Promise<StepResult> {
     await withTransaction(client, async () => {
       await tuneBatchTransaction(client);
       if (!(await claimCheckpoint(client, schema, run.runId, 'finalize', table, { batchNo: 1, keyLo: null, keyHi: null }))) return;
+      // Indexes first, then the summaries: an UPDATE before CREATE INDEX in the same transaction leaves broken
+      // HOT chains, and PostgreSQL then marks the new index unusable for every snapshot older than this
+      // transaction (pg_index.indcheckxmin) — with one long transaction anywhere on the server, the application's
+      // exact qr_id lookups would read the whole bag table after cutover.
+      for (const sql of renderPostLoad(schema, table as TargetTable)) await client.query(sql);
       const tablePlan = o.plan.tables.find((t) => t.target === table);
       const summaries = tablePlan ? renderComputeSummaries(schema, tablePlan, offsets) : null;
       if (summaries) await client.query(summaries);
-      for (const sql of renderPostLoad(schema, table as TargetTable)) await client.query(sql);
       await client.query(renderResetSequence(schema, table as TargetTable));
       await client.query(`ANALYZE ${qualified(schema, table)}`);
       await completeCheckpoint(client, schema, run.runId, 'finalize', table, 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });

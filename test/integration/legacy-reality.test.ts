@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type pg from 'pg';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { analyseSource } from '../../lambdas/engine/analyse';
 import { cutoverRun } from '../../lambdas/engine/cutover';
@@ -11,7 +11,7 @@ import type { VerificationResult } from '../../lambdas/core/verify';
 import { connect, parseDatabaseUrl } from '../../lambdas/io/pg';
 import { readObjectText } from '../../lambdas/io/s3';
 import { loadFixture, runEngine, withFixtureDatabase, type EngineRunOptions } from '../support/engine';
-import { adminQuery, createTestDatabase, withTestClient } from '../support/pg';
+import { adminQuery, adminUrl, createTestDatabase, withTestClient } from '../support/pg';
 import { useTestS3 } from '../support/s3';
 import { runTasks, taskDeps } from '../support/tasks';
 import { werkzeugCheck } from '../support/werkzeug';
@@ -219,7 +219,13 @@ describe("the real application's databases", () => {
 
   it.each(Object.keys(LOGINS))('%s: after run and cutover every user logs in, summaries are the application\'s, QR lookups use an index', async (era) => {
     const db = await createTestDatabase('era');
+    // A transaction elsewhere on the server, older than the whole run and open past the cutover (a report, a
+    // backup, another application): the indexes finalize builds must still serve the application's lookups.
+    const elder = new pg.Client({ connectionString: adminUrl() });
+    await elder.connect();
     try {
+      await elder.query('BEGIN');
+      await elder.query('SELECT txid_current()');
       await loadFixture(db.url, era);
       await runTasks(taskDeps(store.current, db.url), { runId: `${era}-1` });
       await withTestClient(db.url, async (c) => {
@@ -251,8 +257,13 @@ describe("the real application's databases", () => {
         const indexes = (await c.query(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'bag' ORDER BY 1`)).rows;
         expect({ plan, indexes }).toMatchObject({ plan: expect.stringContaining('idx_bag_qr_id') });
         expect(plan).not.toContain('Seq Scan');
+        // No index the migration built is barred from older snapshots (pg_index.indcheckxmin).
+        const barred = await c.query(`SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                                       WHERE n.nspname = 'public' AND i.indcheckxmin ORDER BY 1`);
+        expect(barred.rows).toEqual([]);
       });
     } finally {
+      await elder.end().catch(() => undefined);
       await db.drop();
     }
   });
