@@ -1,21 +1,21 @@
 import { NUMBER_TYPES } from './catalog';
 import type { ColumnMapping, SourcePlan, TablePlan } from './plan';
 import {
-  BCRYPT_HASH_PATTERN,
   PARENT_QR_PATTERN,
   PLACEHOLDER_EMAIL_DOMAIN,
   ROLE_RULES,
-  WERKZEUG_HASH_PATTERN,
   type ValueKind,
 } from './rules';
 import { escapeIdentifier as id, escapeLiteral as lit, qualified, type Params } from './sql/ident';
 import {
   asBigint,
+  checkableHashSql,
   floatExpr,
   foldedQrExpr,
   inTargetTerms,
   keyExpr,
   offsetOf,
+  plaintextPasswordSql,
   plus,
   runTimeParam,
   targetIdExpr,
@@ -122,7 +122,7 @@ function bagTypeSql(t: TransformInput): TransformSql {
 function passwordSql(t: TransformInput): TransformSql {
   const { m, col, ctx, params, source, passwords } = t;
   if (!col) return { value: `''` };
-  const isHash = `(${col}::text ~ ${lit(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${lit(BCRYPT_HASH_PATTERN)})`;
+  const isHash = checkableHashSql(`${col}::text`);
   if (m.passwordSource !== 'plaintext-column') return { value: `COALESCE(${col}::text, '')` };
   // Rehashed values carry a random salt: the checksum covers verbatim hashes only.
   if (ctx.mode === 'checksum') return { value: `CASE WHEN ${isHash} THEN ${col}::text ELSE NULL END` };
@@ -132,7 +132,7 @@ function passwordSql(t: TransformInput): TransformSql {
     value: `CASE WHEN ${isHash} THEN ${col}::text WHEN COALESCE(${col}::text, '') = '' THEN '' ELSE pw.hash END`,
     joins: [`LEFT JOIN unnest(${keys}, ${hashes}) AS pw(key, hash) ON pw.key = ${keyExpr(source)}`],
     // Plaintext never reaches the target: a plaintext without its hash rejects the row.
-    level1: [`(NOT ${isHash} AND COALESCE(${col}::text, '') <> '' AND pw.hash IS NULL) AS _pwbad`],
+    level1: [`(${plaintextPasswordSql(`${col}::text`)} AND pw.hash IS NULL) AS _pwbad`],
     problems: [`CASE WHEN _pwbad THEN 'password_hash: plaintext password was not hashed (internal error)' END`],
   };
 }

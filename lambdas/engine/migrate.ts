@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import { MigrationBatchError, MigrationError, PlanError } from '../core/errors';
 import type { Plan, SourcePlan, TablePlan } from '../core/planner';
-import { TARGET_ORDER, WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN, type TargetTable } from '../core/rules';
+import { TARGET_ORDER, type TargetTable } from '../core/rules';
+import { plaintextPasswordSql } from '../core/sql/values';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
@@ -412,8 +413,7 @@ export async function hashPlaintextPasswords(
   // Rows without an id or sharing one are rejected by the mapping: one hash per key is enough.
   const key = source.key ? `s.${id(source.key)}` : 's._rownum';
   const params = new Params();
-  const isHash = `(${col}::text ~ ${params.add(WERKZEUG_HASH_PATTERN)} OR ${col}::text ~ ${params.add(BCRYPT_HASH_PATTERN)})`;
-  const where = [`${col} IS NOT NULL`, `${col}::text <> ''`, `NOT ${isHash}`, `${key} IS NOT NULL`];
+  const where = [plaintextPasswordSql(`${col}::text`), `${key} IS NOT NULL`];
   if (isKeySet(range)) where.push(`${key} = ANY(${params.add(range.keys, 'bigint[]')})`);
   else {
     if (range?.lo !== null && range?.lo !== undefined) where.push(`${key} > ${params.add(range.lo, 'bigint')}`);

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Plan, SourcePlan, TablePlan } from '../core/planner';
-import { BCRYPT_HASH_PATTERN, TARGET_ORDER, WERKZEUG_HASH_PATTERN, type TargetTable } from '../core/rules';
+import { TARGET_ORDER, type TargetTable } from '../core/rules';
+import { checkableHashSql, plaintextPasswordSql } from '../core/sql/values';
 import { derivedColumnScopes, renderSummaryMismatches } from '../core/sql/derived';
 import { escapeIdentifier as id, escapeLiteral, Params, qualified } from '../core/sql/ident';
 import {
@@ -308,10 +309,9 @@ async function passwordCheck(client: pg.ClientBase, run: EngineRun, plan: Plan, 
   const problems: string[] = [];
   const data: Record<string, unknown> = {};
   const cls = await client.query(
-    `SELECT count(*) FILTER (WHERE password_hash ~ $1 OR password_hash ~ $2)::bigint AS hashed,
-            count(*) FILTER (WHERE NOT (password_hash ~ $1 OR password_hash ~ $2))::bigint AS placeholders
+    `SELECT count(*) FILTER (WHERE ${checkableHashSql('password_hash')})::bigint AS hashed,
+            count(*) FILTER (WHERE NOT ${checkableHashSql('password_hash')})::bigint AS placeholders
        FROM ${users}`,
-    [WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN],
   );
   data.hashed = Number(cls.rows[0].hashed);
   data.needReset = Number(cls.rows[0].placeholders);
@@ -322,21 +322,18 @@ async function passwordCheck(client: pg.ClientBase, run: EngineRun, plan: Plan, 
     if (!pw?.source || !s.key) continue;
     const ctx: MappingContext = { sourceSchema: readSchema, targetSchema: run.targetSchema, offsets: await loadOffsets(client, run.targetSchema), mode: 'checksum', runTime: run.runTime };
     const join = `FROM ${qualified(readSchema, s.table)} s JOIN ${users} u ON u.id = ${targetIdExpr(s, ctx)}`;
+    const legacy = `s.${id(pw.source)}::text`;
     const plain = await client.query(
-      `SELECT count(*) FILTER (WHERE u.password_hash = s.${id(pw.source)}::text AND NOT (u.password_hash ~ $1 OR u.password_hash ~ $2))::bigint AS leaked,
-              count(*) FILTER (WHERE NOT (s.${id(pw.source)}::text ~ $1 OR s.${id(pw.source)}::text ~ $2) AND COALESCE(s.${id(pw.source)}::text, '') <> '')::bigint AS rehashed
+      `SELECT count(*) FILTER (WHERE u.password_hash = ${legacy} AND NOT ${checkableHashSql('u.password_hash')})::bigint AS leaked,
+              count(*) FILTER (WHERE ${plaintextPasswordSql(legacy)})::bigint AS rehashed
          ${join}`,
-      [WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN],
     );
     const leaked = Number(plain.rows[0].leaked);
     rehashed += Number(plain.rows[0].rehashed);
     if (leaked) problems.push(`${leaked} users of ${s.table} hold their legacy plaintext password`);
     // A sample of rehashed passwords must log in with the legacy password (werkzeug check).
     const sample = await client.query(
-      `SELECT u.id, u.password_hash AS hash, s.${id(pw.source)}::text AS plain ${join}
-        WHERE NOT (s.${id(pw.source)}::text ~ $1 OR s.${id(pw.source)}::text ~ $2) AND COALESCE(s.${id(pw.source)}::text, '') <> ''
-        ORDER BY u.id LIMIT 3`,
-      [WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN],
+      `SELECT u.id, u.password_hash AS hash, ${legacy} AS plain ${join} WHERE ${plaintextPasswordSql(legacy)} ORDER BY u.id LIMIT 3`,
     );
     for (const row of sample.rows) {
       if (!(await checkPasswordWerkzeug(row.hash, row.plain))) problems.push(`user ${row.id}: the new hash does not accept the legacy password`);
@@ -405,7 +402,7 @@ async function readinessReport(client: pg.ClientBase, run: EngineRun, plan: Plan
       .map((r) => ({ id: Number(r.id), username: String(r.username) }));
     return { count, list };
   };
-  const reset = await userList('NOT (password_hash ~ $1 OR password_hash ~ $2)', [WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN]);
+  const reset = await userList(`NOT ${checkableHashSql('password_hash')}`);
   const notVerified = await userList('verified IS NOT TRUE');
   const noArea = await userList(`role = 'dispatcher' AND (dispatch_area IS NULL OR btrim(dispatch_area) = '')`);
   const rej = qualified(run.targetSchema, '_migration_reject');

@@ -1,6 +1,7 @@
 import { INTEGER_TYPES, NUMBER_TYPES } from '../catalog';
 import type { SourcePlan } from '../plan';
-import { escapeIdentifier as id, Params, qualified } from './ident';
+import { BCRYPT_HASH_PATTERN, WERKZEUG_HASH_PATTERN } from '../rules';
+import { escapeIdentifier as id, escapeLiteral as lit, Params, qualified } from './ident';
 
 /**
  * The small SQL value expressions every mapping query is made of: keys and target ids, integers, floats
@@ -86,4 +87,14 @@ export function foldedQrExpr(source: SourcePlan, ctx: MappingContext): string {
 /** A source id as a reason shows it: `404`, or `404 (target id 414)` where the id map moved it. */
 export function inTargetTerms(sourceValue: string, targetId: string): string {
   return `${sourceValue}::text || CASE WHEN ${targetId} IS DISTINCT FROM ${sourceValue} THEN ' (target id ' || ${targetId}::text || ')' ELSE '' END`;
+}
+
+/** SQL: `expr` (text) is a password hash the application can check (the patterns of rules.ts, the one definition). */
+export function checkableHashSql(expr: string): string {
+  return `(${expr} ~ ${lit(WERKZEUG_HASH_PATTERN)} OR ${expr} ~ ${lit(BCRYPT_HASH_PATTERN)})`;
+}
+
+/** SQL: `expr` (text) is a legacy plaintext password: not empty and not a checkable hash (the migration hashes it). */
+export function plaintextPasswordSql(expr: string): string {
+  return `(COALESCE(${expr}, '') <> '' AND NOT ${checkableHashSql(expr)})`;
 }
