@@ -85,9 +85,15 @@ END $capture$`;
 
 /** The four triggers of one table (transition tables allow one event per trigger). */
 export function renderTriggers(sourceSchema: string, t: CapturedTable): string[] {
-  const table = qualified(sourceSchema, t.table);
-  const fn = `${qualified(CAPTURE_SCHEMA, triggerFunctionName(t))}()`;
-  const [ins, upd, del, trunc] = TRIGGER_NAMES.map((n) => id(n));
+  return renderStatementTriggers(qualified(sourceSchema, t.table), TRIGGER_NAMES, `${qualified(CAPTURE_SCHEMA, triggerFunctionName(t))}()`);
+}
+
+/**
+ * Four statement-level triggers calling `fn` after INSERT (new rows as `n`), UPDATE (`o`, `n`), DELETE (`o`) and
+ * TRUNCATE on `table` (qualified): the change capture's and the cutover guard's.
+ */
+export function renderStatementTriggers(table: string, names: readonly [string, string, string, string], fn: string): string[] {
+  const [ins, upd, del, trunc] = names.map((n) => id(n));
   return [
     `CREATE TRIGGER ${ins} AFTER INSERT ON ${table} REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION ${fn}`,
     `CREATE TRIGGER ${upd} AFTER UPDATE ON ${table} REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION ${fn}`,

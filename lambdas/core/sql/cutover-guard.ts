@@ -1,4 +1,5 @@
 import { TARGET_TABLES } from '../rules';
+import { renderStatementTriggers } from './capture';
 import { escapeIdentifier as id, escapeLiteral as lit, qualified } from './ident';
 
 /**
@@ -28,17 +29,7 @@ BEGIN
   RETURN NULL;
 END $guard$`,
   ];
-  const fn = `${guardFunction(targetSchema)}()`;
-  const [ins, upd, del, trunc] = GUARD_TRIGGERS.map((n) => id(n));
-  for (const t of TARGET_TABLES) {
-    const table = qualified(appSchema, t);
-    out.push(
-      `CREATE TRIGGER ${ins} AFTER INSERT ON ${table} REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION ${fn}`,
-      `CREATE TRIGGER ${upd} AFTER UPDATE ON ${table} REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION ${fn}`,
-      `CREATE TRIGGER ${del} AFTER DELETE ON ${table} REFERENCING OLD TABLE AS o FOR EACH STATEMENT EXECUTE FUNCTION ${fn}`,
-      `CREATE TRIGGER ${trunc} AFTER TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}`,
-    );
-  }
+  for (const t of TARGET_TABLES) out.push(...renderStatementTriggers(qualified(appSchema, t), GUARD_TRIGGERS, `${guardFunction(targetSchema)}()`));
   return out;
 }
 
