@@ -20,11 +20,12 @@ import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
 const ROOT = path.join(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'cli.ts');
 /**
- * 0.03 = 300 users, 30,000 bags, 90,000 scans, 1,500 bills, 30,000 bill_bag rows: with batches of
- * 20,000 and a 1 s time budget the scan step takes several batches, the backup a few seconds and
- * verification several seconds, and a whole run about 30 s on a busy 2-core machine.
+ * 0.05 = 500 users, 50,000 bags, 150,000 scans, 2,500 bills, 50,000 bill_bag rows: with batches of
+ * 20,000 and a 1 s time budget the scan step takes several batches and the backup and verification long
+ * enough to be caught in the middle. At 0.03 the backup of a quiet machine sometimes finished between two polls
+ * of the mid-backup kill (the torn-record test then failed with "finished before the moment to kill it came").
  */
-const SCALE = Number(process.env.KILL_RESUME_SCALE ?? '0.03');
+const SCALE = Number(process.env.KILL_RESUME_SCALE ?? '0.05');
 const BUCKET = 'tracetrack-backups';
 const TARGET_TABLES = ['user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'promotionrequest', 'audit_log'];
 const SOURCE_TABLES = ['user', 'bag', 'scan', 'bill', 'bill_bag'];
