@@ -3,6 +3,7 @@ import { CatchUpRefusedError } from '../core/errors';
 import type { ColumnMapping, Plan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, type TargetTable } from '../core/rules';
 import { renderComputeSummaries } from '../core/sql/derived';
+import { bagRoleRefs, bagRolesNeeded, renderRefDelete, renderRefInsert, renderRolesOf } from '../core/sql/bag-roles';
 import { captureLog } from '../core/sql/capture';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import { buildBatchInsert, buildUnitSelect, createdAtExpr, foldedQrExpr, sourceFrom, tableUnits, targetIdExpr, translatedRefExpr, unitOffset, type MappingContext, type TableUnit } from '../core/sql/mapping';
@@ -10,7 +11,6 @@ import { renderResetSequence, TARGET_TABLE_DDL } from '../core/sql/target-ddl';
 import { toMigrationError, withTransaction } from '../io/pg';
 import { captureStatus, readCapture, type CaptureStatus } from './capture';
 import {
-  computeBagRoles,
   hashPlaintextPasswords,
   loadOffsets,
   mappingContext,
@@ -321,38 +321,27 @@ async function recordIdMap(client: pg.ClientBase, schema: string, plan: Plan, of
 async function keepBagRolesTrue(o: Omit<CatchUpOptions, 'deadline'>, ctx: MappingContext, infos: Map<TargetTable, UnitInfo[]>, changed: Map<string, Set<number>>, pending: KeySets): Promise<void> {
   const { client, plan } = o;
   const schema = ctx.targetSchema;
-  const bag = plan.tables.find((t) => t.target === 'bag');
-  if (!bag || bag.sources.every((s) => s.impliedBagType)) return;
+  if (!bagRolesNeeded(plan)) return;
+  // The bags whose role may have changed: those the changed rows referenced before (the references kept
+  // since prepare) and reference now (their current source rows, looked up by key), and changed bags themselves.
   const affected = new Set<number>();
-  for (const table of plan.tables.filter((t) => t.target === 'bag' || t.target === 'link')) {
-    for (const s of table.sources) {
-      const keys = changed.get(s.table);
-      if (!keys || !s.key) continue;
-      const refs = s.columns.filter((c) => (c.target === 'parent_id' || c.target === 'parent_bag_id' || c.target === 'child_bag_id') && c.source);
-      const ids = [...keys];
-      if (table.target === 'bag') {
-        for (const k of ids) affected.add(k + (ctx.offsets[s.table] ?? 0));
-        const before = await client.query(`SELECT parent_id FROM ${qualified(schema, 'bag')} WHERE id = ANY($1::bigint[]) AND parent_id IS NOT NULL`, [ids.map((k) => k + (ctx.offsets[s.table] ?? 0))]);
-        before.rows.forEach((r) => affected.add(Number(r.parent_id)));
-      } else {
-        const before = await client.query(`SELECT parent_bag_id, child_bag_id FROM ${qualified(schema, 'link')} WHERE id = ANY($1::bigint[])`, [ids.map((k) => k + (ctx.offsets[s.table] ?? 0))]);
-        before.rows.forEach((r) => [r.parent_bag_id, r.child_bag_id].forEach((x) => x !== null && affected.add(Number(x))));
-      }
-      for (const ref of refs) {
-        const now = await client.query(
-          `SELECT (${translatedRefExpr(ref, ctx)}) AS id FROM ${sourceFrom(s, ctx)} WHERE s.${id(s.key)} = ANY($1::bigint[]) AND s.${id(ref.source!)} IS NOT NULL`,
-          [ids],
-        );
-        now.rows.forEach((r) => r.id !== null && affected.add(Number(r.id)));
-      }
+  const bag = plan.tables.find((t) => t.target === 'bag');
+  for (const s of bag?.sources ?? []) for (const k of changed.get(s.table) ?? []) affected.add(k + (ctx.offsets[s.table] ?? 0));
+  const refs = bagRoleRefs(plan, ctx);
+  for (const table of new Set(refs.map((r) => r.sourceTable))) {
+    const keys = [...(changed.get(table) ?? [])];
+    if (!keys.length) continue;
+    const gone = await client.query(renderRefDelete(schema), [table, keys]);
+    gone.rows.forEach((r) => affected.add(Number(r.target_id)));
+    for (const ref of refs.filter((r) => r.sourceTable === table)) {
+      const now = await client.query(renderRefInsert(schema, ref, true), [table, keys]);
+      now.rows.forEach((r) => affected.add(Number(r.target_id)));
     }
   }
   if (affected.size === 0) return;
   const list = [...affected];
   const before = await roleRows(client, schema, list);
-  await client.query(`DELETE FROM ${qualified(schema, '_mig_bag_parent')} WHERE target_id = ANY($1::bigint[])`, [list]);
-  await client.query(`DELETE FROM ${qualified(schema, '_mig_bag_child')} WHERE target_id = ANY($1::bigint[])`, [list]);
-  await computeBagRoles(client, plan, ctx, list);
+  for (const sql of renderRolesOf(schema)) await client.query(sql, [list]);
   const after = await roleRows(client, schema, list);
   for (const tid of list) {
     if (before.get(tid) === after.get(tid)) continue;

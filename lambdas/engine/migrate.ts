@@ -13,7 +13,6 @@ import {
   sourceFrom,
   sourceRowsFrom,
   targetIdExpr,
-  translatedRefExpr,
   isKeySet,
   tableUnits,
   type KeyRange,
@@ -22,6 +21,7 @@ import {
   type MappingContext,
   type PasswordHashes,
 } from '../core/sql/mapping';
+import { bagRoleRefs, bagRolesNeeded, renderBagRefsFill, renderBagRoleSets } from '../core/sql/bag-roles';
 import { renderComputeSummaries } from '../core/sql/derived';
 import { renderAnalyze, renderCreateTables, renderPostLoad, renderResetSequence, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
@@ -227,7 +227,7 @@ async function prepare(o: StepOptions): Promise<StepResult> {
           throw new PlanError(`Renaming duplicate QR codes would produce codes that other bags already have: ${clash.rows.map((x) => x.qr_id).join(', ')}. Fix those QR codes in the source (or map them in a mapping file) and rerun.`);
         }
       }
-      if (bag.sources.some((s) => !s.impliedBagType)) await computeBagRoles(client, plan, ctx);
+      if (bagRolesNeeded(plan)) await computeBagRoles(client, plan, ctx, run.live === true);
     }
     await client.query(renderAnalyze(schema, WORK_TABLES));
   });
@@ -235,30 +235,16 @@ async function prepare(o: StepOptions): Promise<StepResult> {
   return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 1 };
 }
 
-/**
- * Which bags the data says are parents (someone's parent) or children (someone's child). `onlyIds`:
- * just these target ids (catch-up: the bags its changes touched; the caller clears their rows first).
- */
-export async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingContext, onlyIds?: number[]): Promise<void> {
-  const parents: string[] = [];
-  const children: string[] = [];
-  for (const table of plan.tables.filter((t) => t.target === 'bag' || t.target === 'link')) {
-    for (const s of table.sources) {
-      const parent = s.columns.find((c) => (c.target === 'parent_id' || c.target === 'parent_bag_id') && c.source);
-      const child = s.columns.find((c) => c.target === 'child_bag_id' && c.source);
-      if (parent) parents.push(`SELECT ${translatedRefExpr(parent, ctx)} AS id FROM ${sourceFrom(s, ctx)} WHERE s.${id(parent.source!)} IS NOT NULL`);
-      if (child) children.push(`SELECT ${translatedRefExpr(child, ctx)} AS id FROM ${sourceFrom(s, ctx)} WHERE s.${id(child.source!)} IS NOT NULL`);
-    }
-  }
+/** Which bags the data says are parents or children (core/sql/bag-roles.ts); live runs keep each row's references too. */
+export async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: MappingContext, live: boolean): Promise<void> {
   const schema = ctx.targetSchema;
-  const only = onlyIds ? ' AND id = ANY($1::bigint[])' : '';
-  const values = onlyIds ? [onlyIds] : [];
-  if (parents.length) {
-    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_parent')} (target_id) SELECT DISTINCT id FROM (${parents.join(' UNION ALL ')}) x WHERE id IS NOT NULL${only} ON CONFLICT DO NOTHING`, values);
+  const refs = bagRoleRefs(plan, ctx);
+  if (!live) {
+    for (const sql of renderBagRoleSets(schema, refs)) await client.query(sql);
+    return;
   }
-  if (children.length) {
-    await client.query(`INSERT INTO ${qualified(schema, '_mig_bag_child')} (target_id) SELECT DISTINCT id FROM (${children.join(' UNION ALL ')}) x WHERE id IS NOT NULL${only} ON CONFLICT DO NOTHING`, values);
-  }
+  await client.query(`TRUNCATE ${qualified(schema, '_mig_bag_ref')}`);
+  for (const q of renderBagRefsFill(schema, refs)) await client.query(q.text, q.values);
 }
 
 // ---------------------------------------------------------------- table steps

@@ -93,8 +93,17 @@ export function renderComputeSummaries(schema: string, table: TablePlan, offsets
     return s.computed === 'TRUE' ? `${col} = ${s.rule.sql}` : `${col} = CASE WHEN ${s.computed} THEN ${s.rule.sql} ELSE t.${col} END`;
   });
   const differs = scopes.map((s) => `(${s.computed} AND t.${id(s.rule.column)} IS DISTINCT FROM ${s.rule.sql})`);
+  if (onlyIds) {
+    // A few rows: their aggregates once each (materialized: a flattened subquery evaluates its per-row
+    // subqueries again in SET and WHERE), and the rows by key (not a hash of the whole table, which made
+    // the cutover's write freeze grow with the table).
+    return `WITH x AS MATERIALIZED (${aggregates(schema, table.target, onlyIds)})
+  UPDATE ${qualified(schema, table.target)} t SET ${sets.join(', ')}
+    FROM x
+   WHERE x.id = t.id AND t.id = ANY(${onlyIds}) AND ${scopes[0]!.rule.rowsWhere} AND (${differs.join(' OR ')})`;
+  }
   return `UPDATE ${qualified(schema, table.target)} t SET ${sets.join(', ')}
-    FROM (${aggregates(schema, table.target, onlyIds)}) x
+    FROM (${aggregates(schema, table.target)}) x
    WHERE x.id = t.id AND ${scopes[0]!.rule.rowsWhere} AND (${differs.join(' OR ')})`;
 }
 

@@ -299,7 +299,7 @@ export function renderResetSequence(schema: string, table: TargetTable): string 
 }
 
 /** Work tables that the batches and the verification join (the bookkeeping tables are looked up by key). */
-export const WORK_TABLES = ['_migration_reject', '_migration_id_map', '_mig_qr_rename', '_mig_bag_parent', '_mig_bag_child'] as const;
+export const WORK_TABLES = ['_migration_reject', '_migration_id_map', '_mig_qr_rename', '_mig_bag_parent', '_mig_bag_child', '_mig_bag_ref'] as const;
 
 /**
  * Fresh planner statistics for the given tables. Tables filled moments ago have none (autovacuum comes
@@ -390,6 +390,16 @@ function renderWorkTables(schema: string): string[] {
     `CREATE TABLE IF NOT EXISTS ${q('_mig_qr_rename')} (target_id BIGINT PRIMARY KEY, qr_id TEXT NOT NULL)`,
     `CREATE TABLE IF NOT EXISTS ${q('_mig_bag_parent')} (target_id BIGINT PRIMARY KEY)`,
     `CREATE TABLE IF NOT EXISTS ${q('_mig_bag_child')} (target_id BIGINT PRIMARY KEY)`,
+    // Live runs: every source row's bag references (role 'p' parent, 'c' child), so that catch-up
+    // re-derives the roles of the bags a change touched by key lookups, not by scanning the sources.
+    `CREATE TABLE IF NOT EXISTS ${q('_mig_bag_ref')} (
+  source_table TEXT NOT NULL,
+  source_key   BIGINT NOT NULL,
+  role         "char" NOT NULL,
+  target_id    BIGINT NOT NULL,
+  PRIMARY KEY (source_table, source_key, role)
+)`,
+    `CREATE INDEX IF NOT EXISTS ${escapeIdentifier('_mig_bag_ref_target')} ON ${q('_mig_bag_ref')} (target_id, role)`,
   ];
 }
 

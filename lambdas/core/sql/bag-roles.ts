@@ -1,0 +1,93 @@
+import type { Plan } from '../planner';
+import { escapeIdentifier as id, qualified } from './ident';
+import { sourceFrom, translatedRefExpr } from './mapping';
+import type { MappingContext } from './values';
+
+/**
+ * Which bags the data says are parents (someone's parent) or children (someone's child): the rule of a
+ * bag's type where the source has none. Every source column that references a bag as a parent
+ * (bag.parent_id, link.parent_bag_id) or as a child (link.child_bag_id), in target ids.
+ *
+ * Bulk runs keep only the two sets (_mig_bag_parent, _mig_bag_child). Live runs also keep each source
+ * row's references (_mig_bag_ref), so that catch-up re-derives the roles of the bags a change touched by
+ * key lookups: a scan of the sources per change would make the cutover's write freeze grow with them.
+ */
+export type BagRole = 'p' | 'c';
+
+export interface BagRoleRef {
+  readonly sourceTable: string;
+  readonly role: BagRole;
+  /** `SELECT source_key, target_id FROM <source> s WHERE …` (alias s); `keys`: restricted to those source keys. */
+  readonly select: (keys?: string) => string;
+}
+
+const ROLE_TABLE: Readonly<Record<BagRole, string>> = { p: '_mig_bag_parent', c: '_mig_bag_child' };
+
+export function bagRolesNeeded(plan: Plan): boolean {
+  const bag = plan.tables.find((t) => t.target === 'bag');
+  return bag !== undefined && bag.sources.some((s) => !s.impliedBagType);
+}
+
+export function bagRoleRefs(plan: Plan, ctx: MappingContext): BagRoleRef[] {
+  const out: BagRoleRef[] = [];
+  for (const table of plan.tables.filter((t) => t.target === 'bag' || t.target === 'link')) {
+    for (const s of table.sources) {
+      const parent = s.columns.find((c) => (c.target === 'parent_id' || c.target === 'parent_bag_id') && c.source);
+      const child = s.columns.find((c) => c.target === 'child_bag_id' && c.source);
+      for (const [role, ref] of [['p', parent], ['c', child]] as const) {
+        if (!ref) continue;
+        const key = s.key ? `s.${id(s.key)}::bigint` : 'NULL::bigint';
+        out.push({
+          sourceTable: s.table,
+          role,
+          select: (keys) =>
+            `SELECT ${key} AS source_key, ${translatedRefExpr(ref, ctx)} AS target_id FROM ${sourceFrom(s, ctx)} WHERE s.${id(ref.source!)} IS NOT NULL${keys && s.key ? ` AND s.${id(s.key)} = ANY(${keys})` : ''}`,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/** Bulk: the sets of parents and children, from every source row (prepare). */
+export function renderBagRoleSets(schema: string, refs: readonly BagRoleRef[]): string[] {
+  return (['p', 'c'] as const).flatMap((role) => {
+    const of = refs.filter((r) => r.role === role);
+    if (!of.length) return [];
+    return [`INSERT INTO ${qualified(schema, ROLE_TABLE[role])} (target_id) SELECT DISTINCT target_id FROM (${of.map((r) => r.select()).join(' UNION ALL ')}) x WHERE target_id IS NOT NULL ON CONFLICT DO NOTHING`];
+  });
+}
+
+/** Live: every source row's references ($1: the reference's source table), then the two sets from them (prepare). */
+export function renderBagRefsFill(schema: string, refs: readonly BagRoleRef[]): { text: string; values: unknown[] }[] {
+  const fill = refs.map((r) => ({ text: renderRefInsert(schema, r, false), values: [r.sourceTable] as unknown[] }));
+  const sets = (['p', 'c'] as const).map((role) => ({
+    text: `INSERT INTO ${qualified(schema, ROLE_TABLE[role])} (target_id) SELECT DISTINCT target_id FROM ${qualified(schema, '_mig_bag_ref')} WHERE role = '${role}' ON CONFLICT DO NOTHING`,
+    values: [] as unknown[],
+  }));
+  return [...fill, ...sets];
+}
+
+/**
+ * Inserts a reference's rows ($1 its source table; `keyed`: only the source keys $2, returning the
+ * referenced target ids — a few rows; the bulk fill returns nothing).
+ */
+export function renderRefInsert(schema: string, ref: BagRoleRef, keyed: boolean): string {
+  return `INSERT INTO ${qualified(schema, '_mig_bag_ref')} (source_table, source_key, role, target_id)
+          SELECT $1::text, x.source_key, '${ref.role}', x.target_id FROM (${ref.select(keyed ? '$2::bigint[]' : undefined)}) x
+           WHERE x.target_id IS NOT NULL AND x.source_key IS NOT NULL
+          ON CONFLICT (source_table, source_key, role) DO UPDATE SET target_id = EXCLUDED.target_id${keyed ? '\n          RETURNING target_id' : ''}`;
+}
+
+/** Catch-up: forget the references of these source rows ($1 table, $2 keys), returning the bags they referenced. */
+export function renderRefDelete(schema: string): string {
+  return `DELETE FROM ${qualified(schema, '_mig_bag_ref')} WHERE source_table = $1 AND source_key = ANY($2::bigint[]) RETURNING target_id`;
+}
+
+/** Catch-up: the roles of these bags ($1) again, from the references kept. */
+export function renderRolesOf(schema: string): string[] {
+  return (['p', 'c'] as const).flatMap((role) => [
+    `DELETE FROM ${qualified(schema, ROLE_TABLE[role])} WHERE target_id = ANY($1::bigint[])`,
+    `INSERT INTO ${qualified(schema, ROLE_TABLE[role])} (target_id) SELECT DISTINCT target_id FROM ${qualified(schema, '_mig_bag_ref')} WHERE role = '${role}' AND target_id = ANY($1::bigint[])`,
+  ]);
+}
