@@ -243,7 +243,6 @@ export async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: Ma
     for (const sql of renderBagRoleSets(schema, refs)) await client.query(sql);
     return;
   }
-  await client.query(`TRUNCATE ${qualified(schema, '_mig_bag_ref')}`);
   for (const q of renderBagRefsFill(schema, refs)) await client.query(q.text, q.values);
 }
 

@@ -58,25 +58,42 @@ export function renderBagRoleSets(schema: string, refs: readonly BagRoleRef[]): 
   });
 }
 
-/** Live: every source row's references ($1: the reference's source table), then the two sets from them (prepare). */
+/**
+ * Live: every source row's references ($1: the reference's source table), then the two sets from them
+ * (prepare, in one transaction). The indexes are built after the fill: maintaining them row by row
+ * took 8 s of a 12 s prepare at scale 1.
+ */
 export function renderBagRefsFill(schema: string, refs: readonly BagRoleRef[]): { text: string; values: unknown[] }[] {
-  const fill = refs.map((r) => ({ text: renderRefInsert(schema, r, false), values: [r.sourceTable] as unknown[] }));
-  const sets = (['p', 'c'] as const).map((role) => ({
-    text: `INSERT INTO ${qualified(schema, ROLE_TABLE[role])} (target_id) SELECT DISTINCT target_id FROM ${qualified(schema, '_mig_bag_ref')} WHERE role = '${role}' ON CONFLICT DO NOTHING`,
-    values: [] as unknown[],
-  }));
-  return [...fill, ...sets];
+  const table = qualified(schema, '_mig_bag_ref');
+  const plain = (text: string) => ({ text, values: [] as unknown[] });
+  return [
+    plain(`TRUNCATE ${table}`),
+    plain(`DROP INDEX IF EXISTS ${qualified(schema, REF_KEY_INDEX)}`),
+    plain(`DROP INDEX IF EXISTS ${qualified(schema, REF_TARGET_INDEX)}`),
+    ...refs.map((r) => ({ text: renderRefInsert(schema, r, false), values: [r.sourceTable] as unknown[] })),
+    plain(`CREATE UNIQUE INDEX ${id(REF_KEY_INDEX)} ON ${table} (source_table, source_key, role)`),
+    plain(`CREATE INDEX ${id(REF_TARGET_INDEX)} ON ${table} (target_id, role)`),
+    ...(['p', 'c'] as const).map((role) =>
+      plain(`INSERT INTO ${qualified(schema, ROLE_TABLE[role])} (target_id) SELECT DISTINCT target_id FROM ${table} WHERE role = '${role}' ON CONFLICT DO NOTHING`),
+    ),
+  ];
 }
 
+const REF_KEY_INDEX = '_mig_bag_ref_key';
+const REF_TARGET_INDEX = '_mig_bag_ref_target';
+
 /**
- * Inserts a reference's rows ($1 its source table; `keyed`: only the source keys $2, returning the
- * referenced target ids — a few rows; the bulk fill returns nothing).
+ * Inserts a reference's rows ($1 its source table). `keyed` (catch-up): only the source keys $2, an
+ * existing reference replaced, returning the referenced target ids; the bulk fill returns nothing.
  */
 export function renderRefInsert(schema: string, ref: BagRoleRef, keyed: boolean): string {
-  return `INSERT INTO ${qualified(schema, '_mig_bag_ref')} (source_table, source_key, role, target_id)
+  const insert = `INSERT INTO ${qualified(schema, '_mig_bag_ref')} (source_table, source_key, role, target_id)
           SELECT $1::text, x.source_key, '${ref.role}', x.target_id FROM (${ref.select(keyed ? '$2::bigint[]' : undefined)}) x
-           WHERE x.target_id IS NOT NULL AND x.source_key IS NOT NULL
-          ON CONFLICT (source_table, source_key, role) DO UPDATE SET target_id = EXCLUDED.target_id${keyed ? '\n          RETURNING target_id' : ''}`;
+           WHERE x.target_id IS NOT NULL AND x.source_key IS NOT NULL`;
+  if (!keyed) return insert;
+  return `${insert}
+          ON CONFLICT (source_table, source_key, role) DO UPDATE SET target_id = EXCLUDED.target_id
+          RETURNING target_id`;
 }
 
 /** Catch-up: forget the references of these source rows ($1 table, $2 keys), returning the bags they referenced. */

@@ -392,14 +392,13 @@ function renderWorkTables(schema: string): string[] {
     `CREATE TABLE IF NOT EXISTS ${q('_mig_bag_child')} (target_id BIGINT PRIMARY KEY)`,
     // Live runs: every source row's bag references (role 'p' parent, 'c' child), so that catch-up
     // re-derives the roles of the bags a change touched by key lookups, not by scanning the sources.
+    // (Its indexes are built by prepare after the fill: core/sql/bag-roles.ts.)
     `CREATE TABLE IF NOT EXISTS ${q('_mig_bag_ref')} (
   source_table TEXT NOT NULL,
   source_key   BIGINT NOT NULL,
   role         "char" NOT NULL,
-  target_id    BIGINT NOT NULL,
-  PRIMARY KEY (source_table, source_key, role)
+  target_id    BIGINT NOT NULL
 )`,
-    `CREATE INDEX IF NOT EXISTS ${escapeIdentifier('_mig_bag_ref_target')} ON ${q('_mig_bag_ref')} (target_id, role)`,
   ];
 }
 
