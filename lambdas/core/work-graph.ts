@@ -1,0 +1,121 @@
+import type { Plan, SourcePlan } from './plan';
+import { TARGET_TABLE_DDL } from './sql/target-ddl';
+import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
+
+/**
+ * The migration as a dependency graph of work items, derived from the plan and from the target's
+ * foreign keys (data, TARGET_TABLE_DDL), never from a hard-coded list: a table's step waits for the
+ * steps of the tables it references (its batches resolve those references against the rows they wrote),
+ * `prepare` (id offsets, id map, QR renames, bag roles) comes before every table, `stage` (cross-database)
+ * before `prepare`, the deferred password hashing after its table, and `finalize` after everything.
+ *
+ * The workflow runs the graph in waves: wave n holds every item whose dependencies all lie in waves
+ * before n (its longest path from a root), and one Map runs the items of a wave concurrently, up to
+ * the run's concurrency. Two items never write the same rows: each item is one target table
+ * (or one of the bookkeeping phases) and every checkpoint is keyed by its step.
+ *
+ * Example (shape A, in place): prepare → user → {bag, bill} → {link, scan, bill_bag, passwords} → finalize.
+ */
+
+export interface WorkItem {
+  readonly step: string;
+  /** Steps that must be done before this one starts. */
+  readonly after: readonly string[];
+}
+
+export interface WorkGraph {
+  readonly items: readonly WorkItem[];
+  /** Steps by wave; every dependency of a step is in an earlier wave. */
+  readonly waves: readonly (readonly string[])[];
+}
+
+/** The step that hashes legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
+export const PASSWORDS_STEP = 'passwords';
+
+/** The work items of a plan, with their dependencies. `stage`: the cross-database staging step comes first. */
+export function planWorkItems(plan: Pick<Plan, 'steps'>, options: { readonly stage?: boolean } = {}): WorkItem[] {
+  const steps = options.stage ? ['stage', ...plan.steps] : [...plan.steps];
+  const present = new Set(steps);
+  const base = steps.filter((s) => s === 'stage' || s === 'prepare');
+  const tables = steps.filter(isTargetTable);
+  const items: WorkItem[] = [];
+  for (const step of steps) {
+    if (step === 'stage') items.push({ step, after: [] });
+    else if (step === 'prepare') items.push({ step, after: present.has('stage') ? ['stage'] : [] });
+    else if (isTargetTable(step)) {
+      const refs = TARGET_TABLE_DDL[step].foreignKeys.map((fk) => fk.ref).filter((r) => r !== step && present.has(r));
+      items.push({ step, after: unique([...base, ...refs]) });
+    } else if (step === PASSWORDS_STEP) items.push({ step, after: [...base, ...(present.has('user') ? ['user'] : [])] });
+    else if (step === 'finalize') items.push({ step, after: steps.filter((s) => s !== 'finalize') });
+    else items.push({ step, after: [...base, ...tables] });
+  }
+  return items;
+}
+
+/** Groups the items into waves by their longest path from a root; refuses a cycle or an unknown dependency. */
+export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
+  const byStep = new Map(items.map((i) => [i.step, i]));
+  const level = new Map<string, number>();
+  const visiting = new Set<string>();
+  const levelOf = (step: string): number => {
+    const known = level.get(step);
+    if (known !== undefined) return known;
+    const item = byStep.get(step);
+    if (!item) throw new Error(`Work item "${step}" is a dependency but not in the graph (internal error).`);
+    if (visiting.has(step)) throw new Error(`The work items have a dependency cycle through "${step}" (internal error).`);
+    visiting.add(step);
+    const l = item.after.reduce((m, d) => Math.max(m, levelOf(d) + 1), 0);
+    visiting.delete(step);
+    level.set(step, l);
+    return l;
+  };
+  const waves: string[][] = [];
+  for (const item of items) {
+    const l = levelOf(item.step);
+    (waves[l] ??= []).push(item.step);
+  }
+  return { items, waves: waves.filter((w) => w.length > 0) };
+}
+
+/** The waves of a plan (what Analyse hands the workflow). */
+export function planWaves(plan: Pick<Plan, 'steps'>, options: { readonly stage?: boolean } = {}): string[][] {
+  return resolveWaves(planWorkItems(plan, options)).waves.map((w) => [...w]);
+}
+
+function unique(xs: readonly string[]): string[] {
+  return [...new Set(xs)];
+}
+
+/**
+ * Whether a user source's legacy plaintext passwords are hashed by the `passwords` step after the load
+ * instead of inside its batches. The rule needs the target id to be the source key (ids kept), and a
+ * source that does not change meanwhile (a live run hashes in its batches: catch-up re-derives rows).
+ */
+export function defersPasswordHashing(live: boolean, source: Pick<SourcePlan, 'key' | 'idStrategy' | 'columns'>): boolean {
+  return !live && source.key !== null && source.idStrategy === 'keep'
+    && source.columns.some((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column' && c.source !== null);
+}
+
+/**
+ * The jobs of `finalize`, run on up to the run's concurrency of connections at once, each one transaction
+ * with its checkpoint: per table its secondary indexes, summaries, sequence and statistics (they touch that
+ * table only, so they run side by side); then every foreign key added NOT VALID in one short transaction
+ * (it takes SHARE ROW EXCLUSIVE locks, so it waits for no index build and none waits for it); then per table
+ * VALIDATE CONSTRAINT, which locks its table SHARE UPDATE EXCLUSIVE and the referenced ones ROW SHARE only,
+ * so the validations of different tables run at once.
+ */
+export interface FinalizeJob {
+  /** Checkpoint source of the job: the table's name for its table job (as before this graph), else the kind. */
+  readonly name: string;
+  readonly kind: 'table' | 'foreign-keys' | 'validate';
+  readonly table: TargetTable | null;
+  readonly after: readonly string[];
+}
+
+export function planFinalizeJobs(): FinalizeJob[] {
+  const tables: FinalizeJob[] = TARGET_ORDER.map((t) => ({ name: t, kind: 'table', table: t, after: [] }));
+  const fks: FinalizeJob = { name: 'foreign-keys', kind: 'foreign-keys', table: null, after: [...TARGET_ORDER] };
+  const validate: FinalizeJob[] = TARGET_ORDER.filter((t) => TARGET_TABLE_DDL[t].foreignKeys.length)
+    .map((t) => ({ name: `validate:${t}`, kind: 'validate', table: t, after: [fks.name] }));
+  return [...tables, fks, ...validate];
+}
