@@ -9,12 +9,12 @@ import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
  * `prepare` (id offsets, id map, QR renames, bag roles) comes before every table, `stage` (cross-database)
  * before `prepare`, the deferred password hashing after its table, and `finalize` after everything.
  *
- * The workflow runs the graph in waves: wave n holds every item whose dependencies all lie in waves
- * before n (its longest path from a root), and one Map runs the items of a wave concurrently, up to
+ * The workflow runs the graph in waves: wave n holds items whose dependencies all lie in waves before n
+ * (its longest path from a root, or as late as possible for an item only the last one waits for), and one Map runs the items of a wave concurrently, up to
  * the run's concurrency. Two items never write the same rows: each item is one target table
  * (or one of the bookkeeping phases) and every checkpoint is keyed by its step.
  *
- * Example (shape A, in place): prepare → user → {bag, bill} → {link, scan, bill_bag, passwords} → finalize.
+ * Example (shape A, in place): prepare → user → {bag, bill} → {link, bill_bag, scan, passwords} → finalize.
  */
 
 export interface WorkItem {
@@ -69,11 +69,18 @@ export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
     level.set(step, l);
     return l;
   };
-  const waves: string[][] = [];
+  for (const item of items) levelOf(item.step);
+  // An item that only the last items wait for (passwords, promotionrequest, audit_log) runs as late as possible,
+  // in the wave just before them: it overlaps the longest loads instead of lengthening an earlier, shorter wave.
+  const dependants = new Map<string, string[]>(items.map((i) => [i.step, []]));
+  for (const item of items) for (const d of item.after) dependants.get(d)!.push(item.step);
+  const isSink = (step: string) => dependants.get(step)!.length === 0;
   for (const item of items) {
-    const l = levelOf(item.step);
-    (waves[l] ??= []).push(item.step);
+    const ds = dependants.get(item.step)!;
+    if (ds.length > 0 && ds.every(isSink)) level.set(item.step, Math.min(...ds.map((d) => level.get(d)!)) - 1);
   }
+  const waves: string[][] = [];
+  for (const item of items) (waves[level.get(item.step)!] ??= []).push(item.step);
   return { items, waves: waves.filter((w) => w.length > 0) };
 }
 
