@@ -4,7 +4,7 @@ import { matchFirstAlias, matchName, sameName } from './names';
 import type { ColumnMapping, Decision, DerivedLinkPlan, Plan, PlanOptions, SourcePlan, TablePlan } from './plan';
 import { TRANSFORMS } from './transforms';
 import { targetColumn } from './sql/target-ddl';
-import { PASSWORDS_STEP } from './work-graph';
+import { passwordSteps } from './work-graph';
 
 export type { ColumnMapping, Decision, DerivedLinkPlan, Plan, PlanOptions, SourcePlan, TablePlan } from './plan';
 import {
@@ -119,7 +119,7 @@ export function planMigration(catalog: Catalog, options: PlanOptions): Plan {
     sourceSchema: catalog.schema,
     targetSchema: options.targetSchema,
     tables,
-    steps: ['prepare', ...tables.map((t) => t.target), ...(hasPlaintextPasswords(tables) ? [PASSWORDS_STEP] : []), 'finalize'],
+    steps: ['prepare', ...tables.map((t) => t.target), ...(hasPlaintextPasswords(tables) ? passwordSteps() : []), 'finalize'],
     decisions: a.decisions,
     unmappedColumns,
     ...rest,

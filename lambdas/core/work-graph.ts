@@ -14,13 +14,15 @@ import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
  * the run's concurrency. Two items never write the same rows: each item is one target table
  * (or one of the bookkeeping phases) and every checkpoint is keyed by its step.
  *
- * Example (shape A, in place): prepare → user → {bag, bill} → {link, bill_bag, scan, passwords} → finalize.
+ * Example (shape A, in place): prepare → user → {bag, bill, passwords:1/2} → {link, bill_bag, scan, passwords:2/2} → finalize.
  */
 
 export interface WorkItem {
   readonly step: string;
   /** Steps that must be done before this one starts. */
   readonly after: readonly string[];
+  /** Run as early as the dependencies allow, even where only the last items wait for it. */
+  readonly early?: boolean;
 }
 
 export interface WorkGraph {
@@ -29,8 +31,28 @@ export interface WorkGraph {
   readonly waves: readonly (readonly string[])[];
 }
 
-/** The step that hashes legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
+/** The steps that hash legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
 export const PASSWORDS_STEP = 'passwords';
+/**
+ * The hashing (CPU only, ~34 ms of scrypt a password) is split by key (key mod PASSWORD_PARTS) into items that
+ * spread over the waves after `user`: the first as early as it can (beside bag, when one database core is idle),
+ * the others as late as they can (beside scan), so that no wave waits for it alone.
+ */
+export const PASSWORD_PARTS = 2;
+
+/** `passwords:1/2`, `passwords:2/2`: the plan's hashing steps. */
+export function passwordSteps(parts = PASSWORD_PARTS): string[] {
+  return Array.from({ length: parts }, (_, i) => `${PASSWORDS_STEP}:${i + 1}/${parts}`);
+}
+
+/** The part of a hashing step (`passwords:2/2` → { part: 2, parts: 2 }), null for any other step. */
+export function parsePasswordsStep(step: string): { readonly part: number; readonly parts: number } | null {
+  const m = /^passwords:([0-9]+)\/([0-9]+)$/.exec(step);
+  if (!m) return null;
+  const part = Number(m[1]);
+  const parts = Number(m[2]);
+  return part >= 1 && part <= parts ? { part, parts } : null;
+}
 
 /** The work items of a plan, with their dependencies. `stage`: the cross-database staging step comes first. */
 export function planWorkItems(plan: Pick<Plan, 'steps'>, options: { readonly stage?: boolean } = {}): WorkItem[] {
@@ -45,7 +67,9 @@ export function planWorkItems(plan: Pick<Plan, 'steps'>, options: { readonly sta
     else if (isTargetTable(step)) {
       const refs = TARGET_TABLE_DDL[step].foreignKeys.map((fk) => fk.ref).filter((r) => r !== step && present.has(r));
       items.push({ step, after: unique([...base, ...refs]) });
-    } else if (step === PASSWORDS_STEP) items.push({ step, after: [...base, ...(present.has('user') ? ['user'] : [])] });
+    } else if (parsePasswordsStep(step)) {
+      items.push({ step, after: [...base, ...(present.has('user') ? ['user'] : [])], ...(parsePasswordsStep(step)!.part === 1 ? { early: true } : {}) });
+    }
     else if (step === 'finalize') items.push({ step, after: steps.filter((s) => s !== 'finalize') });
     else items.push({ step, after: [...base, ...tables] });
   }
@@ -70,14 +94,14 @@ export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
     return l;
   };
   for (const item of items) levelOf(item.step);
-  // An item that only the last items wait for (passwords, promotionrequest, audit_log) runs as late as possible,
+  // An item that only the last items wait for (promotionrequest, audit_log, late hashing parts) runs as late as possible,
   // in the wave just before them: it overlaps the longest loads instead of lengthening an earlier, shorter wave.
   const dependants = new Map<string, string[]>(items.map((i) => [i.step, []]));
   for (const item of items) for (const d of item.after) dependants.get(d)!.push(item.step);
   const isSink = (step: string) => dependants.get(step)!.length === 0;
   for (const item of items) {
     const ds = dependants.get(item.step)!;
-    if (ds.length > 0 && ds.every(isSink)) level.set(item.step, Math.min(...ds.map((d) => level.get(d)!)) - 1);
+    if (!item.early && ds.length > 0 && ds.every(isSink)) level.set(item.step, Math.min(...ds.map((d) => level.get(d)!)) - 1);
   }
   const waves: string[][] = [];
   for (const item of items) (waves[level.get(item.step)!] ??= []).push(item.step);

@@ -4,7 +4,7 @@ import type { Plan, SourcePlan, TablePlan } from '../core/planner';
 import { TARGET_ORDER } from '../core/rules';
 import { plaintextPasswordSql } from '../core/sql/values';
 import { PENDING_PASSWORD_HASH } from '../core/transforms';
-import { defersPasswordHashing, planFinalizeJobs, PASSWORDS_STEP, type FinalizeJob } from '../core/work-graph';
+import { defersPasswordHashing, parsePasswordsStep, planFinalizeJobs, type FinalizeJob } from '../core/work-graph';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
@@ -129,7 +129,8 @@ export async function runMigrateStep(o: StepOptions, step: string): Promise<Step
   if (await stepIsDone(o, step)) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
   if (step === 'prepare') return prepare(o);
   if (step === 'finalize') return finalize(o);
-  if (step === PASSWORDS_STEP) return runPasswordsStep(o);
+  const passwordsPart = parsePasswordsStep(step);
+  if (passwordsPart) return runPasswordsStep(o, step, passwordsPart);
   const table = o.plan.tables.find((t) => t.target === step);
   if (!table) throw new MigrationBatchError(`Step "${step}" is not in the plan of run ${o.run.runId} (steps: ${o.plan.steps.join(', ')}).`);
   return migrateTable(o, table);
@@ -441,10 +442,10 @@ export async function hashPlaintextPasswords(
 // ---------------------------------------------------------------- passwords
 
 /**
- * The `passwords` step: the legacy plaintext passwords that the user batches left pending
+ * The `passwords:<part>/<parts>` steps: the legacy plaintext passwords that the user batches left pending
  * (PENDING_PASSWORD_HASH, see defersPasswordHashing) are hashed the werkzeug way (scrypt, random
- * 16-character salt, as in the batches) and written over the pending value, by key. It depends only on
- * the `user` step, so its CPU time (~34 ms of scrypt per password) overlaps the bag/scan/link loads
+ * 16-character salt, as in the batches) and written over the pending value, by key; part i of k takes the keys
+ * with key mod k = i − 1 (disjoint, so no key is hashed by two parts). They depend only on the `user` step, so their CPU time (~34 ms of scrypt per password) overlaps the bag/scan/link loads
  * instead of delaying them. Batches of PASSWORD_BATCH keys; each batch is one transaction with its
  * checkpoint, so a key is hashed into the target exactly once however invocations interleave or retry.
  */
@@ -452,20 +453,20 @@ export async function hashPlaintextPasswords(
 /** Plaintext passwords per batch: about 1 s of scrypt on two threads, well inside a time budget. */
 export const PASSWORD_BATCH = 64;
 
-export async function runPasswordsStep(o: StepOptions): Promise<StepResult> {
+export async function runPasswordsStep(o: StepOptions, step: string, part: { part: number; parts: number }): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const user = o.plan.tables.find((t) => t.target === 'user');
   for (const source of user?.sources ?? []) {
     if (!defersPasswordHashing(o.run.live === true, source)) continue;
-    const done = await hashSource(o, source, totals);
-    if (!done) return { ...totals, done: false, cursor: `${PASSWORDS_STEP}:${source.table}` };
+    const done = await hashSource(o, step, part, source, totals);
+    if (!done) return { ...totals, done: false, cursor: `${step}:${source.table}` };
   }
-  await withTransaction(o.client, () => markStepDone(o, PASSWORDS_STEP));
+  await withTransaction(o.client, () => markStepDone(o, step));
   return { ...totals, done: true, cursor: null };
 }
 
 /** One source's pending passwords, batch by batch; false when out of time. */
-async function hashSource(o: StepOptions, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
+async function hashSource(o: StepOptions, step: string, part: { part: number; parts: number }, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
   const { client, run } = o;
   const schema = run.targetSchema;
   const ctx = mappingContext(run, o.readSchema ?? run.sourceSchema, {}, 'load');
@@ -473,17 +474,18 @@ async function hashSource(o: StepOptions, source: SourcePlan, totals: { migrated
   const key = `s.${id(source.key!)}`;
   const col = `s.${id(pw.source!)}::text`;
   for (;;) {
-    const last = await lastCheckpoint(client, schema, run.runId, PASSWORDS_STEP, source.table);
+    const last = await lastCheckpoint(client, schema, run.runId, step, source.table);
     if (last?.batchNo === COMPLETE) return true;
     if (totals.batches > 0 && (Date.now() >= o.deadline || (o.shouldStop?.() ?? false))) return false;
     const lo = last?.keyHi ?? null;
     const r = await client.query(
       `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col} AS p FROM ${sourceRowsFrom(source, ctx)}
-        WHERE ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL${lo === null ? '' : ` AND ${key} > $2`} ORDER BY ${key} LIMIT $1`,
-      lo === null ? [PASSWORD_BATCH] : [PASSWORD_BATCH, lo],
+        WHERE ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL AND mod(mod(${key}::bigint, $2) + $2, $2) = $3${lo === null ? '' : ` AND ${key} > $4`}
+        ORDER BY ${key} LIMIT $1`,
+      [PASSWORD_BATCH, part.parts, part.part - 1, ...(lo === null ? [] : [lo])],
     );
     if (r.rows.length === 0) {
-      await claimCheckpoint(client, schema, run.runId, PASSWORDS_STEP, source.table, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
+      await claimCheckpoint(client, schema, run.runId, step, source.table, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
       return true;
     }
     const keys = r.rows.map((row) => Number(row.k));
@@ -491,14 +493,14 @@ async function hashSource(o: StepOptions, source: SourcePlan, totals: { migrated
     const hashes = await o.hashPasswords(r.rows.map((row) => row.p as string));
     const batchNo = (last?.batchNo ?? 0) + 1;
     await withTransaction(client, async () => {
-      if (!(await claimCheckpoint(client, schema, run.runId, PASSWORDS_STEP, source.table, { batchNo, keyLo: lo, keyHi: keys[keys.length - 1]! }))) return;
+      if (!(await claimCheckpoint(client, schema, run.runId, step, source.table, { batchNo, keyLo: lo, keyHi: keys[keys.length - 1]! }))) return;
       // Only a row still pending: one that a retry round or catch-up re-derived meanwhile keeps its own hash.
       const u = await client.query(
         `UPDATE ${qualified(schema, 'user')} t SET password_hash = x.h FROM unnest($1::bigint[], $2::text[]) AS x(k, h)
           WHERE t.id = x.k AND t.password_hash = $3`,
         [keys, hashes, PENDING_PASSWORD_HASH],
       );
-      await completeCheckpoint(client, schema, run.runId, PASSWORDS_STEP, source.table, batchNo, { migrated: u.rowCount ?? 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
+      await completeCheckpoint(client, schema, run.runId, step, source.table, batchNo, { migrated: u.rowCount ?? 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
       totals.migrated += u.rowCount ?? 0;
     }).catch((err) => {
       throw toMigrationError(err, `Hashing the legacy passwords of ${source.table} (keys after ${lo ?? 'the start'})`);

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { defersPasswordHashing, planFinalizeJobs, planWaves, planWorkItems, resolveWaves } from '../../lambdas/core/work-graph';
+import { defersPasswordHashing, parsePasswordsStep, planFinalizeJobs, planWaves, planWorkItems, resolveWaves } from '../../lambdas/core/work-graph';
 import { TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 
 describe('the migration work graph', () => {
   it('derives the dependencies from the target foreign keys: a table waits for the tables it references', () => {
-    const items = planWorkItems({ steps: ['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords', 'finalize'] });
+    const items = planWorkItems({ steps: ['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords:1/2', 'passwords:2/2', 'finalize'] });
     const after = Object.fromEntries(items.map((i) => [i.step, [...i.after].sort()]));
     expect(after).toEqual({
       prepare: [],
@@ -14,8 +14,9 @@ describe('the migration work graph', () => {
       bill: ['prepare', 'user'],
       bill_bag: ['bag', 'bill', 'prepare'],
       scan: ['bag', 'prepare', 'user'],
-      passwords: ['prepare', 'user'],
-      finalize: ['bag', 'bill', 'bill_bag', 'link', 'passwords', 'prepare', 'scan', 'user'],
+      'passwords:1/2': ['prepare', 'user'],
+      'passwords:2/2': ['prepare', 'user'],
+      finalize: ['bag', 'bill', 'bill_bag', 'link', 'passwords:1/2', 'passwords:2/2', 'prepare', 'scan', 'user'],
     });
     // Every foreign key of the target is a dependency (where both tables are in the plan).
     for (const item of items.filter((i) => i.step in TARGET_TABLE_DDL)) {
@@ -26,8 +27,9 @@ describe('the migration work graph', () => {
   });
 
   it.each([
-    [['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords', 'finalize'], false,
-      [['prepare'], ['user'], ['bag', 'bill'], ['link', 'bill_bag', 'scan', 'passwords'], ['finalize']]],
+    // The first hashing part beside bag, the second beside scan.
+    [['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords:1/2', 'passwords:2/2', 'finalize'], false,
+      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'passwords:2/2'], ['finalize']]],
     [['prepare', 'user', 'bag', 'link', 'scan', 'promotionrequest', 'audit_log', 'finalize'], true,
       [['stage'], ['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log'], ['finalize']]],
     // A plan without users: bags depend on prepare only.
@@ -37,12 +39,18 @@ describe('the migration work graph', () => {
   });
 
   it('every dependency of an item is in an earlier wave', () => {
-    const steps = ['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'promotionrequest', 'audit_log', 'passwords', 'finalize'];
+    const steps = ['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'promotionrequest', 'audit_log', 'passwords:1/2', 'passwords:2/2', 'finalize'];
     const items = planWorkItems({ steps }, { stage: true });
     const { waves } = resolveWaves(items);
     const waveOf = new Map(waves.flatMap((w, i) => w.map((s) => [s, i] as const)));
     for (const item of items) for (const d of item.after) expect(waveOf.get(d)!).toBeLessThan(waveOf.get(item.step)!);
     expect(waves.flat().sort()).toEqual(['stage', ...steps].sort());
+  });
+
+  it.each([
+    ['passwords:1/2', { part: 1, parts: 2 }], ['passwords:3/3', { part: 3, parts: 3 }], ['passwords:3/2', null], ['passwords', null], ['user', null],
+  ])('reads the hashing part of %s', (step, part) => {
+    expect(parsePasswordsStep(step)).toEqual(part);
   });
 
   it('refuses a cycle', () => {
