@@ -13,7 +13,8 @@ import { TASK_STATES, type TaskKey } from '../lambdas/core/contract';
  * State data, top level (every payload is names, keys and cursors, never rows):
  *   after Preflight       { run, backupTables }                  (= PreflightResult)
  *   after FinalizeBackup  + backup: FinalizeBackupResult
- *   after Analyse         + analysis: AnalyseResult
+ *   after Analyse         + analysis: AnalyseResult (its `waves`: the migration's work graph, core/work-graph.ts)
+ *   during Migrate        + wave: { index, items }  — the wave the Migrate Map runs (PickWave … NextWave, IsMigrated)
  *   after Verify          + verification: VerifyResult
  *   after Cutover         + cutover: CutoverResult
  *   after Report          ReportResult                           (the execution's output)

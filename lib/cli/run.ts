@@ -392,9 +392,10 @@ export function renderSummary(output: ReportResult, trace: LocalRunTrace): strin
     const s = seconds.get(table);
     rows.push([table, String(source), String(c.migrated), String(derived), String(c.rejected), s === undefined ? '-' : s.toFixed(2)]);
   }
-  const other = ['prepare', 'finalize'].map((k) => seconds.get(k) ?? 0).reduce((a, b) => a + b, 0);
+  const other = trace.steps.filter((s) => !(s.step in output.tables)).reduce((a, s) => a + s.seconds, 0);
   rows.push(['total', String(total.source), String(total.migrated), String(total.derived), String(total.rejected), (trace.steps.reduce((a, s) => a + s.seconds, 0)).toFixed(2)]);
-  return `${padTable(rows, (i) => i > 0)}\n(seconds: time in the table's MigrateStep invocations of this run; prepare + finalize: ${other.toFixed(2)} s)`;
+  const wall = trace.migrateWall === undefined ? '' : `; the migration took ${trace.migrateWall.toFixed(2)} s of wall time, its steps side by side`;
+  return `${padTable(rows, (i) => i > 0)}\n(seconds: time in the table's MigrateStep invocations of this run; prepare, password hashing, finalize: ${other.toFixed(2)} s${wall})`;
 }
 
 function rank(order: string[], table: string): number {
