@@ -34,7 +34,7 @@ export interface WorkGraph {
 /** The steps that hash legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
 export const PASSWORDS_STEP = 'passwords';
 /**
- * The hashing (CPU only, ~34 ms of scrypt a password) is split by key (key mod PASSWORD_PARTS) into items that
+ * The hashing (CPU only, ~34 ms of scrypt a password) is split by key (hash of the key mod PASSWORD_PARTS) into items that
  * spread over the waves after `user`: the first as early as it can (beside bag, when one database core is idle),
  * the others as late as they can (beside scan), so that no wave waits for it alone.
  */

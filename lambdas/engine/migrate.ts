@@ -445,7 +445,8 @@ export async function hashPlaintextPasswords(
  * The `passwords:<part>/<parts>` steps: the legacy plaintext passwords that the user batches left pending
  * (PENDING_PASSWORD_HASH, see defersPasswordHashing) are hashed the werkzeug way (scrypt, random
  * 16-character salt, as in the batches) and written over the pending value, by key; part i of k takes the keys
- * with key mod k = i − 1 (disjoint, so no key is hashed by two parts). They depend only on the `user` step, so their CPU time (~34 ms of scrypt per password) overlaps the bag/scan/link loads
+ * whose hash (hashint8) mod k is i − 1: disjoint, so no key is hashed by two parts, and even where the legacy
+ * plaintext rows have ids of one parity (the seeded data's do). They depend only on the `user` step, so their CPU time (~34 ms of scrypt per password) overlaps the bag/scan/link loads
  * instead of delaying them. Batches of PASSWORD_BATCH keys; each batch is one transaction with its
  * checkpoint, so a key is hashed into the target exactly once however invocations interleave or retry.
  */
@@ -480,7 +481,7 @@ async function hashSource(o: StepOptions, step: string, part: { part: number; pa
     const lo = last?.keyHi ?? null;
     const r = await client.query(
       `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col} AS p FROM ${sourceRowsFrom(source, ctx)}
-        WHERE ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL AND mod(mod(${key}::bigint, $2) + $2, $2) = $3${lo === null ? '' : ` AND ${key} > $4`}
+        WHERE ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL AND mod(mod(hashint8(${key}::bigint)::bigint, $2) + $2, $2) = $3${lo === null ? '' : ` AND ${key} > $4`}
         ORDER BY ${key} LIMIT $1`,
       [PASSWORD_BATCH, part.parts, part.part - 1, ...(lo === null ? [] : [lo])],
     );

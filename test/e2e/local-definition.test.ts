@@ -83,6 +83,20 @@ describe('the workflow definition, run locally', () => {
     expect(synthesizeDefinition()).toBe(synthesizeDefinition());
   });
 
+  it('has only inline Maps: aws-local-stepfunctions would run a DISTRIBUTED processor inline, testing another machine than the deployed one', () => {
+    const maps: { name: string; mode: unknown }[] = [];
+    const walk = (states: Record<string, Record<string, unknown>>) => {
+      for (const [name, st] of Object.entries(states)) {
+        if (st.Type !== 'Map') continue;
+        const processor = st.ItemProcessor as { ProcessorConfig?: { Mode?: string }; States: Record<string, Record<string, unknown>> };
+        maps.push({ name, mode: processor.ProcessorConfig?.Mode ?? 'INLINE' });
+        walk(processor.States);
+      }
+    };
+    walk((synthesizeDefinition() as unknown as { States: Record<string, Record<string, unknown>> }).States);
+    expect(maps).toEqual([{ name: 'Backup', mode: 'INLINE' }, { name: 'Migrate', mode: 'INLINE' }]);
+  });
+
   it('runs the tasks in order, loops backup and migrate until done, and outputs the report', async () => {
     const { handlers, calls } = fakeHandlers({ backupPasses: { bag: 3 }, stepPasses: { user: 2 } });
     const result = await runLocally({ definition: synthesizeDefinition(), input: { runId: 'r1' }, handlers, executionName: 'exec-1' });

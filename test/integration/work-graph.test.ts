@@ -109,6 +109,10 @@ describe('the work graph run in parallel', () => {
         const plaintext = await p.query(`SELECT count(*)::int AS n FROM ${q('user')} t JOIN public."user" s ON s.id = t.id WHERE t.password_hash <> s.password AND t.password_hash <> ''`);
         expect(hashed.rows[0].n).toBe(plaintext.rows[0].n);
         expect(plaintext.rows[0].n).toBeGreaterThan(0);
+        // Both parts hash some (the fixture's plaintext users would all fall in one part by parity of the id).
+        const parts = await p.query(`SELECT step, sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%' GROUP BY 1 ORDER BY 1`);
+        expect(parts.rows.map((r) => r.step)).toEqual(['passwords:1/2', 'passwords:2/2']);
+        for (const r of parts.rows) expect(r.n).toBeGreaterThan(0);
         expect((await p.query(`SELECT count(*)::int AS n FROM ${q('user')} WHERE password_hash = $1`, [PENDING_PASSWORD_HASH])).rows[0].n).toBe(0);
         // Foreign keys added NOT VALID were all validated.
         const fks = await p.query(`SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::regnamespace ORDER BY 1`, [SCHEMA]);
