@@ -25,6 +25,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
+import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from '../lambdas/core/execution-input';
 import { ENV, HANDLER_MODULES, TASK_STATES, type TaskKey } from '../lambdas/core/contract';
 import { MigrationWorkflow } from './workflow';
 
@@ -83,6 +84,13 @@ export interface MigrationStackProps extends StackProps {
    * @default logs.RetentionDays.ONE_YEAR
    */
   readonly logRetention?: logs.RetentionDays;
+  /**
+   * At most this many migration work items at once, so at most this many source/target connections
+   * (an execution input's `concurrency` overrides it). The database is the shared resource: size it to
+   * the instance (connections, vCPUs), not to the Lambda limits.
+   * @default 4
+   */
+  readonly concurrency?: number;
 }
 
 type SecretAccess = 'source' | 'target';
@@ -172,6 +180,9 @@ function assertProps(props: MigrationStackProps): string[] {
   }
   if (props.backupPrefix && (props.backupPrefix.startsWith('/') || !props.backupPrefix.endsWith('/'))) {
     problems.push(`backupPrefix must not start with '/' and must end with '/', got '${props.backupPrefix}'.`);
+  }
+  if (props.concurrency !== undefined && (!Number.isInteger(props.concurrency) || props.concurrency < 1 || props.concurrency > MAX_CONCURRENCY)) {
+    problems.push(`concurrency must be a whole number from 1 to ${MAX_CONCURRENCY}, got ${props.concurrency}.`);
   }
   return problems;
 }
@@ -282,6 +293,7 @@ export class MigrationStack extends Stack {
       if (spec.secrets.includes('source')) environment[ENV.sourceSecretArn] = secrets.source.secretArn;
       if (spec.secrets.includes('target')) environment[ENV.targetSecretArn] = secrets.target.secretArn;
       if (spec.timeBudgetMs !== undefined) environment[ENV.timeBudgetMs] = String(spec.timeBudgetMs);
+      if (key === 'preflight') environment[ENV.defaultConcurrency] = String(props.concurrency ?? DEFAULT_CONCURRENCY);
 
       // An own role per function instead of AWSLambdaBasicExecutionRole: logs only to its own group.
       const role = new iam.Role(this, `${name}Role`, {

@@ -13,7 +13,8 @@ import { TASK_STATES, type TaskKey } from '../lambdas/core/contract';
  * State data, top level (every payload is names, keys and cursors, never rows):
  *   after Preflight       { run, backupTables }                  (= PreflightResult)
  *   after FinalizeBackup  + backup: FinalizeBackupResult
- *   after Analyse         + analysis: AnalyseResult
+ *   after Analyse         + analysis: AnalyseResult (its `waves`: the migration's work graph, core/work-graph.ts)
+ *   during Migrate        + wave: { index, items }  — the wave the Migrate Map runs (PickWave … NextWave, IsMigrated)
  *   after Verify          + verification: VerifyResult
  *   after Cutover         + cutover: CutoverResult
  *   after Report          ReportResult                           (the execution's output)
@@ -58,8 +59,11 @@ export const TASK_TIMEOUT = Duration.minutes(15);
 
 /** Parallel table backups (each holds one source connection and one S3 upload). */
 export const BACKUP_MAX_CONCURRENCY = 2;
-/** Migration steps run one at a time: they are in foreign-key order. */
-export const MIGRATE_MAX_CONCURRENCY = 1;
+/**
+ * Migration work items run as a dependency graph, wave after wave (core/work-graph.ts): the Migrate Map
+ * runs the items of one wave, at most `$.run.concurrency` at once (each holds one connection).
+ */
+export const MIGRATE_CONCURRENCY_PATH = '$.run.concurrency';
 
 /** Names of the workflow's non-task states (task states are TASK_STATES). */
 export const FLOW_STATES = {
@@ -69,7 +73,11 @@ export const FLOW_STATES = {
   tableBackedUp: 'TableBackedUp',
   isDryRun: 'IsDryRun',
   dryRunDone: 'DryRunDone',
+  startWaves: 'StartWaves',
+  pickWave: 'PickWave',
   migrate: 'Migrate',
+  nextWave: 'NextWave',
+  isMigrated: 'IsMigrated',
   startStep: 'StartStep',
   isStepMigrated: 'IsStepMigrated',
   stepMigrated: 'StepMigrated',
@@ -104,6 +112,9 @@ export class MigrationWorkflow extends Construct {
   readonly tasks: Readonly<Record<TaskKey, tasks.LambdaInvoke>>;
   readonly backupMap: sfn.Map;
   readonly migrateMap: sfn.Map;
+  readonly pickWave: sfn.Pass;
+  readonly nextWave: sfn.Pass;
+  readonly isMigrated: sfn.Choice;
   readonly isTableBackedUp: sfn.Choice;
   readonly isStepMigrated: sfn.Choice;
   readonly isLive: sfn.Choice;
@@ -121,10 +132,14 @@ export class MigrationWorkflow extends Construct {
     this.backupMap = backup.map;
     const migrate = this.createLoop(t.migrateStep, {
       choice: FLOW_STATES.isStepMigrated, done: FLOW_STATES.stepMigrated, map: FLOW_STATES.migrate, start: FLOW_STATES.startStep,
-      itemsPath: '$.analysis.steps', item: 'step', maxConcurrency: MIGRATE_MAX_CONCURRENCY,
+      itemsPath: '$.wave.items', item: 'step', maxConcurrencyPath: MIGRATE_CONCURRENCY_PATH,
     });
     this.isStepMigrated = migrate.choice;
     this.migrateMap = migrate.map;
+    const waves = this.createWaveLoop(migrate.map);
+    this.pickWave = waves.pick;
+    this.nextWave = waves.next;
+    this.isMigrated = waves.isMigrated;
 
     const isCutoverRequested = new sfn.Choice(this, FLOW_STATES.isCutoverRequested)
       .when(sfn.Condition.booleanEquals('$.run.cutover', true), t.cutover.next(t.report))
@@ -140,7 +155,9 @@ export class MigrationWorkflow extends Construct {
     this.isLive = new sfn.Choice(this, FLOW_STATES.isLive)
       .when(sfn.Condition.and(sfn.Condition.isPresent('$.run.live'), sfn.Condition.booleanEquals('$.run.live', true)), t.catchUp)
       .otherwise(isCutoverRequested);
-    const migrateAndVerify = t.createSchema.next(this.migrateMap).next(t.verify).next(this.isLive);
+    this.isMigrated.otherwise(t.verify);
+    t.verify.next(this.isLive);
+    const migrateAndVerify = t.createSchema.next(waves.start);
     const isDryRun = new sfn.Choice(this, FLOW_STATES.isDryRun)
       .when(sfn.Condition.booleanEquals('$.run.dryRun', true), new sfn.Succeed(this, FLOW_STATES.dryRunDone))
       .otherwise(migrateAndVerify);
@@ -191,7 +208,7 @@ export class MigrationWorkflow extends Construct {
    */
   private createLoop(
     task: tasks.LambdaInvoke,
-    o: { choice: string; done: string; map: string; start: string; itemsPath: string; item: string; maxConcurrency: number },
+    o: { choice: string; done: string; map: string; start: string; itemsPath: string; item: string; maxConcurrency?: number; maxConcurrencyPath?: string },
   ): { choice: sfn.Choice; map: sfn.Map } {
     const choice = new sfn.Choice(this, o.choice)
       .when(sfn.Condition.booleanEquals('$.progress.done', true), new sfn.Succeed(this, o.done, { outputPath: '$.progress' }))
@@ -199,11 +216,34 @@ export class MigrationWorkflow extends Construct {
     const map = new sfn.Map(this, o.map, {
       itemsPath: o.itemsPath,
       itemSelector: { run: sfn.JsonPath.objectAt('$.run'), [o.item]: sfn.JsonPath.stringAt('$$.Map.Item.Value') },
-      maxConcurrency: o.maxConcurrency,
+      ...(o.maxConcurrencyPath ? { maxConcurrencyPath: o.maxConcurrencyPath } : { maxConcurrency: o.maxConcurrency }),
       // Per-item results stay out of the state (256 KB payload limit); the next task reads the checkpoints.
       resultPath: sfn.JsonPath.DISCARD,
     });
     map.itemProcessor(startProgress(this, o.start).next(task).next(choice));
     return { choice, map };
+  }
+
+  /**
+   * The waves of the migration graph, one Map run per wave: StartWaves (index 0) → PickWave (the wave's items,
+   * States.ArrayGetItem) → Migrate → NextWave (States.MathAdd) → IsMigrated (another wave? PickWave : on).
+   * The same definition runs locally (aws-local-stepfunctions implements both intrinsics and MaxConcurrencyPath).
+   */
+  private createWaveLoop(map: sfn.Map): { start: sfn.Pass; pick: sfn.Pass; next: sfn.Pass; isMigrated: sfn.Choice } {
+    const start = new sfn.Pass(this, FLOW_STATES.startWaves, { result: sfn.Result.fromObject({ index: 0 }), resultPath: '$.wave' });
+    const pick = new sfn.Pass(this, FLOW_STATES.pickWave, {
+      parameters: {
+        index: sfn.JsonPath.numberAt('$.wave.index'),
+        items: sfn.JsonPath.arrayGetItem(sfn.JsonPath.listAt('$.analysis.waves'), sfn.JsonPath.numberAt('$.wave.index')),
+      },
+      resultPath: '$.wave',
+    });
+    const next = new sfn.Pass(this, FLOW_STATES.nextWave, {
+      parameters: { index: sfn.JsonPath.mathAdd(sfn.JsonPath.numberAt('$.wave.index'), 1) },
+      resultPath: '$.wave',
+    });
+    const isMigrated = new sfn.Choice(this, FLOW_STATES.isMigrated).when(sfn.Condition.numberLessThanJsonPath('$.wave.index', '$.analysis.waveCount'), pick);
+    start.next(pick).next(map).next(next).next(isMigrated);
+    return { start, pick, next, isMigrated };
   }
 }

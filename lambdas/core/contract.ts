@@ -33,6 +33,12 @@ export interface ExecutionInput {
    * otherwise it ends caught up with the capture on (a later cutover finishes it).
    */
   readonly live?: boolean;
+  /**
+   * At most this many work items of the migration at once, each holding one source or target connection
+   * (finalize: this many target connections for its index builds and validations). Default: the stack's
+   * `concurrency` prop (4).
+   */
+  readonly concurrency?: number;
 }
 
 /** The run as every task after Preflight sees it: resolved defaults, no secrets. */
@@ -58,6 +64,8 @@ export interface RunContext {
   readonly retry?: { readonly round: number; readonly since: string };
   readonly recomputeSummaries?: boolean;
   readonly live?: boolean;
+  /** At most this many migration work items (and connections) at once; the Migrate Map's MaxConcurrencyPath. */
+  readonly concurrency: number;
 }
 
 /** A resumable unit of work returns a cursor until it is done. `cursor` is opaque to the workflow. */
@@ -81,8 +89,11 @@ export interface FinalizeBackupResult { readonly manifestKey: string; readonly t
 
 export interface AnalyseResult {
   readonly planKey: string;
-  /** Migration steps in foreign-key order: `prepare`, one per target table, `finalize`. */
+  /** Migration steps in one foreign-key order: [`stage`,] `prepare`, one per target table, [`passwords`,] `finalize`. */
   readonly steps: string[];
+  /** The same steps as a dependency graph in waves (core/work-graph.ts): every dependency of a step is in an earlier wave. */
+  readonly waves: string[][];
+  readonly waveCount: number;
   readonly decisions: number;
   readonly warnings: number;
 }
@@ -148,6 +159,7 @@ export const HANDLER_MODULES: Readonly<Record<TaskKey, string>> = {
  * - BACKUP_BUCKET, BACKUP_PREFIX (default ''), BACKUP_KMS_KEY_ID (optional)
  * - S3_ENDPOINT (an S3-compatible server instead of AWS S3; signed with the standard credential chain),
  *   S3_LOCAL_SERVER=true (S3_ENDPOINT is the built-in local s3rver: sign with its fixed key), TIME_BUDGET_MS (default 600000 = 10 of the Lambda's 15 minutes)
+ * - DEFAULT_CONCURRENCY (Preflight: the run's concurrency when the input names none; default 4)
  */
 export const ENV = {
   sourceSecretArn: 'SOURCE_SECRET_ARN',
@@ -160,4 +172,6 @@ export const ENV = {
   s3Endpoint: 'S3_ENDPOINT',
   s3LocalServer: 'S3_LOCAL_SERVER',
   timeBudgetMs: 'TIME_BUDGET_MS',
+  /** Preflight: the run's concurrency when the execution input names none (the stack's `concurrency` prop). */
+  defaultConcurrency: 'DEFAULT_CONCURRENCY',
 } as const;

@@ -9,14 +9,19 @@ import { TARGET_TABLES } from './rules';
  */
 
 export const DEFAULT_BATCH_SIZE = 200_000;
+/** Work items (and connections) at once when neither the input nor the stack says otherwise. */
+export const DEFAULT_CONCURRENCY = 4;
+export const MAX_CONCURRENCY = 64;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_$ -]{0,62}$/;
 
 /** Validates the execution input; every problem is reported at once. */
-export function resolveExecutionInput(input: ExecutionInput | unknown, fallbackRunId: () => string): Omit<RunContext, 'runTime' | 'crossDatabase'> & { readonly retryRejects?: true } {
+export function resolveExecutionInput(
+  input: ExecutionInput | unknown, fallbackRunId: () => string, defaultConcurrency = DEFAULT_CONCURRENCY,
+): Omit<RunContext, 'runTime' | 'crossDatabase'> & { readonly retryRejects?: true } {
   const raw = (input ?? {}) as Record<string, unknown>;
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null || Array.isArray(input)) problems.push('the input must be a JSON object');
-  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries', 'retryRejects', 'live'];
+  const known = ['runId', 'sourceSchema', 'targetSchema', 'tables', 'skipTables', 'batchSize', 'cutover', 'dryRun', 'mappingKey', 'appSchema', 'legacyJsonBackup', 'recomputeSummaries', 'retryRejects', 'live', 'concurrency'];
   for (const k of Object.keys(raw)) if (!known.includes(k)) problems.push(`unknown field "${k}" (allowed: ${known.join(', ')})`);
   const str = (k: string, def: string) => {
     const v = raw[k];
@@ -50,6 +55,8 @@ export function resolveExecutionInput(input: ExecutionInput | unknown, fallbackR
   for (const t of tables ?? []) if (!(TARGET_TABLES as readonly string[]).includes(t)) problems.push(`"tables" has "${t}", not a target table (${TARGET_TABLES.join(', ')})`);
   const batchSize = raw.batchSize === undefined || raw.batchSize === null ? DEFAULT_BATCH_SIZE : Number(raw.batchSize);
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 5_000_000) problems.push('"batchSize" must be a whole number from 1 to 5,000,000');
+  const concurrency = raw.concurrency === undefined || raw.concurrency === null ? defaultConcurrency : Number(raw.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY) problems.push(`"concurrency" must be a whole number from 1 to ${MAX_CONCURRENCY} (at most that many source/target connections)`);
   const mappingKey = raw.mappingKey === undefined || raw.mappingKey === null ? null : String(raw.mappingKey);
   const ctx = {
     runId,
@@ -59,6 +66,7 @@ export function resolveExecutionInput(input: ExecutionInput | unknown, fallbackR
     tables,
     skipTables: list('skipTables') ?? [],
     batchSize,
+    concurrency,
     cutover: bool('cutover'),
     dryRun: bool('dryRun'),
     legacyJsonBackup: bool('legacyJsonBackup'),

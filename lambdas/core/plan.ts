@@ -10,7 +10,7 @@ export interface Plan {
   readonly sourceSchema: string;
   readonly targetSchema: string;
   readonly tables: TablePlan[];
-  /** Workflow migration steps in foreign-key order. */
+  /** Workflow migration steps in one foreign-key order (the workflow runs them as a graph: core/work-graph.ts). */
   readonly steps: string[];
   readonly decisions: Decision[];
   /** Source columns no rule reads (kept in the backup); `withData`: those holding a value in some row (set by the analysis). */

@@ -4,6 +4,7 @@ import { matchFirstAlias, matchName, sameName } from './names';
 import type { ColumnMapping, Decision, DerivedLinkPlan, Plan, PlanOptions, SourcePlan, TablePlan } from './plan';
 import { TRANSFORMS } from './transforms';
 import { targetColumn } from './sql/target-ddl';
+import { passwordSteps } from './work-graph';
 
 export type { ColumnMapping, Decision, DerivedLinkPlan, Plan, PlanOptions, SourcePlan, TablePlan } from './plan';
 import {
@@ -118,7 +119,7 @@ export function planMigration(catalog: Catalog, options: PlanOptions): Plan {
     sourceSchema: catalog.schema,
     targetSchema: options.targetSchema,
     tables,
-    steps: ['prepare', ...tables.map((t) => t.target), 'finalize'],
+    steps: ['prepare', ...tables.map((t) => t.target), ...(hasPlaintextPasswords(tables) ? passwordSteps() : []), 'finalize'],
     decisions: a.decisions,
     unmappedColumns,
     ...rest,
@@ -126,6 +127,11 @@ export function planMigration(catalog: Catalog, options: PlanOptions): Plan {
     warnings: a.warnings,
     recomputeSummaries: options.recomputeSummaries === true,
   };
+}
+
+/** A user source whose password column holds legacy plaintext: the plan has a step that hashes it. */
+function hasPlaintextPasswords(tables: readonly TablePlan[]): boolean {
+  return tables.some((t) => t.target === 'user' && t.sources.some((s) => s.columns.some((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column' && c.source)));
 }
 
 function resolveSkippedTables(a: Analysis, names: readonly string[]): void {

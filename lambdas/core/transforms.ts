@@ -30,11 +30,21 @@ import {
  * PostgreSQL through the entry's own SQL.
  */
 
-/** Plaintext passwords hashed in Node for this batch, joined by source key. */
+/**
+ * Plaintext passwords hashed in Node for this batch, joined by source key. `deferred`: none are hashed yet;
+ * their rows get PENDING_PASSWORD_HASH and the `passwords` step (engine/migrate.ts) hashes them after the load, off the critical path.
+ */
 export interface PasswordHashes {
   readonly keys: number[];
   readonly hashes: string[];
+  readonly deferred?: boolean;
 }
+
+/**
+ * What a row whose legacy plaintext is hashed later holds meanwhile: not the plaintext, not a hash the
+ * application accepts. The `passwords` step replaces it (only it, by key) before `finalize`.
+ */
+export const PENDING_PASSWORD_HASH = '!pending-rehash';
 
 export interface TransformInput {
   readonly m: ColumnMapping;
@@ -126,6 +136,9 @@ function passwordSql(t: TransformInput): TransformSql {
   if (m.passwordSource !== 'plaintext-column') return { value: `COALESCE(${col}::text, '')` };
   // Rehashed values carry a random salt: the checksum covers verbatim hashes only.
   if (ctx.mode === 'checksum') return { value: `CASE WHEN ${isHash} THEN ${col}::text ELSE NULL END` };
+  if (passwords?.deferred) {
+    return { value: `CASE WHEN ${isHash} THEN ${col}::text WHEN COALESCE(${col}::text, '') = '' THEN '' ELSE ${params.add(PENDING_PASSWORD_HASH, 'text')} END` };
+  }
   const keys = params.add(passwords?.keys ?? [], 'bigint[]');
   const hashes = params.add(passwords?.hashes ?? [], 'text[]');
   return {

@@ -1,8 +1,10 @@
 import type pg from 'pg';
 import { MigrationBatchError, MigrationError, PlanError } from '../core/errors';
 import type { Plan, SourcePlan, TablePlan } from '../core/planner';
-import { TARGET_ORDER, type TargetTable } from '../core/rules';
+import { TARGET_ORDER } from '../core/rules';
 import { plaintextPasswordSql } from '../core/sql/values';
+import { PENDING_PASSWORD_HASH } from '../core/transforms';
+import { defersPasswordHashing, parsePasswordsStep, planFinalizeJobs, type FinalizeJob } from '../core/work-graph';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
@@ -23,7 +25,7 @@ import {
 } from '../core/sql/mapping';
 import { bagRoleRefs, bagRolesNeeded, renderBagRefsFill, renderBagRoleSets } from '../core/sql/bag-roles';
 import { renderComputeSummaries } from '../core/sql/derived';
-import { renderAnalyze, renderCreateTables, renderPostLoad, renderResetSequence, WORK_TABLES } from '../core/sql/target-ddl';
+import { renderAnalyze, renderCreateTables, renderForeignKeys, renderIndexes, renderResetSequence, renderValidateForeignKeys, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
 import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
 
@@ -69,6 +71,10 @@ export interface StepOptions {
   readonly readSchema?: string;
   /** Asked between batches, like the deadline (tests use it to interrupt a run). */
   readonly shouldStop?: () => boolean;
+  /** At most this many target connections at once (the run's concurrency; default 1). */
+  readonly concurrency?: number;
+  /** Another connection to the target, for work beside `client` (finalize's jobs); absent: all on `client`. */
+  readonly openClient?: () => Promise<{ readonly client: pg.ClientBase; readonly close: () => Promise<void> }>;
 }
 
 export interface StepResult {
@@ -123,6 +129,8 @@ export async function runMigrateStep(o: StepOptions, step: string): Promise<Step
   if (await stepIsDone(o, step)) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
   if (step === 'prepare') return prepare(o);
   if (step === 'finalize') return finalize(o);
+  const passwordsPart = parsePasswordsStep(step);
+  if (passwordsPart) return runPasswordsStep(o, step, passwordsPart);
   const table = o.plan.tables.find((t) => t.target === step);
   if (!table) throw new MigrationBatchError(`Step "${step}" is not in the plan of run ${o.run.runId} (steps: ${o.plan.steps.join(', ')}).`);
   return migrateTable(o, table);
@@ -332,7 +340,9 @@ async function migrateUnit(
       return { done: true, cursor: null };
     }
     const started = Date.now();
-    const passwords = await hashPlaintextPasswords(o, unit.source, readSchema, range);
+    const passwords = step === 'user' && defersPasswordHashing(run.live === true, unit.source)
+      ? { keys: [], hashes: [], deferred: true }
+      : await hashPlaintextPasswords(o, unit.source, readSchema, range);
     let counts: { migrated: number; rejected: number; already: number };
     try {
       counts = await withTransaction(client, async () => {
@@ -414,39 +424,176 @@ export async function hashPlaintextPasswords(
   return { keys: r.rows.map((row) => Number(row.k)), hashes };
 }
 
+// ---------------------------------------------------------------- passwords
+
+/**
+ * The `passwords:<part>/<parts>` steps: the legacy plaintext passwords that the user batches left pending
+ * (PENDING_PASSWORD_HASH, see defersPasswordHashing) are hashed the werkzeug way (scrypt, random
+ * 16-character salt, as in the batches) and written over the pending value, by key; part i of k takes the keys
+ * whose hash (hashint8) mod k is i − 1: disjoint, so no key is hashed by two parts, and even where the legacy
+ * plaintext rows have ids of one parity (the seeded data's do). They depend only on the `user` step, so their CPU time (~34 ms of scrypt per password) overlaps the bag/scan/link loads
+ * instead of delaying them. Batches of PASSWORD_BATCH keys; each batch is one transaction with its
+ * checkpoint, so a key is hashed into the target exactly once however invocations interleave or retry.
+ */
+
+/** Plaintext passwords per batch: about 1 s of scrypt on two threads, well inside a time budget. */
+export const PASSWORD_BATCH = 64;
+
+export async function runPasswordsStep(o: StepOptions, step: string, part: { part: number; parts: number }): Promise<StepResult> {
+  const totals = { migrated: 0, rejected: 0, batches: 0 };
+  const user = o.plan.tables.find((t) => t.target === 'user');
+  for (const source of user?.sources ?? []) {
+    if (!defersPasswordHashing(o.run.live === true, source)) continue;
+    const done = await hashSource(o, step, part, source, totals);
+    if (!done) return { ...totals, done: false, cursor: `${step}:${source.table}` };
+  }
+  await withTransaction(o.client, () => markStepDone(o, step));
+  return { ...totals, done: true, cursor: null };
+}
+
+/** One source's pending passwords, batch by batch; false when out of time. */
+async function hashSource(o: StepOptions, step: string, part: { part: number; parts: number }, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
+  const { client, run } = o;
+  const schema = run.targetSchema;
+  const ctx = mappingContext(run, o.readSchema ?? run.sourceSchema, {}, 'load');
+  const pw = source.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column')!;
+  const key = `s.${id(source.key!)}`;
+  const col = `s.${id(pw.source!)}::text`;
+  for (;;) {
+    const last = await lastCheckpoint(client, schema, run.runId, step, source.table);
+    if (last?.batchNo === COMPLETE) return true;
+    if (totals.batches > 0 && (Date.now() >= o.deadline || (o.shouldStop?.() ?? false))) return false;
+    const lo = last?.keyHi ?? null;
+    const r = await client.query(
+      `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col} AS p FROM ${sourceRowsFrom(source, ctx)}
+        WHERE ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL AND mod(mod(hashint8(${key}::bigint)::bigint, $2) + $2, $2) = $3${lo === null ? '' : ` AND ${key} > $4`}
+        ORDER BY ${key} LIMIT $1`,
+      [PASSWORD_BATCH, part.parts, part.part - 1, ...(lo === null ? [] : [lo])],
+    );
+    if (r.rows.length === 0) {
+      await claimCheckpoint(client, schema, run.runId, step, source.table, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
+      return true;
+    }
+    const keys = r.rows.map((row) => Number(row.k));
+    const started = Date.now();
+    const hashes = await o.hashPasswords(r.rows.map((row) => row.p as string));
+    const batchNo = (last?.batchNo ?? 0) + 1;
+    await withTransaction(client, async () => {
+      if (!(await claimCheckpoint(client, schema, run.runId, step, source.table, { batchNo, keyLo: lo, keyHi: keys[keys.length - 1]! }))) return;
+      // Only a row still pending: one that a retry round or catch-up re-derived meanwhile keeps its own hash.
+      const u = await client.query(
+        `UPDATE ${qualified(schema, 'user')} t SET password_hash = x.h FROM unnest($1::bigint[], $2::text[]) AS x(k, h)
+          WHERE t.id = x.k AND t.password_hash = $3`,
+        [keys, hashes, PENDING_PASSWORD_HASH],
+      );
+      await completeCheckpoint(client, schema, run.runId, step, source.table, batchNo, { migrated: u.rowCount ?? 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
+      totals.migrated += u.rowCount ?? 0;
+    }).catch((err) => {
+      throw toMigrationError(err, `Hashing the legacy passwords of ${source.table} (keys after ${lo ?? 'the start'})`);
+    });
+    totals.batches++;
+  }
+}
+
 // ---------------------------------------------------------------- finalize
 
 /**
  * After the load: the summaries the application derives (bag and bill, from the complete link and
  * bill_bag tables), secondary indexes, foreign keys, sequences past the largest id, statistics.
+ * The jobs (planFinalizeJobs) run on up to `concurrency` connections at once: `client` and extra ones
+ * from `openClient`. Each job is one transaction with its checkpoint; an invocation starts no job after
+ * its deadline (but at least one), lets the running ones finish, and returns a cursor.
  */
 async function finalize(o: StepOptions): Promise<StepResult> {
-  const { client, run } = o;
-  const schema = run.targetSchema;
-  const offsets = await loadOffsets(client, schema);
+  const offsets = await loadOffsets(o.client, o.run.targetSchema);
+  const jobs = planFinalizeJobs();
+  const done = new Set<string>();
+  for (const job of jobs) {
+    const cp = await lastCheckpoint(o.client, o.run.targetSchema, o.run.runId, 'finalize', job.name);
+    if (cp) done.add(job.name); // claimed in the job's own transaction: present means done
+  }
+  const pool = new ClientPool(o);
+  const running = new Map<string, Promise<string>>();
   let batches = 0;
-  for (const table of TARGET_ORDER) {
-    if (batches > 0 && outOfTime(o)) return { done: false, cursor: `finalize:${table}`, migrated: 0, rejected: 0, batches };
-    const started = Date.now();
-    await withTransaction(client, async () => {
-      await tuneBatchTransaction(client);
-      if (!(await claimCheckpoint(client, schema, run.runId, 'finalize', table, { batchNo: 1, keyLo: null, keyHi: null }))) return;
+  try {
+    for (;;) {
+      const ready = jobs.filter((j) => !done.has(j.name) && !running.has(j.name) && j.after.every((d) => done.has(d)));
+      while (ready.length && running.size < pool.size && !(batches > 0 && outOfTime(o))) {
+        const job = ready.shift()!;
+        batches++;
+        running.set(job.name, pool.use((c) => runFinalizeJob(o, c, job, offsets)).then(() => job.name));
+      }
+      if (running.size === 0) break;
+      const finished = await Promise.race(running.values());
+      running.delete(finished);
+      done.add(finished);
+    }
+  } finally {
+    await Promise.allSettled(running.values());
+    await pool.close();
+  }
+  if (jobs.some((j) => !done.has(j.name))) return { done: false, cursor: `finalize:${jobs.find((j) => !done.has(j.name))!.name}`, migrated: 0, rejected: 0, batches };
+  await withTransaction(o.client, () => markStepDone(o, 'finalize'));
+  return { done: true, cursor: null, migrated: 0, rejected: 0, batches };
+}
+
+/** One finalize job in its own transaction on `client`, with its checkpoint (a job done meanwhile is skipped). */
+async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: FinalizeJob, offsets: Record<string, number>): Promise<void> {
+  const { run } = o;
+  const schema = run.targetSchema;
+  const started = Date.now();
+  await withTransaction(client, async () => {
+    await tuneBatchTransaction(client);
+    if (!(await claimCheckpoint(client, schema, run.runId, 'finalize', job.name, { batchNo: 1, keyLo: null, keyHi: null }))) return;
+    if (job.kind === 'table') {
+      const table = job.table!;
       // Indexes first, then the summaries: an UPDATE before CREATE INDEX in the same transaction leaves broken
       // HOT chains, and PostgreSQL then marks the new index unusable for every snapshot older than this
       // transaction (pg_index.indcheckxmin) — with one long transaction anywhere on the server, the application's
       // exact qr_id lookups would read the whole bag table after cutover.
-      for (const sql of renderPostLoad(schema, table as TargetTable)) await client.query(sql);
+      for (const sql of renderIndexes(schema, table)) await client.query(sql);
       const tablePlan = o.plan.tables.find((t) => t.target === table);
       const summaries = tablePlan ? renderComputeSummaries(schema, tablePlan, offsets) : null;
       if (summaries) await client.query(summaries);
-      await client.query(renderResetSequence(schema, table as TargetTable));
+      await client.query(renderResetSequence(schema, table));
       await client.query(`ANALYZE ${qualified(schema, table)}`);
-      await completeCheckpoint(client, schema, run.runId, 'finalize', table, 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
-      batches++;
-    }).catch((err) => {
-      throw toMigrationError(err, `Finalizing ${table} (indexes, foreign keys, sequence)`);
-    });
+    } else if (job.kind === 'foreign-keys') {
+      for (const table of TARGET_ORDER) for (const sql of renderForeignKeys(schema, table)) await client.query(sql);
+    } else {
+      for (const sql of renderValidateForeignKeys(schema, job.table!)) await client.query(sql);
+    }
+    await completeCheckpoint(client, schema, run.runId, 'finalize', job.name, 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
+  }).catch((err) => {
+    throw toMigrationError(err, `Finalizing ${job.table ?? ''}${job.table ? ' ' : ''}(${job.kind === 'table' ? 'indexes, summaries, sequence' : job.kind === 'validate' ? 'validating its foreign keys' : 'adding the foreign keys'})`);
+  });
+}
+
+/**
+ * The step's connections: its own client and, up to the run's concurrency, more from `openClient`, opened
+ * when a job needs one and closed at the end. `use` runs a job on an idle connection.
+ */
+class ClientPool {
+  private readonly idle: pg.ClientBase[];
+  private readonly opened: { client: pg.ClientBase; close: () => Promise<void> }[] = [];
+  readonly size: number;
+  constructor(private readonly o: StepOptions) {
+    this.idle = [o.client];
+    this.size = o.openClient ? Math.max(1, Math.floor(o.concurrency ?? 1)) : 1;
   }
-  await withTransaction(client, () => markStepDone(o, 'finalize'));
-  return { done: true, cursor: null, migrated: 0, rejected: 0, batches };
+  async use<T>(fn: (c: pg.ClientBase) => Promise<T>): Promise<T> {
+    let client = this.idle.pop();
+    if (!client) {
+      const extra = await this.o.openClient!();
+      this.opened.push(extra);
+      client = extra.client;
+    }
+    try {
+      return await fn(client);
+    } finally {
+      this.idle.push(client);
+    }
+  }
+  async close(): Promise<void> {
+    await Promise.allSettled(this.opened.map((x) => x.close()));
+  }
 }

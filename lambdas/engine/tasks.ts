@@ -28,7 +28,8 @@ import { writeLegacyJsonBackup } from '../io/legacy-json-backup';
 import { readTableInfo, readTableNames } from '../io/catalog';
 import { assertSourceReadable, assertTargetWritable } from '../io/privileges';
 import { resolveExecutionInput } from '../core/execution-input';
-import { describeDatabase, toMigrationError, withClient, withTransaction, type DatabaseConfig } from '../io/pg';
+import { planWaves } from '../core/work-graph';
+import { connect, describeDatabase, toMigrationError, withClient, withTransaction, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
 import { exportRejects, buildReport, readRejectGroups } from './report';
@@ -67,6 +68,8 @@ export interface TaskDeps {
   readonly prefix: string;
   readonly kmsKeyId?: string;
   readonly timeBudgetMs: number;
+  /** The run's concurrency when the execution input names none (default DEFAULT_CONCURRENCY). */
+  readonly defaultConcurrency?: number;
   readonly hashPasswords: PasswordHasher;
   /** Who runs the tasks (execution name, or `local`). */
   readonly holder?: string;
@@ -87,7 +90,11 @@ function runKey(deps: TaskDeps, run: RunContext, name: string): string {
 
 /** Preflight: validate the input, connect, check privileges, take the lease, record the run. */
 export async function preflightTask(event: PreflightEvent, deps: TaskDeps): Promise<PreflightResult> {
-  const base = resolveExecutionInput(event.input as ExecutionInput, () => (event.executionName && /^[A-Za-z0-9]/.test(event.executionName) ? event.executionName.slice(0, 63) : newRunId()));
+  const base = resolveExecutionInput(
+    event.input as ExecutionInput,
+    () => (event.executionName && /^[A-Za-z0-9]/.test(event.executionName) ? event.executionName.slice(0, 63) : newRunId()),
+    deps.defaultConcurrency,
+  );
   const source = await deps.source();
   const backupTables = await withClient(source, (c) => assertSourceReadable(c, base.sourceSchema), { statementTimeoutMs: 60_000 });
   let runTime = new Date().toISOString().replace('Z', '');
@@ -234,7 +241,8 @@ export async function analyseTask(event: RunEvent, deps: TaskDeps): Promise<Anal
   deps.log?.(`Analyse: ${plan.tables.length} target tables from ${plan.tables.flatMap((t) => t.sources).length} source tables; ${plan.warnings.length} warnings`);
   for (const w of plan.warnings) deps.log?.(`  warning: ${w}`);
   const steps = run.crossDatabase ? ['stage', ...plan.steps] : plan.steps;
-  return { planKey, steps, decisions: plan.decisions.length, warnings: plan.warnings.length };
+  const waves = planWaves(plan, { stage: run.crossDatabase });
+  return { planKey, steps, waves, waveCount: waves.length, decisions: plan.decisions.length, warnings: plan.warnings.length };
 }
 
 /** Every task after Preflight works on the target under the run's lease. */
@@ -268,7 +276,15 @@ export async function migrateStepTask(event: MigrateStepEvent, deps: TaskDeps): 
       const r = await withClient(await deps.source(), (src) => runStageStep({ source: src, target: c, run: engineRun(run), plan, deadline }));
       return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: 0, batches: r.batches };
     }
-    const options = { client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run) };
+    const target = await deps.target();
+    const options = {
+      client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run),
+      concurrency: run.concurrency ?? 1,
+      openClient: async () => {
+        const extra = await connect(target);
+        return { client: extra, close: () => extra.end() };
+      },
+    };
     const r = run.retry ? await runRetryStep(options, step, run.retry) : await runMigrateStep(options, step);
     return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: r.rejected, batches: r.batches };
   });

@@ -1,6 +1,6 @@
 import type { TaskDeps } from '../engine/tasks';
 import { hashPasswords } from '../io/password';
-import { backupBucket, backupPrefix, kmsKeyId, resolveDatabaseConfig, s3Client, timeBudgetMs } from '../io/runtime';
+import { backupBucket, backupPrefix, defaultConcurrency, kmsKeyId, resolveDatabaseConfig, s3Client, timeBudgetMs } from '../io/runtime';
 
 /** Task dependencies from the environment (Lambda: Secrets Manager; local runner: URLs). Built per invocation, clients are cached. */
 export function runtimeDeps(holder?: string): TaskDeps {
@@ -12,6 +12,7 @@ export function runtimeDeps(holder?: string): TaskDeps {
     prefix: backupPrefix(),
     kmsKeyId: kmsKeyId(),
     timeBudgetMs: timeBudgetMs(),
+    defaultConcurrency: defaultConcurrency(),
     hashPasswords: (plain) => hashPasswords(plain),
     holder,
     log: (line) => console.log(line),

@@ -84,6 +84,12 @@ export function timeBudgetMs(env: NodeJS.ProcessEnv = process.env): number {
   return Number.isFinite(v) && v > 0 ? v : 600_000;
 }
 
+/** The run's concurrency when the execution input names none (DEFAULT_CONCURRENCY, set from the stack prop). */
+export function defaultConcurrency(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const v = Number(env[ENV.defaultConcurrency]);
+  return Number.isInteger(v) && v > 0 ? v : undefined;
+}
+
 /**
  * The S3 client: AWS by default, the S3-compatible server of S3_ENDPOINT when set (both with the
  * standard credential chain), the built-in local server's key only when S3_LOCAL_SERVER=true.

@@ -34,7 +34,7 @@ import {
 
 export const RUN_USAGE = `tracetrack-migrate run [--source URL] [--target URL] [--source-schema public] [--target-schema tracetrack]
                        [--backup-dir DIR | --bucket NAME [--s3-endpoint URL] [--kms-key-id KEY] [--allow-unencrypted-bucket]] [--batch-size N]
-                       [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--retry-rejects] [--report FILE] [--live] [--cutover] [--legacy-json-backup]
+                       [--concurrency N] [--mapping FILE] [--skip-table NAME]... [--run-id ID] [--retry-rejects] [--report FILE] [--live] [--cutover] [--legacy-json-backup]
                        [--recompute-summaries] [--demo [--scale N] [--keep]]`;
 
 /** A few thousand bags: the demo finishes in seconds. */
@@ -52,6 +52,7 @@ const OPTIONS = {
   'kms-key-id': { type: 'string' },
   'allow-unencrypted-bucket': { type: 'boolean' },
   'batch-size': { type: 'string' },
+  concurrency: { type: 'string' },
   mapping: { type: 'string' },
   'skip-table': { type: 'string', multiple: true },
   'run-id': { type: 'string' },
@@ -110,6 +111,7 @@ export function resolveRunFlags(args: string[], env: NodeJS.ProcessEnv): RunFlag
     ...(v['target-schema'] ? { targetSchema: v['target-schema'] } : {}),
     ...(v['skip-table']?.length ? { skipTables: v['skip-table'] } : {}),
     ...(v['batch-size'] ? { batchSize: parsePositiveInt(v['batch-size'], '--batch-size') } : {}),
+    ...(v.concurrency ? { concurrency: parsePositiveInt(v.concurrency, '--concurrency') } : {}),
     ...(v.cutover ? { cutover: true } : {}),
     ...(v.live ? { live: true } : {}),
     ...(v['legacy-json-backup'] ? { legacyJsonBackup: true } : {}),
@@ -390,9 +392,10 @@ export function renderSummary(output: ReportResult, trace: LocalRunTrace): strin
     const s = seconds.get(table);
     rows.push([table, String(source), String(c.migrated), String(derived), String(c.rejected), s === undefined ? '-' : s.toFixed(2)]);
   }
-  const other = ['prepare', 'finalize'].map((k) => seconds.get(k) ?? 0).reduce((a, b) => a + b, 0);
+  const other = trace.steps.filter((s) => !(s.step in output.tables)).reduce((a, s) => a + s.seconds, 0);
   rows.push(['total', String(total.source), String(total.migrated), String(total.derived), String(total.rejected), (trace.steps.reduce((a, s) => a + s.seconds, 0)).toFixed(2)]);
-  return `${padTable(rows, (i) => i > 0)}\n(seconds: time in the table's MigrateStep invocations of this run; prepare + finalize: ${other.toFixed(2)} s)`;
+  const wall = trace.migrateWall === undefined ? '' : `; the migration took ${trace.migrateWall.toFixed(2)} s of wall time, its steps side by side`;
+  return `${padTable(rows, (i) => i > 0)}\n(seconds: time in the table's MigrateStep invocations of this run; prepare, password hashing, finalize: ${other.toFixed(2)} s${wall})`;
 }
 
 function rank(order: string[], table: string): number {

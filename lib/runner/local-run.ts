@@ -67,6 +67,8 @@ export interface LocalRunTrace {
   catchUp?: { pending: number; oldestSeconds: number; rate: number; applied: number };
   /** Cutover: how long the application's writes were blocked (ms). */
   writeFreezeMs?: number;
+  /** Wall seconds from the first MigrateStep invocation's start to the last one's end (steps overlap). */
+  migrateWall?: number;
 }
 
 export type LocalRunOutcome =
@@ -286,6 +288,7 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
   const handlers = loadTaskHandlers();
 
   const estimates = new RowEstimates(options, progress);
+  const migrateSpan: { first?: number; last?: number } = {};
   const bound: Record<string, LocalTaskHandler> = {};
   for (const [state, handler] of Object.entries(handlers)) {
     bound[state] = (async (event: Record<string, unknown>) => {
@@ -295,6 +298,11 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
       const t0 = Date.now();
       const result = (await handler(event)) as Record<string, unknown>;
       const seconds = (Date.now() - t0) / 1000;
+      if (state === TASK_STATES.migrateStep) {
+        migrateSpan.first ??= t0;
+        migrateSpan.last = Date.now();
+        trace.migrateWall = (migrateSpan.last - migrateSpan.first) / 1000;
+      }
       await estimates.observe(state, result);
       recordTaskResult({ trace, stepMap, progress }, state, result, seconds);
       return result;

@@ -214,7 +214,8 @@ function parseRun(raw: RawRun): CliRun {
   return {
     ...raw,
     backup: { perTable: backupPerTable, phase: backupPhase },
-    migrate: { createSchema, perStep, stepsTotal, total: createSchema + stepsTotal, phaseWall: migratePhaseWall },
+    // The steps run as a graph, several at once: the migration's time is the wall of its phase, not the sum of its steps.
+    migrate: { createSchema, perStep, stepsTotal, total: createSchema + (Number.isFinite(migratePhaseWall) ? migratePhaseWall : stepsTotal), phaseWall: migratePhaseWall },
     verify,
     verifyNote,
     report: num(/^Report done \(([\d.]+) s\)/),
@@ -222,15 +223,16 @@ function parseRun(raw: RawRun): CliRun {
 }
 
 /** History events and state transitions (states entered) of one execution, from invocation counts. */
-function historyOf(backupInv: number[], migrateInv: number[]) {
+function historyOf(backupInv: number[], migrateInv: number[], waves = 6) {
   // Fixed: ExecutionStarted/Succeeded; tasks Preflight, FinalizeBackup, Analyse, CreateSchema, Verify, Report (5 events each);
-  // Choices IsDryRun, IsCutoverRequested (2 each); Maps Backup, Migrate (4 each: Entered/Started/Succeeded/Exited).
-  const fixedEvents = 2 + 6 * 5 + 2 * 2 + 2 * 4;
+  // Choices IsDryRun, IsCutoverRequested (2 each); Map Backup (4: Entered/Started/Succeeded/Exited); Pass StartWaves (2);
+  // per wave of the migration graph: Pass PickWave 2 + Map Migrate 4 + Pass NextWave 2 + Choice IsMigrated 2.
+  const fixedEvents = 2 + 6 * 5 + 2 * 2 + 4 + 2 + waves * 10;
   // Per Map item: iteration started/succeeded 2 + Pass 2 + Succeed 2; per invocation: Task 5 + Choice 2.
   const item = (inv: number) => 6 + inv * 7;
   const events = fixedEvents + [...backupInv, ...migrateInv].reduce((a, n) => a + item(n), 0);
-  // States entered: 6 tasks + 2 choices + 2 maps; per item Pass + Succeed; per invocation Task + Choice.
-  const transitions = 10 + [...backupInv, ...migrateInv].reduce((a, n) => a + 2 + 2 * n, 0);
+  // States entered: 6 tasks + 2 choices + Backup + StartWaves, 4 per wave; per item Pass + Succeed; per invocation Task + Choice.
+  const transitions = 10 + 4 * waves + [...backupInv, ...migrateInv].reduce((a, n) => a + 2 + 2 * n, 0);
   return { events, transitions };
 }
 
@@ -408,7 +410,8 @@ function summarize(base: Base, inPlace: CliRun, cross: CliRun) {
   const backupFloor = Math.min(gzipFloor.sequential, gzipFloor.concurrent2);
   const peakRss = Math.max(inPlace.peakRssMb, cross.peakRssMb);
   const ratios = [
-    { what: 'migrate (in place) vs INSERT…SELECT floor', value: inPlace.migrate.total, floor: insertFloor.total, ratio: inPlace.migrate.total / insertFloor.total, target: 1.5 },
+    { what: 'migrate (in place) vs INSERT…SELECT floor', value: inPlace.migrate.total, floor: insertFloor.total, ratio: inPlace.migrate.total / insertFloor.total, target: 1.0 },
+    { what: 'whole run in place (wall) vs INSERT…SELECT floor', value: inPlace.wall, floor: insertFloor.total, ratio: inPlace.wall / insertFloor.total, target: 2.0 },
     { what: 'backup vs COPY|gzip floor', value: inPlace.backup.phase, floor: backupFloor, ratio: inPlace.backup.phase / backupFloor, target: 1.5 },
     { what: `verify vs migrate (in place)${inPlace.verifyNote ? ' — Verify did not finish, lower bound' : ''}`, value: inPlace.verify, floor: inPlace.migrate.total, ratio: inPlace.verify / inPlace.migrate.total, target: 0.5 },
     { what: 'cross-db migrate vs psql pipe floor', value: cross.migrate.total, floor: pipeFloor.total, ratio: cross.migrate.total / pipeFloor.total, target: 2 },
@@ -454,7 +457,7 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   L.push('## Ratios to the floor', '');
   L.push(table([['measure', 'seconds', 'floor s', 'ratio', 'target', ''], ...o.ratios.map((r) => [r.what, f1(r.value), f1(r.floor), f2(r.ratio), `≤ ${r.target}`, /lower bound/.test(r.what) && r.ratio <= r.target ? 'unknown' : ok(r.ratio, r.target)]), ['peak RSS of the Node process (max of both runs)', `${Math.round(o.peakRssMb)} MB`, '', '', '≤ 300 MB', ok(o.peakRssMb, 300)]]));
   L.push('', `Whole runs (wall, incl. preflight/analyse/report and Node start): in place ${f1(inPlace.wall)} s (backup ${f1(inPlace.backup.phase)}, migrate ${f1(inPlace.migrate.total)}, verify ${f1(inPlace.verify)}), cross-database ${f1(cross.wall)} s (backup ${f1(cross.backup.phase)}, migrate ${f1(cross.migrate.total)}, verify ${f1(cross.verify)}). Peak RSS: in place ${Math.round(inPlace.peakRssMb)} MB, cross-database ${Math.round(cross.peakRssMb)} MB. Exit codes ${inPlace.exitCode} / ${cross.exitCode}${[inPlace, cross].filter((r) => r.verifyNote).map((r) => `; ${r.label}: ${r.verifyNote}`).join('')}. 1-minute load average before/after: in place ${f2(inPlace.loadBefore)}/${f2(inPlace.loadAfter)}, cross-database ${f2(cross.loadBefore)}/${f2(cross.loadAfter)} (2 CPUs; other engineers' test runs share this machine, so a load above ~1 means the bench competed for CPU).`, '');
-  L.push('How each figure is taken: *migrate* = CreateSchema task + the "total" of the CLI summary (time inside every MigrateStep invocation: prepare, [stage,] tables, finalize); *backup* = wall from the Preflight line to "FinalizeBackup done" (two tables at a time, as the workflow does); *verify* = the Verify task ("Verify done (s)"). The INSERT…SELECT floor includes creating the keyed tables, every table\'s secondary indexes + FKs + ANALYZE, and the sequences; the backup floor is the faster of sequential and two-at-a-time.', '');
+  L.push('How each figure is taken: *migrate* = CreateSchema task + the wall of the Migrate phase (from \"CreateSchema done\" to the last step\'s \"done\" line; the steps run as a dependency graph, several at once, so their seconds add up to more); *backup* = wall from the Preflight line to "FinalizeBackup done" (two tables at a time, as the workflow does); *verify* = the Verify task ("Verify done (s)"). The INSERT…SELECT floor includes creating the keyed tables, every table\'s secondary indexes + FKs + ANALYZE, and the sequences; the backup floor is the faster of sequential and two-at-a-time.', '');
 
   L.push('## Migrate, per table (in place)', '');
   const fl = new Map(o.floors.insertSelect.tables.map((x) => [x.table, x]));
@@ -502,13 +505,13 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   for (const r of [inPlace, cross]) if (r.verifyNote) L.push(`**${r.label}: ${r.verifyNote}.** Its figure above is the time from the end of the migration to the failure, so a lower bound.`, '');
 
   L.push('## State transitions', '');
-  L.push(`The CLI does not print the execution's counts, so they are computed from the invocations it reports (one progress line per BackupTable/MigrateStep invocation). History events: 2 (execution) + 6 single tasks × 5 + 2 Choices × 2 + 2 Maps × 4 = 44 fixed; per Map item (5 backup tables + each migrate step) 2 (iteration) + 2 (Pass) + 2 (Succeed) + 7 per invocation (Task 5 + Choice 2). States entered (AWS's billed transitions): 10 fixed + per item 2 + 2 per invocation.`, '');
+  L.push(`The CLI does not print the execution's counts, so they are computed from the invocations it reports (one progress line per BackupTable/MigrateStep invocation). History events: 2 (execution) + 6 single tasks × 5 + 2 Choices × 2 + Backup Map 4 + StartWaves 2 = 42 fixed, + 10 per wave of the migration graph (PickWave 2, Migrate Map 4, NextWave 2, IsMigrated 2; 6 waves counted) = 102; per Map item (5 backup tables + each migrate step) 2 (iteration) + 2 (Pass) + 2 (Succeed) + 7 per invocation (Task 5 + Choice 2). States entered (AWS's billed transitions): 10 fixed + 4 per wave + per item 2 + 2 per invocation.`, '');
   L.push(`Local (scale ${o.scale}, 5 s budget): in place ${o.history.local.inPlace.events} history events / ${o.history.local.inPlace.transitions} states entered; cross-database ${o.history.local.cross.events} / ${o.history.local.cross.transitions}.`, '');
   const s10 = o.history.s10.inPlace;
   L.push(`Projected at scale 10 with the deployed 600 s budget (seconds × ${10 / o.scale}, invocations = max(1, ceil(s / 600))), in place:`, '');
   L.push(table([['item', 's at S=10', 'invocations'], ...s10.items.map((x) => [x.name, f1(x.seconds), String(x.invocations)])]), '');
   const inv = s10.items.map((x) => x.invocations);
-  L.push(`History events = 44 + Σ(6 + 7 × inv) = 44 + ${inv.length} × 6 + 7 × ${inv.reduce((a, b) => a + b, 0)} = **${s10.events}**; states entered = 10 + Σ(2 + 2 × inv) = **${s10.transitions}** (cross-database: ${o.history.s10.cross.events} / ${o.history.s10.cross.transitions}). Far under the 25,000-event history limit.`, '');
+  L.push(`History events = 102 + Σ(6 + 7 × inv) = 102 + ${inv.length} × 6 + 7 × ${inv.reduce((a, b) => a + b, 0)} = **${s10.events}**; states entered = 34 + Σ(2 + 2 × inv) = **${s10.transitions}** (cross-database: ${o.history.s10.cross.events} / ${o.history.s10.cross.transitions}). Far under the 25,000-event history limit.`, '');
 
   L.push('## Where the time goes', '');
   const steps = Object.entries(inPlace.migrate.perStep).sort((a, b) => b[1].seconds - a[1].seconds);

@@ -6,12 +6,15 @@ import { analyseSource, assertPlan } from '../../lambdas/engine/analyse';
 import { createTargetTables, runMigrateStep } from '../../lambdas/engine/migrate';
 import { ensureInternalTables, recordRun, updateRun } from '../../lambdas/engine/runs';
 import { hashPasswords } from '../../lambdas/io/password';
+import { planWaves } from '../../lambdas/core/work-graph';
 
 /**
  * A whole in-process migration of a shape-A database seeded at `scale`, on an embedded PostgreSQL of its own
  * (stopped afterwards): `fn` gets the client on the migrated database and the seconds each step took.
  */
-export async function withSeededMigration<T>(scale: number, fn: (c: pg.Client, o: { plan: Plan; stepSeconds: Record<string, number> }) => Promise<T>): Promise<T> {
+export async function withSeededMigration<T>(
+  scale: number, fn: (c: pg.Client, o: { plan: Plan; stepSeconds: Record<string, number> }) => Promise<T>, concurrency = 1,
+): Promise<T> {
   const cluster = await startEmbeddedCluster();
   try {
     await cluster.createDatabase('bench');
@@ -27,13 +30,32 @@ export async function withSeededMigration<T>(scale: number, fn: (c: pg.Client, o
       await updateRun(c, run.targetSchema, run.runId, { plan });
       await createTargetTables(c, run.targetSchema);
       const stepSeconds: Record<string, number> = {};
-      for (const step of plan.steps) {
+      // The work graph as the workflow runs it: wave after wave, up to `concurrency` items at once, each on its own connection.
+      const openClient = async () => {
+        const extra = new pg.Client({ connectionString: cluster.url('bench') });
+        await extra.connect();
+        return { client: extra, close: () => extra.end() };
+      };
+      const runStep = async (step: string) => {
         const t0 = Date.now();
-        for (;;) {
-          const r = await runMigrateStep({ client: c, run: { ...run, runTime: rec.runTime }, plan, deadline: Date.now() + 3_600_000, hashPasswords: (p) => hashPasswords(p) }, step);
-          if (r.done) break;
+        const { client, close } = await openClient();
+        try {
+          for (;;) {
+            const r = await runMigrateStep({
+              client, run: { ...run, runTime: rec.runTime }, plan, deadline: Date.now() + 3_600_000, hashPasswords: (p) => hashPasswords(p), concurrency, openClient,
+            }, step);
+            if (r.done) break;
+          }
+        } finally {
+          await close();
         }
         stepSeconds[step] = (Date.now() - t0) / 1000;
+      };
+      for (const wave of planWaves(plan)) {
+        const queue = [...wave];
+        await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
+          for (let step = queue.shift(); step; step = queue.shift()) await runStep(step);
+        }));
       }
       return await fn(c, { plan, stepSeconds });
     } finally {

@@ -22,6 +22,7 @@ function runContext(input: ExecutionInput): RunContext {
     tables: null,
     skipTables: [],
     batchSize: 1000,
+    concurrency: input.concurrency ?? 4,
     cutover: input.cutover ?? false,
     dryRun: input.dryRun ?? false,
     mappingKey: null,
@@ -46,7 +47,9 @@ function fakeHandlers(opts: {
       return { table: e.table, rows: 10 * n, done, cursor: done ? null : String(n) };
     },
     [TASK_STATES.finalizeBackup]: () => ({ manifestKey: 'runs/r1/backup/manifest.json', tables: 3, rows: 30 }),
-    [TASK_STATES.analyse]: () => ({ planKey: 'runs/r1/plan.json', steps: ['prepare', 'user', 'bag', 'finalize'], decisions: 5, warnings: 0 }),
+    [TASK_STATES.analyse]: () => ({
+      planKey: 'runs/r1/plan.json', steps: ['prepare', 'user', 'bag', 'finalize'], waves: [['prepare'], ['user'], ['bag'], ['finalize']], waveCount: 4, decisions: 5, warnings: 0,
+    }),
     [TASK_STATES.createSchema]: () => ({ created: true }),
     [TASK_STATES.migrateStep]: (e) => {
       const n = passes(e.cursor);
@@ -80,6 +83,20 @@ describe('the workflow definition, run locally', () => {
     expect(synthesizeDefinition()).toBe(synthesizeDefinition());
   });
 
+  it('has only inline Maps: aws-local-stepfunctions would run a DISTRIBUTED processor inline, testing another machine than the deployed one', () => {
+    const maps: { name: string; mode: unknown }[] = [];
+    const walk = (states: Record<string, Record<string, unknown>>) => {
+      for (const [name, st] of Object.entries(states)) {
+        if (st.Type !== 'Map') continue;
+        const processor = st.ItemProcessor as { ProcessorConfig?: { Mode?: string }; States: Record<string, Record<string, unknown>> };
+        maps.push({ name, mode: processor.ProcessorConfig?.Mode ?? 'INLINE' });
+        walk(processor.States);
+      }
+    };
+    walk((synthesizeDefinition() as unknown as { States: Record<string, Record<string, unknown>> }).States);
+    expect(maps).toEqual([{ name: 'Backup', mode: 'INLINE' }, { name: 'Migrate', mode: 'INLINE' }]);
+  });
+
   it('runs the tasks in order, loops backup and migrate until done, and outputs the report', async () => {
     const { handlers, calls } = fakeHandlers({ backupPasses: { bag: 3 }, stepPasses: { user: 2 } });
     const result = await runLocally({ definition: synthesizeDefinition(), input: { runId: 'r1' }, handlers, executionName: 'exec-1' });
@@ -102,7 +119,7 @@ describe('the workflow definition, run locally', () => {
       'Verify',
       'Report',
     ]);
-    // Migration steps are strictly sequential, in the order Analyse gave, each resumed with its cursor.
+    // One item per wave here: the steps run in the order of the waves Analyse gave, each resumed with its cursor.
     expect(calls.filter((c) => c.state === 'MigrateStep').map((c) => `${c.event.step as string}:${String(c.event.cursor)}`)).toEqual([
       'prepare:null',
       'user:null',
@@ -118,6 +135,36 @@ describe('the workflow definition, run locally', () => {
     expect(result.retries).toBe(0);
     // Per task pass: the task and its Choice; plus the top-level states and the terminal Succeed of each iteration.
     expect(result.stateTransitions).toBeGreaterThan(calls.length);
+  });
+
+  it.each([1, 2, 4])('runs the items of a wave at once, at most run.concurrency (%i), and a wave only after the one before', async (concurrency) => {
+    const waves = [['prepare'], ['user'], ['bag', 'bill'], ['link', 'scan', 'bill_bag', 'passwords'], ['finalize']];
+    let active = 0;
+    let peak = 0;
+    const events: string[] = [];
+    const { handlers } = fakeHandlers({
+      override: {
+        [TASK_STATES.preflight]: (e) => ({ run: { ...runContext(e.input as ExecutionInput), concurrency }, backupTables: ['user'] }),
+        [TASK_STATES.analyse]: () => ({ planKey: 'p', steps: waves.flat(), waves, waveCount: waves.length, decisions: 0, warnings: 0 }),
+        [TASK_STATES.migrateStep]: async (e) => {
+          active++;
+          peak = Math.max(peak, active);
+          events.push(`start ${e.step as string}`);
+          await new Promise((r) => setTimeout(r, 20));
+          events.push(`end ${e.step as string}`);
+          active--;
+          return { step: e.step, migrated: 0, rejected: 0, batches: 1, done: true, cursor: null };
+        },
+      },
+    });
+    await runLocally({ definition: synthesizeDefinition(), input: { runId: 'r1' }, handlers });
+    expect(peak).toBe(Math.min(concurrency, 4));
+    // Every item of a wave ends before any item of the next starts.
+    waves.forEach((wave, i) => {
+      const lastEnd = Math.max(...wave.map((s) => events.indexOf(`end ${s}`)));
+      for (const later of waves.slice(i + 1).flat()) expect(events.indexOf(`start ${later}`)).toBeGreaterThan(lastEnd);
+    });
+    expect(events.filter((e) => e.startsWith('start')).sort()).toEqual(waves.flat().map((s) => `start ${s}`).sort());
   });
 
   it('stops after Analyse on a dry run', async () => {

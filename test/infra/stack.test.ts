@@ -304,13 +304,44 @@ describe('the workflow states', () => {
     });
   });
 
-  it('Migrate runs the analysed steps one at a time', () => {
-    expect(stack.resolve(stack.workflow.migrateMap.toStateJson())).toMatchObject({
-      ItemsPath: '$.analysis.steps',
+  it('Migrate runs the waves of the work graph one after another, each wave\'s items at once up to $.run.concurrency (an inline Map)', () => {
+    expect(stack.resolve(stack.workflow.tasks.createSchema.toStateJson())).toMatchObject({ Next: 'StartWaves' });
+    expect(stack.resolve(stack.workflow.pickWave.toStateJson())).toEqual({
+      Type: 'Pass',
+      Parameters: { 'index.$': '$.wave.index', 'items.$': 'States.ArrayGetItem($.analysis.waves, $.wave.index)' },
+      ResultPath: '$.wave',
+      Next: 'Migrate',
+    });
+    const map = stack.resolve(stack.workflow.migrateMap.toStateJson());
+    expect(map).toMatchObject({
+      ItemsPath: '$.wave.items',
       ItemSelector: { 'run.$': '$.run', 'step.$': '$$.Map.Item.Value' },
-      MaxConcurrency: 1,
+      MaxConcurrencyPath: '$.run.concurrency',
       ResultPath: null,
-      Next: 'Verify',
+      Next: 'NextWave',
+    });
+    // Inline: aws-local-stepfunctions ignores ProcessorConfig (it would run a DISTRIBUTED processor inline), so the
+    // deployed Map must be the inline one the local runs test (README "Parallel work items").
+    expect(map.ItemProcessor.ProcessorConfig).toEqual({ Mode: 'INLINE' });
+    expect(map.MaxConcurrency).toBeUndefined();
+    expect(stack.resolve(stack.workflow.nextWave.toStateJson())).toMatchObject({ Parameters: { 'index.$': 'States.MathAdd($.wave.index, 1)' }, ResultPath: '$.wave', Next: 'IsMigrated' });
+    expect(stack.resolve(stack.workflow.isMigrated.toStateJson())).toEqual({
+      Type: 'Choice',
+      Choices: [{ Variable: '$.wave.index', NumericLessThanPath: '$.analysis.waveCount', Next: 'PickWave' }],
+      Default: 'Verify',
+    });
+  });
+
+  it('Preflight gets the stack\'s concurrency as the default of the execution input (4 unless set)', () => {
+    const template = Template.fromStack(stack);
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Description: 'TraceTrack migration: Preflight task', Environment: { Variables: Match.objectLike({ DEFAULT_CONCURRENCY: '4' }) },
+    });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Description: 'TraceTrack migration: MigrateStep task', Environment: { Variables: Match.objectLike({ DEFAULT_CONCURRENCY: Match.absent() }) },
+    });
+    Template.fromStack(build({ concurrency: 2 }).stack).hasResourceProperties('AWS::Lambda::Function', {
+      Description: 'TraceTrack migration: Preflight task', Environment: { Variables: Match.objectLike({ DEFAULT_CONCURRENCY: '2' }) },
     });
   });
 });
@@ -352,6 +383,7 @@ describe('MigrationStack placement and props', () => {
     ['a malformed e-mail', { notifyEmail: 'ops' }, /notifyEmail/],
     ['a prefix without a trailing slash', { backupPrefix: 'migration' }, /backupPrefix/],
     ['a bad state machine name', { stateMachineName: 'has space' }, /stateMachineName/],
+    ['a concurrency of 0', { concurrency: 0 }, /concurrency must be a whole number from 1 to 64/],
   ])('rejects %s', (_name, props, message) => {
     expect(() => build(props)).toThrow(message);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_BATCH_SIZE, resolveExecutionInput } from '../../lambdas/core/execution-input';
+import { DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, resolveExecutionInput } from '../../lambdas/core/execution-input';
 
 /** The execution input, parsed without a database: defaults, and every problem reported at once. */
 
@@ -9,7 +9,7 @@ describe('resolveExecutionInput', () => {
   it('fills the defaults', () => {
     expect(resolveExecutionInput({}, fallback)).toEqual({
       runId: 'fallback-run', sourceSchema: 'public', targetSchema: 'tracetrack', appSchema: 'public', tables: null, skipTables: [],
-      batchSize: DEFAULT_BATCH_SIZE, cutover: false, dryRun: false, legacyJsonBackup: false, recomputeSummaries: false, live: false, mappingKey: null,
+      batchSize: DEFAULT_BATCH_SIZE, concurrency: DEFAULT_CONCURRENCY, cutover: false, dryRun: false, legacyJsonBackup: false, recomputeSummaries: false, live: false, mappingKey: null,
       prefix: 'runs/fallback-run/',
     });
   });
@@ -18,6 +18,7 @@ describe('resolveExecutionInput', () => {
     [{ runId: 'r1', cutover: true, batchSize: 5 }, { runId: 'r1', cutover: true, batchSize: 5, prefix: 'runs/r1/' }],
     [{ skipTables: ['tmp_import'], tables: ['user', 'bag'] }, { skipTables: ['tmp_import'], tables: ['user', 'bag'] }],
     [{ recomputeSummaries: true, sourceSchema: 'legacy', targetSchema: 'tt' }, { recomputeSummaries: true, sourceSchema: 'legacy', targetSchema: 'tt' }],
+    [{ concurrency: 1 }, { concurrency: 1 }],
   ])('%j → %j', (input, expected) => {
     expect(resolveExecutionInput(input, fallback)).toMatchObject(expected);
   });
@@ -26,6 +27,8 @@ describe('resolveExecutionInput', () => {
     [[], 'the input must be a JSON object'],
     [{ colour: 'red' }, 'unknown field "colour"'],
     [{ batchSize: 0 }, '"batchSize" must be a whole number'],
+    [{ concurrency: 0 }, '"concurrency" must be a whole number from 1 to 64'],
+    [{ concurrency: 2.5 }, '"concurrency" must be a whole number'],
     [{ tables: ['bags'] }, '"tables" has "bags", not a target table'],
     [{ cutover: 'yes' }, '"cutover" must be true or false'],
     [{ sourceSchema: 'x', targetSchema: 'x' }, '"targetSchema" must differ from "sourceSchema"'],
@@ -33,6 +36,11 @@ describe('resolveExecutionInput', () => {
     [{ targetSchema: 'a;b' }, '"targetSchema" must be a schema name'],
   ])('refuses %j: %s', (input, message) => {
     expect(() => resolveExecutionInput(input, fallback)).toThrow(expect.objectContaining({ name: 'InputError', message: expect.stringContaining(message) }));
+  });
+
+  it('takes the stack\'s concurrency when the input names none', () => {
+    expect(resolveExecutionInput({}, fallback, 8).concurrency).toBe(8);
+    expect(resolveExecutionInput({ concurrency: 2 }, fallback, 8).concurrency).toBe(2);
   });
 
   it('lists every problem at once', () => {

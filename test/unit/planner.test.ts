@@ -235,8 +235,8 @@ describe('planMigration: tables', () => {
     expect(p.unmappedColumns.find((u) => u.table === 'user')).toBeUndefined();
   });
 
-  it('steps are prepare, the fed target tables in FK order, finalize', () => {
-    expect(plan(catalog(scanA, bagA, userA)).steps).toEqual(['prepare', 'user', 'bag', 'link', 'scan', 'finalize']);
+  it('steps are prepare, the fed target tables in FK order, the hashing of plaintext passwords in parts, finalize', () => {
+    expect(plan(catalog(scanA, bagA, userA)).steps).toEqual(['prepare', 'user', 'bag', 'link', 'scan', 'passwords:1/2', 'passwords:2/2', 'finalize']);
   });
 });
 

@@ -277,20 +277,31 @@ export function renderCreateTables(schema: string): string[] {
   return out;
 }
 
-/** Phase 3 (after the load): secondary indexes and foreign keys of one table. Idempotent. */
+/** Phase 3 (after the load): the secondary indexes of one table. Idempotent. */
+export function renderIndexes(schema: string, table: TargetTable): string[] {
+  return TARGET_TABLE_DDL[table].indexes.filter((i) => !i.unique)
+    .map((idx) => `CREATE INDEX IF NOT EXISTS ${escapeIdentifier(idx.name)} ON ${qualified(schema, table)} ${idx.on}`);
+}
+
+/**
+ * Phase 3: the foreign keys of one table, added NOT VALID (no scan, a moment's lock); renderValidateForeignKeys
+ * then checks the rows under a lock that lets the other tables' validations run beside it. Idempotent.
+ */
+export function renderForeignKeys(schema: string, table: TargetTable, options: { notValid?: boolean } = { notValid: true }): string[] {
+  return TARGET_TABLE_DDL[table].foreignKeys.map((fk) => {
+    const add = `ALTER TABLE ${qualified(schema, table)} ADD CONSTRAINT ${escapeIdentifier(fk.name)} FOREIGN KEY (${escapeIdentifier(fk.column)}) REFERENCES ${qualified(schema, fk.ref)}(id)${fk.onDelete ? ` ON DELETE ${fk.onDelete}` : ''}${options.notValid ? ' NOT VALID' : ''}`;
+    return `DO $ddl$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = ${escapeLiteral(fk.name)} AND conrelid = ${escapeLiteral(qualified(schema, table))}::regclass) THEN ${add}; END IF; END $ddl$`;
+  });
+}
+
+/** The single-connection form (the bench's floor): indexes, then foreign keys checked as they are added. */
 export function renderPostLoad(schema: string, table: TargetTable): string[] {
-  const ddl = TARGET_TABLE_DDL[table];
-  const out: string[] = [];
-  for (const idx of ddl.indexes.filter((i) => !i.unique)) {
-    out.push(`CREATE INDEX IF NOT EXISTS ${escapeIdentifier(idx.name)} ON ${qualified(schema, table)} ${idx.on}`);
-  }
-  for (const fk of ddl.foreignKeys) {
-    const add = `ALTER TABLE ${qualified(schema, table)} ADD CONSTRAINT ${escapeIdentifier(fk.name)} FOREIGN KEY (${escapeIdentifier(fk.column)}) REFERENCES ${qualified(schema, fk.ref)}(id)${fk.onDelete ? ` ON DELETE ${fk.onDelete}` : ''}`;
-    out.push(
-      `DO $ddl$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = ${escapeLiteral(fk.name)} AND conrelid = ${escapeLiteral(qualified(schema, table))}::regclass) THEN ${add}; END IF; END $ddl$`,
-    );
-  }
-  return out;
+  return [...renderIndexes(schema, table), ...renderForeignKeys(schema, table, { notValid: false })];
+}
+
+/** VALIDATE CONSTRAINT of each foreign key of the table (a no-op for one already valid). */
+export function renderValidateForeignKeys(schema: string, table: TargetTable): string[] {
+  return TARGET_TABLE_DDL[table].foreignKeys.map((fk) => `ALTER TABLE ${qualified(schema, table)} VALIDATE CONSTRAINT ${escapeIdentifier(fk.name)}`);
 }
 
 /** Sets the table's sequence past its largest id (a new row inserts without a clash). */

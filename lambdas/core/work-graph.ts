@@ -1,0 +1,152 @@
+import type { Plan, SourcePlan } from './plan';
+import { TARGET_TABLE_DDL } from './sql/target-ddl';
+import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
+
+/**
+ * The migration as a dependency graph of work items, derived from the plan and from the target's
+ * foreign keys (data, TARGET_TABLE_DDL), never from a hard-coded list: a table's step waits for the
+ * steps of the tables it references (its batches resolve those references against the rows they wrote),
+ * `prepare` (id offsets, id map, QR renames, bag roles) comes before every table, `stage` (cross-database)
+ * before `prepare`, the deferred password hashing after its table, and `finalize` after everything.
+ *
+ * The workflow runs the graph in waves: wave n holds items whose dependencies all lie in waves before n
+ * (its longest path from a root, or as late as possible for an item only the last one waits for), and one Map runs the items of a wave concurrently, up to
+ * the run's concurrency. Two items never write the same rows: each item is one target table
+ * (or one of the bookkeeping phases) and every checkpoint is keyed by its step.
+ *
+ * Example (shape A, in place): prepare → user → {bag, bill, passwords:1/2} → {link, bill_bag, scan, passwords:2/2} → finalize.
+ */
+
+export interface WorkItem {
+  readonly step: string;
+  /** Steps that must be done before this one starts. */
+  readonly after: readonly string[];
+  /** Run as early as the dependencies allow, even where only the last items wait for it. */
+  readonly early?: boolean;
+}
+
+export interface WorkGraph {
+  readonly items: readonly WorkItem[];
+  /** Steps by wave; every dependency of a step is in an earlier wave. */
+  readonly waves: readonly (readonly string[])[];
+}
+
+/** The steps that hash legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
+export const PASSWORDS_STEP = 'passwords';
+/**
+ * The hashing (CPU only, ~34 ms of scrypt a password) is split by key (hash of the key mod PASSWORD_PARTS) into items that
+ * spread over the waves after `user`: the first as early as it can (beside bag, when one database core is idle),
+ * the others as late as they can (beside scan), so that no wave waits for it alone.
+ */
+export const PASSWORD_PARTS = 2;
+
+/** `passwords:1/2`, `passwords:2/2`: the plan's hashing steps. */
+export function passwordSteps(parts = PASSWORD_PARTS): string[] {
+  return Array.from({ length: parts }, (_, i) => `${PASSWORDS_STEP}:${i + 1}/${parts}`);
+}
+
+/** The part of a hashing step (`passwords:2/2` → { part: 2, parts: 2 }), null for any other step. */
+export function parsePasswordsStep(step: string): { readonly part: number; readonly parts: number } | null {
+  const m = /^passwords:([0-9]+)\/([0-9]+)$/.exec(step);
+  if (!m) return null;
+  const part = Number(m[1]);
+  const parts = Number(m[2]);
+  return part >= 1 && part <= parts ? { part, parts } : null;
+}
+
+/** The work items of a plan, with their dependencies. `stage`: the cross-database staging step comes first. */
+export function planWorkItems(plan: Pick<Plan, 'steps'>, options: { readonly stage?: boolean } = {}): WorkItem[] {
+  const steps = options.stage ? ['stage', ...plan.steps] : [...plan.steps];
+  const present = new Set(steps);
+  const base = steps.filter((s) => s === 'stage' || s === 'prepare');
+  const tables = steps.filter(isTargetTable);
+  const items: WorkItem[] = [];
+  for (const step of steps) {
+    if (step === 'stage') items.push({ step, after: [] });
+    else if (step === 'prepare') items.push({ step, after: present.has('stage') ? ['stage'] : [] });
+    else if (isTargetTable(step)) {
+      const refs = TARGET_TABLE_DDL[step].foreignKeys.map((fk) => fk.ref).filter((r) => r !== step && present.has(r));
+      items.push({ step, after: unique([...base, ...refs]) });
+    } else if (parsePasswordsStep(step)) {
+      items.push({ step, after: [...base, ...(present.has('user') ? ['user'] : [])], ...(parsePasswordsStep(step)!.part === 1 ? { early: true } : {}) });
+    }
+    else if (step === 'finalize') items.push({ step, after: steps.filter((s) => s !== 'finalize') });
+    else items.push({ step, after: [...base, ...tables] });
+  }
+  return items;
+}
+
+/** Groups the items into waves by their longest path from a root; refuses a cycle or an unknown dependency. */
+export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
+  const byStep = new Map(items.map((i) => [i.step, i]));
+  const level = new Map<string, number>();
+  const visiting = new Set<string>();
+  const levelOf = (step: string): number => {
+    const known = level.get(step);
+    if (known !== undefined) return known;
+    const item = byStep.get(step);
+    if (!item) throw new Error(`Work item "${step}" is a dependency but not in the graph (internal error).`);
+    if (visiting.has(step)) throw new Error(`The work items have a dependency cycle through "${step}" (internal error).`);
+    visiting.add(step);
+    const l = item.after.reduce((m, d) => Math.max(m, levelOf(d) + 1), 0);
+    visiting.delete(step);
+    level.set(step, l);
+    return l;
+  };
+  for (const item of items) levelOf(item.step);
+  // An item that only the last items wait for (promotionrequest, audit_log, late hashing parts) runs as late as possible,
+  // in the wave just before them: it overlaps the longest loads instead of lengthening an earlier, shorter wave.
+  const dependants = new Map<string, string[]>(items.map((i) => [i.step, []]));
+  for (const item of items) for (const d of item.after) dependants.get(d)!.push(item.step);
+  const isSink = (step: string) => dependants.get(step)!.length === 0;
+  for (const item of items) {
+    const ds = dependants.get(item.step)!;
+    if (!item.early && ds.length > 0 && ds.every(isSink)) level.set(item.step, Math.min(...ds.map((d) => level.get(d)!)) - 1);
+  }
+  const waves: string[][] = [];
+  for (const item of items) (waves[level.get(item.step)!] ??= []).push(item.step);
+  return { items, waves: waves.filter((w) => w.length > 0) };
+}
+
+/** The waves of a plan (what Analyse hands the workflow). */
+export function planWaves(plan: Pick<Plan, 'steps'>, options: { readonly stage?: boolean } = {}): string[][] {
+  return resolveWaves(planWorkItems(plan, options)).waves.map((w) => [...w]);
+}
+
+function unique(xs: readonly string[]): string[] {
+  return [...new Set(xs)];
+}
+
+/**
+ * Whether a user source's legacy plaintext passwords are hashed by the `passwords` step after the load
+ * instead of inside its batches. The rule needs the target id to be the source key (ids kept), and a
+ * source that does not change meanwhile (a live run hashes in its batches: catch-up re-derives rows).
+ */
+export function defersPasswordHashing(live: boolean, source: Pick<SourcePlan, 'key' | 'idStrategy' | 'columns'>): boolean {
+  return !live && source.key !== null && source.idStrategy === 'keep'
+    && source.columns.some((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column' && c.source !== null);
+}
+
+/**
+ * The jobs of `finalize`, run on up to the run's concurrency of connections at once, each one transaction
+ * with its checkpoint: per table its secondary indexes, summaries, sequence and statistics (they touch that
+ * table only, so they run side by side); then every foreign key added NOT VALID in one short transaction
+ * (it takes SHARE ROW EXCLUSIVE locks, so it waits for no index build and none waits for it); then per table
+ * VALIDATE CONSTRAINT, which locks its table SHARE UPDATE EXCLUSIVE and the referenced ones ROW SHARE only,
+ * so the validations of different tables run at once.
+ */
+export interface FinalizeJob {
+  /** Checkpoint source of the job: the table's name for its table job (as before this graph), else the kind. */
+  readonly name: string;
+  readonly kind: 'table' | 'foreign-keys' | 'validate';
+  readonly table: TargetTable | null;
+  readonly after: readonly string[];
+}
+
+export function planFinalizeJobs(): FinalizeJob[] {
+  const tables: FinalizeJob[] = TARGET_ORDER.map((t) => ({ name: t, kind: 'table', table: t, after: [] }));
+  const fks: FinalizeJob = { name: 'foreign-keys', kind: 'foreign-keys', table: null, after: [...TARGET_ORDER] };
+  const validate: FinalizeJob[] = TARGET_ORDER.filter((t) => TARGET_TABLE_DDL[t].foreignKeys.length)
+    .map((t) => ({ name: `validate:${t}`, kind: 'validate', table: t, after: [fks.name] }));
+  return [...tables, fks, ...validate];
+}

@@ -1,0 +1,167 @@
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import type { Plan } from '../../lambdas/core/planner';
+import { TARGET_TABLES } from '../../lambdas/core/rules';
+import { PENDING_PASSWORD_HASH } from '../../lambdas/core/transforms';
+import { planWaves } from '../../lambdas/core/work-graph';
+import { analyseSource, assertPlan } from '../../lambdas/engine/analyse';
+import { createTargetTables, runMigrateStep, type EngineRun, type StepOptions } from '../../lambdas/engine/migrate';
+import { ensureInternalTables, recordRun, updateRun } from '../../lambdas/engine/runs';
+import { verifyRun } from '../../lambdas/engine/verify';
+import { checkPasswordWerkzeug, hashPasswords } from '../../lambdas/io/password';
+import { runEngine, loadFixture } from '../support/engine';
+import { createTestDatabase } from '../support/pg';
+
+/**
+ * The migration as a graph of work items (core/work-graph.ts), on a real PostgreSQL: run wave after wave with
+ * four connections, every invocation on a time budget of nothing (one batch each, so items interleave batch by
+ * batch), and every item invoked twice at once (a retry or redrive beside a running invocation), it leaves the
+ * target of the one-at-a-time run: each key range done exactly once.
+ */
+
+const SCHEMA = 'tracetrack';
+const q = (t: string) => `"${SCHEMA}"."${t}"`;
+
+async function connected(url: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  return c;
+}
+
+/** Every target row as JSON in id order; a rehashed password (random salt) becomes a marker after checking it. */
+async function dumpTargets(c: pg.ClientBase): Promise<Record<string, string[]>> {
+  const plain = new Map((await c.query(`SELECT id::int AS id, password FROM public."user"`)).rows.map((r) => [r.id as number, r.password as string | null]));
+  const out: Record<string, string[]> = {};
+  for (const table of TARGET_TABLES) {
+    const rows = (await c.query(`SELECT to_jsonb(t) AS row FROM ${q(table)} t ORDER BY id`)).rows.map((r) => r.row);
+    out[table] = [];
+    for (const row of rows) {
+      if (table === 'user' && row.password_hash !== plain.get(row.id) && row.password_hash !== '') {
+        expect(row.password_hash).toMatch(/^scrypt:32768:8:1\$[A-Za-z0-9]{16}\$[0-9a-f]{128}$/);
+        expect(await checkPasswordWerkzeug(row.password_hash, plain.get(row.id)!)).toBe(true);
+        row.password_hash = '<rehashed>';
+      }
+      out[table].push(JSON.stringify(row));
+    }
+  }
+  const rej = await c.query(`SELECT target_table, source_table, source_key, reason FROM ${q('_migration_reject')} ORDER BY 1, 2, 3, 4`);
+  out._migration_reject = rej.rows.map((r) => JSON.stringify(r));
+  return out;
+}
+
+/** The workflow's shape in-process: waves in order, up to `concurrency` items at once, each item twice at once, on zero budgets. */
+async function runGraph(url: string, concurrency: number): Promise<{ plan: Plan; run: EngineRun; extraConnections: number }> {
+  const c = await connected(url);
+  let extraConnections = 0;
+  try {
+    const base: EngineRun = { runId: 'graph', sourceSchema: 'public', targetSchema: SCHEMA, runTime: '2026-01-01T00:00:00', batchSize: 7 };
+    const { plan } = await analyseSource(c, { sourceSchema: 'public', targetSchema: SCHEMA });
+    assertPlan(plan);
+    await ensureInternalTables(c, SCHEMA);
+    const rec = await recordRun(c, SCHEMA, base);
+    await updateRun(c, SCHEMA, base.runId, { plan });
+    await createTargetTables(c, SCHEMA);
+    const run = { ...base, runTime: rec.runTime };
+    const openClient = async () => {
+      extraConnections++;
+      const extra = await connected(url);
+      return { client: extra, close: () => extra.end() };
+    };
+    const invokeUntilDone = async (step: string) => {
+      const { client, close } = await openClient();
+      try {
+        const o: StepOptions = { client, run, plan, deadline: 0, hashPasswords: (p) => hashPasswords(p), concurrency, openClient };
+        while (!(await runMigrateStep(o, step)).done);
+      } finally {
+        await close();
+      }
+    };
+    for (const wave of planWaves(plan)) {
+      const queue = [...wave];
+      await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
+        for (let step = queue.shift(); step; step = queue.shift()) await Promise.all([invokeUntilDone(step), invokeUntilDone(step)]);
+      }));
+    }
+    return { plan, run, extraConnections };
+  } finally {
+    await c.end();
+  }
+}
+
+describe('the work graph run in parallel', () => {
+  it('gives the target of the one-at-a-time run (shape A: concurrency 4, interleaved batches, every item twice at once)', async () => {
+    const sequential = await createTestDatabase('wgs');
+    const parallel = await createTestDatabase('wgp');
+    try {
+      await loadFixture(sequential.url, 'a');
+      await loadFixture(parallel.url, 'a');
+      const s = await connected(sequential.url);
+      const p = await connected(parallel.url);
+      try {
+        await runEngine(s, { runId: 'graph', batchSize: 7 });
+        const { plan, run } = await runGraph(parallel.url, 4);
+        expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/2', 'passwords:2/2']));
+        expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
+        // Each key range once: no batch of any step claimed twice, and the hashing step wrote each pending row once.
+        const twice = await p.query(`SELECT step, source_table, key_lo FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND batch_no > 0 GROUP BY 1, 2, 3 HAVING count(*) > 1`);
+        expect(twice.rows).toEqual([]);
+        const hashed = await p.query(`SELECT sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%'`);
+        const plaintext = await p.query(`SELECT count(*)::int AS n FROM ${q('user')} t JOIN public."user" s ON s.id = t.id WHERE t.password_hash <> s.password AND t.password_hash <> ''`);
+        expect(hashed.rows[0].n).toBe(plaintext.rows[0].n);
+        expect(plaintext.rows[0].n).toBeGreaterThan(0);
+        // Both parts hash some (the fixture's plaintext users would all fall in one part by parity of the id).
+        const parts = await p.query(`SELECT step, sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%' GROUP BY 1 ORDER BY 1`);
+        expect(parts.rows.map((r) => r.step)).toEqual(['passwords:1/2', 'passwords:2/2']);
+        for (const r of parts.rows) expect(r.n).toBeGreaterThan(0);
+        expect((await p.query(`SELECT count(*)::int AS n FROM ${q('user')} WHERE password_hash = $1`, [PENDING_PASSWORD_HASH])).rows[0].n).toBe(0);
+        // Foreign keys added NOT VALID were all validated.
+        const fks = await p.query(`SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::regnamespace ORDER BY 1`, [SCHEMA]);
+        expect(fks.rows.length).toBeGreaterThan(0);
+        expect(fks.rows.filter((r) => !r.convalidated)).toEqual([]);
+        const verdict = await verifyRun({ client: p, run, plan });
+        expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
+      } finally {
+        await s.end();
+        await p.end();
+      }
+    } finally {
+      await sequential.drop();
+      await parallel.drop();
+    }
+  }, 120_000);
+
+  it('finalize builds its indexes and validates its foreign keys on several connections at once', async () => {
+    const db = await createTestDatabase('wgf');
+    try {
+      await loadFixture(db.url, 'a');
+      const c = await connected(db.url);
+      try {
+        const base: EngineRun = { runId: 'fin', sourceSchema: 'public', targetSchema: SCHEMA, runTime: '2026-01-01T00:00:00', batchSize: 1000 };
+        const { plan } = await analyseSource(c, { sourceSchema: 'public', targetSchema: SCHEMA });
+        await ensureInternalTables(c, SCHEMA);
+        const rec = await recordRun(c, SCHEMA, base);
+        await updateRun(c, SCHEMA, base.runId, { plan });
+        await createTargetTables(c, SCHEMA);
+        let opened = 0;
+        const o: StepOptions = {
+          client: c, run: { ...base, runTime: rec.runTime }, plan, deadline: Date.now() + 600_000, hashPasswords: (p) => hashPasswords(p), concurrency: 3,
+          openClient: async () => {
+            opened++;
+            const extra = await connected(db.url);
+            return { client: extra, close: () => extra.end() };
+          },
+        };
+        for (const step of plan.steps.filter((x) => x !== 'finalize')) while (!(await runMigrateStep(o, step)).done);
+        expect((await runMigrateStep(o, 'finalize')).done).toBe(true);
+        // Three connections at most: the step's own and two more.
+        expect(opened).toBe(2);
+        const jobs = await c.query(`SELECT source_table FROM ${q('_migration_checkpoint')} WHERE run_id = 'fin' AND step = 'finalize' AND source_table <> '*' ORDER BY 1`);
+        expect(jobs.rows.map((r) => r.source_table)).toContain('validate:scan');
+      } finally {
+        await c.end();
+      }
+    } finally {
+      await db.drop();
+    }
+  }, 120_000);
+});
