@@ -14,11 +14,12 @@ import { TASK_STATES, type TaskKey } from '../lambdas/core/contract';
  *   after Preflight       { run, backupTables }                  (= PreflightResult)
  *   after FinalizeBackup  + backup: FinalizeBackupResult
  *   after Analyse         + analysis: AnalyseResult
+ *   after PlanVerify      + verifyPlan: PlanVerifyResult         (round and item names)
  *   after Verify          + verification: VerifyResult
  *   after Cutover         + cutover: CutoverResult
  *   after Report          ReportResult                           (the execution's output)
- * Inside the Backup and Migrate iterations:
- *   { run, table | step, progress: StepProgress }  — progress starts as { done: false, cursor: null };
+ * Inside the Backup, Migrate and VerifyItems iterations:
+ *   { run, table | step | item, progress: StepProgress }  — progress starts as { done: false, cursor: null };
  *   the task is re-entered with progress.cursor until progress.done.
  *
  * Failures are not caught: a failed task fails the execution, which can then be redriven from
@@ -60,6 +61,12 @@ export const TASK_TIMEOUT = Duration.minutes(15);
 export const BACKUP_MAX_CONCURRENCY = 2;
 /** Migration steps run one at a time: they are in foreign-key order. */
 export const MIGRATE_MAX_CONCURRENCY = 1;
+/**
+ * Verification items run at once (each holds one target connection; they only read, and commit their results).
+ * Hook: when the execution input carries `concurrency` (issue 15, "at most N connections"), replace this with
+ * `maxConcurrencyPath: '$.run.concurrency'` on the VerifyItems Map.
+ */
+export const VERIFY_MAX_CONCURRENCY = 4;
 
 /** Names of the workflow's non-task states (task states are TASK_STATES). */
 export const FLOW_STATES = {
@@ -73,6 +80,10 @@ export const FLOW_STATES = {
   startStep: 'StartStep',
   isStepMigrated: 'IsStepMigrated',
   stepMigrated: 'StepMigrated',
+  verifyItems: 'VerifyItems',
+  startVerifyItem: 'StartVerifyItem',
+  isItemVerified: 'IsItemVerified',
+  itemVerified: 'ItemVerified',
   isCutoverRequested: 'IsCutoverRequested',
   isLive: 'IsLive',
   isCaughtUp: 'IsCaughtUp',
@@ -104,6 +115,7 @@ export class MigrationWorkflow extends Construct {
   readonly tasks: Readonly<Record<TaskKey, tasks.LambdaInvoke>>;
   readonly backupMap: sfn.Map;
   readonly migrateMap: sfn.Map;
+  readonly verifyMap: sfn.Map;
   readonly isTableBackedUp: sfn.Choice;
   readonly isStepMigrated: sfn.Choice;
   readonly isLive: sfn.Choice;
@@ -140,7 +152,13 @@ export class MigrationWorkflow extends Construct {
     this.isLive = new sfn.Choice(this, FLOW_STATES.isLive)
       .when(sfn.Condition.and(sfn.Condition.isPresent('$.run.live'), sfn.Condition.booleanEquals('$.run.live', true)), t.catchUp)
       .otherwise(isCutoverRequested);
-    const migrateAndVerify = t.createSchema.next(this.migrateMap).next(t.verify).next(this.isLive);
+    // Verify: PlanVerify lists the items, the VerifyItems Map runs them (each resumable), Verify assembles the verdict.
+    const verifyItems = this.createLoop(t.verifyItem, {
+      choice: FLOW_STATES.isItemVerified, done: FLOW_STATES.itemVerified, map: FLOW_STATES.verifyItems, start: FLOW_STATES.startVerifyItem,
+      itemsPath: '$.verifyPlan.items', item: 'item', maxConcurrency: VERIFY_MAX_CONCURRENCY,
+    });
+    this.verifyMap = verifyItems.map;
+    const migrateAndVerify = t.createSchema.next(this.migrateMap).next(t.planVerify).next(this.verifyMap).next(t.verify).next(this.isLive);
     const isDryRun = new sfn.Choice(this, FLOW_STATES.isDryRun)
       .when(sfn.Condition.booleanEquals('$.run.dryRun', true), new sfn.Succeed(this, FLOW_STATES.dryRunDone))
       .otherwise(migrateAndVerify);
@@ -177,7 +195,9 @@ export class MigrationWorkflow extends Construct {
       analyse: invoke('analyse', run, '$.analysis'),
       createSchema: invoke('createSchema', run, sfn.JsonPath.DISCARD),
       migrateStep: invoke('migrateStep', { ...run, step: sfn.JsonPath.stringAt('$.step'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') }, '$.progress'),
-      verify: invoke('verify', run, '$.verification'),
+      planVerify: invoke('planVerify', run, '$.verifyPlan'),
+      verifyItem: invoke('verifyItem', { ...run, item: sfn.JsonPath.stringAt('$.item'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') }, '$.progress'),
+      verify: invoke('verify', { ...run, round: sfn.JsonPath.stringAt('$.verifyPlan.round') }, '$.verification'),
       catchUp: invoke('catchUp', run, '$.catchUp'),
       cutover: invoke('cutover', run, '$.cutover'),
       report: invoke('report', run),

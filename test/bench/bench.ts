@@ -200,7 +200,12 @@ function parseRun(raw: RawRun): CliRun {
   const createLine = at(/^CreateSchema done/);
   const lastMigrate = at(/^migrate \S+: .* done$/, true);
   const migratePhaseWall = createLine && lastMigrate ? lastMigrate.t - createLine.t : NaN;
-  let verify = num(/^Verify done \(([\d.]+) s\)/);
+  // Verify = PlanVerify + the VerifyItems Map (items in parallel) + the assembly: from PlanVerify's start to Verify's end.
+  const planVerifyLine = at(/^PlanVerify done/);
+  const verifyLine = at(/^Verify done/);
+  let verify = planVerifyLine && verifyLine
+    ? verifyLine.t - planVerifyLine.t + num(/^PlanVerify done \(([\d.]+) s\)/)
+    : num(/^Verify done \(([\d.]+) s\)/);
   let verifyNote: string | undefined;
   // The failure is printed on stderr: "Run ID failed in step STATE with ERROR:".
   const failed = /Run \S+ failed in step (\S+) with (\S+):/.exec(raw.stderrTail);
