@@ -49,7 +49,7 @@ export interface VerifySizes {
   readonly maxItemsPerUnit: number;
 }
 
-export const DEFAULT_VERIFY_SIZES: VerifySizes = { bucketWidth: 50_000, itemKeys: 500_000, chunkKeys: 250_000, maxItemsPerUnit: 16 };
+export const DEFAULT_VERIFY_SIZES: VerifySizes = { bucketWidth: 50_000, itemKeys: 500_000, chunkKeys: 500_000, maxItemsPerUnit: 16 };
 
 /** Multiples of the bucket width (at least one bucket). */
 export function resolveVerifySizes(o: Partial<VerifySizes> = {}): VerifySizes {

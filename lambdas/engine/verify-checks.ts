@@ -78,6 +78,8 @@ export interface ChunkContext {
   readonly ctx: MappingContext;
   readonly width: number;
   readonly columns: string[];
+  /** Hash rows by their values (PostgreSQL 14+), not their text. */
+  readonly typedHash: boolean;
 }
 
 /**
@@ -95,7 +97,7 @@ async function sourceAggregates(c: ChunkContext, range: KeyRange | null): Promis
      SELECT floor(m._key / ${c.width})::bigint AS bucket, count(*)::bigint AS rows, count(r.source_key)::bigint AS rejected,
             count(*) FILTER (WHERE ${kept})::bigint AS kept,
             count(*) FILTER (WHERE m._reject IS NOT NULL AND r.source_key IS NULL)::bigint AS unstored,
-            COALESCE(sum(${rowHashExpr('m', c.table.target, c.columns)}) FILTER (WHERE ${kept}), 0)::text AS hash
+            COALESCE(sum(${rowHashExpr('m', c.table.target, c.columns, c.typedHash)}) FILTER (WHERE ${kept}), 0)::text AS hash
        FROM m
        LEFT JOIN ${qualified(c.run.targetSchema, '_migration_reject')} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey
       GROUP BY 1`,
@@ -127,7 +129,7 @@ async function exactSourcePass(c: ChunkContext, range: KeyRange | null): Promise
             count(*) FILTER (WHERE t.id IS NOT NULL AND r.source_key IS NOT NULL)::bigint AS both,
             (array_agg(m._rkey ORDER BY m._key, m._rkey) FILTER (WHERE ${lost}))[1:${SAMPLE}] AS sample,
             count(*) FILTER (WHERE ${kept})::bigint AS hash_rows,
-            COALESCE(sum(${rowHashExpr('m', c.table.target, c.columns)}) FILTER (WHERE ${kept}), 0)::text AS hash
+            COALESCE(sum(${rowHashExpr('m', c.table.target, c.columns, c.typedHash)}) FILTER (WHERE ${kept}), 0)::text AS hash
        FROM m
        LEFT JOIN ${qualified(c.run.targetSchema, c.table.target)} t ON t.id = m.id
        LEFT JOIN ${qualified(c.run.targetSchema, '_migration_reject')} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey
@@ -156,7 +158,7 @@ async function targetBuckets(c: ChunkContext, range: KeyRange | null, span: { mi
   const derivedFrom = unit.kind === 'source' && table.derivedLinks.length ? ctx.offsets[derivedSourceName(table.derivedLinks[0]!)] ?? null : null;
   if (derivedFrom !== null) bounds.push(`t.id <= ${derivedFrom}`);
   const r = await c.client.query(
-    `SELECT floor((t.id - ${unit.offset}) / ${c.width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, c.columns)})::text AS hash
+    `SELECT floor((t.id - ${unit.offset}) / ${c.width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, c.columns, c.typedHash)})::text AS hash
        FROM ${qualified(c.run.targetSchema, table.target)} t WHERE ${bounds.join(' AND ')}
       GROUP BY 1`,
   );
@@ -202,10 +204,10 @@ async function differingKeys(c: ChunkContext, first: BucketMismatch): Promise<nu
   const labelP = params.add(unit.label);
   const r = await c.client.query(
     `WITH m AS (${m.text}),
-     s AS (SELECT m._key AS k, ${rowHashExpr('m', table.target, columns)} AS h FROM m
+     s AS (SELECT m._key AS k, ${rowHashExpr('m', table.target, columns, c.typedHash)} AS h FROM m
             WHERE m._key >= ${lo} AND m._key < ${hi} AND m._reject IS NULL
               AND NOT EXISTS (SELECT 1 FROM ${qualified(run.targetSchema, '_migration_reject')} r WHERE r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey)),
-     t AS (SELECT t.id - ${unit.offset} AS k, ${rowHashExpr('t', table.target, columns)} AS h FROM ${qualified(run.targetSchema, table.target)} t
+     t AS (SELECT t.id - ${unit.offset} AS k, ${rowHashExpr('t', table.target, columns, c.typedHash)} AS h FROM ${qualified(run.targetSchema, table.target)} t
             WHERE t.id - ${unit.offset} >= ${lo} AND t.id - ${unit.offset} < ${hi})
      SELECT COALESCE(s.k, t.k) AS k FROM s FULL JOIN t ON s.k = t.k WHERE s.h IS DISTINCT FROM t.h ORDER BY 1 LIMIT ${SAMPLE}`,
     params.values,

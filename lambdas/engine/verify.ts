@@ -4,7 +4,7 @@ import type { Plan, TablePlan } from '../core/planner';
 import { qualified } from '../core/sql/ident';
 import { tableUnits, type MappingContext } from '../core/sql/mapping';
 import { renderAnalyze, WORK_TABLES } from '../core/sql/target-ddl';
-import type { CheckResult, VerificationResult } from '../core/verify';
+import { supportsTypedRowHash, type CheckResult, type VerificationResult } from '../core/verify';
 import {
   assembleVerification,
   describeItem,
@@ -173,7 +173,8 @@ async function itemChunk(o: ItemOptions, row: ItemRow, live: RangeResult['live']
     const span = await keySpan(client, ctx.sourceSchema, unit.source);
     const { range, last } = nextChunk(spec, row.chunks === 0 ? null : row.cursor, unit.source.key ? span : null, row.sizes);
     const prev = row.result?.kind === 'range' ? row.result : EMPTY_RANGE_RESULT;
-    const c = { client, run, table, unit, ctx, width: row.sizes.bucketWidth, columns: checksummedColumns(unit) };
+    const version = Number((await client.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
+    const c = { client, run, table, unit, ctx, width: row.sizes.bucketWidth, columns: checksummedColumns(unit), typedHash: supportsTypedRowHash(version) };
     let chunk = await rangeChunk(c, unit.source.key ? range : null, span, prev.mismatchCount === 0);
     if (spec.fingerprint) chunk = { ...chunk, fingerprint: await fingerprintRange(client, ctx.sourceSchema, unit.source, unit.source.key ? range : null) };
     return { result: { kind: 'range', ...mergeRange(prev, { ...chunk, live }) }, cursor: range.hi, last };
