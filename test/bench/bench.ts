@@ -227,15 +227,17 @@ function parseRun(raw: RawRun): CliRun {
 }
 
 /** History events and state transitions (states entered) of one execution, from invocation counts. */
-function historyOf(backupInv: number[], migrateInv: number[]) {
+function historyOf(backupInv: number[], migrateInv: number[], verifyInv: number[] = []) {
   // Fixed: ExecutionStarted/Succeeded; tasks Preflight, FinalizeBackup, Analyse, CreateSchema, Verify, Report (5 events each);
   // Choices IsDryRun, IsCutoverRequested (2 each); Maps Backup, Migrate (4 each: Entered/Started/Succeeded/Exited).
   const fixedEvents = 2 + 6 * 5 + 2 * 2 + 2 * 4;
   // Per Map item: iteration started/succeeded 2 + Pass 2 + Succeed 2; per invocation: Task 5 + Choice 2.
   const item = (inv: number) => 6 + inv * 7;
-  const events = fixedEvents + [...backupInv, ...migrateInv].reduce((a, n) => a + item(n), 0);
+  // Verify items: PlanVerify (5) and the VerifyItems Map (4), then per item as above.
+  const verifyFixed = verifyInv.length ? 5 + 4 : 0;
+  const events = fixedEvents + verifyFixed + [...backupInv, ...migrateInv, ...verifyInv].reduce((a, n) => a + item(n), 0);
   // States entered: 6 tasks + 2 choices + 2 maps; per item Pass + Succeed; per invocation Task + Choice.
-  const transitions = 10 + [...backupInv, ...migrateInv].reduce((a, n) => a + 2 + 2 * n, 0);
+  const transitions = 10 + (verifyInv.length ? 2 : 0) + [...backupInv, ...migrateInv, ...verifyInv].reduce((a, n) => a + 2 + 2 * n, 0);
   return { events, transitions };
 }
 
@@ -422,7 +424,8 @@ function summarize(base: Base, inPlace: CliRun, cross: CliRun) {
   // State transitions: local (S) from the counted invocations; S=10 with the 600 s Lambda budget.
   const backupInv = (r: CliRun) => SOURCE_TABLES.map((tb) => r.backup.perTable[tb]?.invocations ?? 1);
   const migrateInv = (r: CliRun) => Object.values(r.migrate.perStep).map((s) => s.invocations);
-  const local = { inPlace: historyOf(backupInv(inPlace), migrateInv(inPlace)), cross: historyOf(backupInv(cross), migrateInv(cross)) };
+  const verifyInv = (r: CliRun) => r.lines.flatMap((l) => { const m = /^verify .*: (\d+) invocation\(s\), [\d.]+ s done$/.exec(l.text); return m ? [Number(m[1])] : []; });
+  const local = { inPlace: historyOf(backupInv(inPlace), migrateInv(inPlace), verifyInv(inPlace)), cross: historyOf(backupInv(cross), migrateInv(cross), verifyInv(cross)) };
   const factor = 10 / scale;
   const projected = (r: CliRun) => {
     const b = SOURCE_TABLES.map((tb) => ({ name: `backup ${tb}`, seconds: (r.backup.perTable[tb]?.seconds ?? 0) * factor }));
