@@ -74,8 +74,10 @@ export function planUnitRanges(span: { min: number; max: number } | null, sizes:
   if (!span) return [{ lo: null, hi: null }];
   const start = bucketFloor(span.min, sizes.bucketWidth);
   const buckets = Math.floor(span.max / sizes.bucketWidth) - Math.floor(span.min / sizes.bucketWidth) + 1;
-  const perItem = Math.max(Math.ceil(sizes.itemKeys / sizes.bucketWidth), Math.ceil(buckets / sizes.maxItemsPerUnit));
-  const n = Math.ceil(buckets / perItem);
+  const widest = Math.max(Math.ceil(sizes.itemKeys / sizes.bucketWidth), Math.ceil(buckets / sizes.maxItemsPerUnit));
+  const n = Math.ceil(buckets / widest);
+  // As many buckets in each item as the count allows (750,000 keys: two items of 375,000, not 500,000 + 250,000).
+  const perItem = Math.ceil(buckets / n);
   const ranges: KeyRange[] = [];
   for (let i = 0; i < n; i++) {
     ranges.push({ lo: i === 0 ? null : start + i * perItem * sizes.bucketWidth, hi: i === n - 1 ? null : start + (i + 1) * perItem * sizes.bucketWidth });
