@@ -130,6 +130,9 @@ export const TASK_FUNCTIONS: Readonly<Record<TaskKey, TaskFunctionSpec>> = {
     secrets: ['source', 'target'],
     bucket: 'read-put',
   },
+  planVerify: { memoryMiB: 512, timeout: Duration.minutes(5), secrets: ['target'], bucket: 'read' },
+  // Live runs catch up (and hash new plaintext passwords) in every chunk's snapshot: one full vCPU, as CatchUp.
+  verifyItem: { memoryMiB: 1769, timeout: Duration.minutes(15), timeBudgetMs: 600_000, secrets: ['target'], bucket: 'read' },
   verify: { memoryMiB: 1024, timeout: Duration.minutes(15), secrets: ['source', 'target'], bucket: 'read-put' },
   // Same database only (a live run refuses two): the change log is next to the target.
   catchUp: { memoryMiB: 1769, timeout: Duration.minutes(15), timeBudgetMs: 600_000, secrets: ['target'], bucket: 'read' },

@@ -15,11 +15,12 @@ import { TASK_STATES, type TaskKey } from '../lambdas/core/contract';
  *   after FinalizeBackup  + backup: FinalizeBackupResult
  *   after Analyse         + analysis: AnalyseResult (its `waves`: the migration's work graph, core/work-graph.ts)
  *   during Migrate        + wave: { index, items }  — the wave the Migrate Map runs (PickWave … NextWave, IsMigrated)
+ *   after PlanVerify      + verifyPlan: PlanVerifyResult         (round and item names)
  *   after Verify          + verification: VerifyResult
  *   after Cutover         + cutover: CutoverResult
  *   after Report          ReportResult                           (the execution's output)
- * Inside the Backup and Migrate iterations:
- *   { run, table | step, progress: StepProgress }  — progress starts as { done: false, cursor: null };
+ * Inside the Backup, Migrate and VerifyItems iterations:
+ *   { run, table | step | item, progress: StepProgress }  — progress starts as { done: false, cursor: null };
  *   the task is re-entered with progress.cursor until progress.done.
  *
  * Failures are not caught: a failed task fails the execution, which can then be redriven from
@@ -64,6 +65,11 @@ export const BACKUP_MAX_CONCURRENCY = 2;
  * runs the items of one wave, at most `$.run.concurrency` at once (each holds one connection).
  */
 export const MIGRATE_CONCURRENCY_PATH = '$.run.concurrency';
+/**
+ * Verification items run at once, at most `$.run.concurrency` (each holds one target connection; they only
+ * read, and commit their results).
+ */
+export const VERIFY_CONCURRENCY_PATH = '$.run.concurrency';
 
 /** Names of the workflow's non-task states (task states are TASK_STATES). */
 export const FLOW_STATES = {
@@ -81,6 +87,10 @@ export const FLOW_STATES = {
   startStep: 'StartStep',
   isStepMigrated: 'IsStepMigrated',
   stepMigrated: 'StepMigrated',
+  verifyItems: 'VerifyItems',
+  startVerifyItem: 'StartVerifyItem',
+  isItemVerified: 'IsItemVerified',
+  itemVerified: 'ItemVerified',
   isCutoverRequested: 'IsCutoverRequested',
   isLive: 'IsLive',
   isCaughtUp: 'IsCaughtUp',
@@ -115,6 +125,7 @@ export class MigrationWorkflow extends Construct {
   readonly pickWave: sfn.Pass;
   readonly nextWave: sfn.Pass;
   readonly isMigrated: sfn.Choice;
+  readonly verifyMap: sfn.Map;
   readonly isTableBackedUp: sfn.Choice;
   readonly isStepMigrated: sfn.Choice;
   readonly isLive: sfn.Choice;
@@ -155,8 +166,14 @@ export class MigrationWorkflow extends Construct {
     this.isLive = new sfn.Choice(this, FLOW_STATES.isLive)
       .when(sfn.Condition.and(sfn.Condition.isPresent('$.run.live'), sfn.Condition.booleanEquals('$.run.live', true)), t.catchUp)
       .otherwise(isCutoverRequested);
-    this.isMigrated.otherwise(t.verify);
-    t.verify.next(this.isLive);
+    // Verify: PlanVerify lists the items, the VerifyItems Map runs them (each resumable), Verify assembles the verdict.
+    const verifyItems = this.createLoop(t.verifyItem, {
+      choice: FLOW_STATES.isItemVerified, done: FLOW_STATES.itemVerified, map: FLOW_STATES.verifyItems, start: FLOW_STATES.startVerifyItem,
+      itemsPath: '$.verifyPlan.items', item: 'item', maxConcurrencyPath: VERIFY_CONCURRENCY_PATH,
+    });
+    this.verifyMap = verifyItems.map;
+    this.isMigrated.otherwise(t.planVerify);
+    t.planVerify.next(this.verifyMap).next(t.verify).next(this.isLive);
     const migrateAndVerify = t.createSchema.next(waves.start);
     const isDryRun = new sfn.Choice(this, FLOW_STATES.isDryRun)
       .when(sfn.Condition.booleanEquals('$.run.dryRun', true), new sfn.Succeed(this, FLOW_STATES.dryRunDone))
@@ -194,7 +211,9 @@ export class MigrationWorkflow extends Construct {
       analyse: invoke('analyse', run, '$.analysis'),
       createSchema: invoke('createSchema', run, sfn.JsonPath.DISCARD),
       migrateStep: invoke('migrateStep', { ...run, step: sfn.JsonPath.stringAt('$.step'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') }, '$.progress'),
-      verify: invoke('verify', run, '$.verification'),
+      planVerify: invoke('planVerify', run, '$.verifyPlan'),
+      verifyItem: invoke('verifyItem', { ...run, item: sfn.JsonPath.stringAt('$.item'), cursor: sfn.JsonPath.stringAt('$.progress.cursor') }, '$.progress'),
+      verify: invoke('verify', { ...run, round: sfn.JsonPath.stringAt('$.verifyPlan.round') }, '$.verification'),
       catchUp: invoke('catchUp', run, '$.catchUp'),
       cutover: invoke('cutover', run, '$.cutover'),
       report: invoke('report', run),

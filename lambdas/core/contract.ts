@@ -106,6 +106,12 @@ export type MigrateStepResult = StepProgress & {
   readonly batches: number;
 };
 
+/** PlanVerify: a new round of verification items; `items` are the Map's items (`<round>/<number>`, heaviest first). */
+export interface PlanVerifyResult { readonly round: string; readonly items: string[] }
+export interface VerifyItemEvent { readonly run: RunContext; readonly item: string; readonly cursor: string | null }
+export type VerifyItemResult = StepProgress & { readonly item: string; readonly label: string; readonly chunks: number };
+/** Verify (assembly of a round's items; without `round`, the whole verification in this one invocation). */
+export interface VerifyEvent { readonly run: RunContext; readonly round?: string }
 export interface VerifyResult { readonly passed: boolean; readonly reportKey: string; readonly failedChecks: string[] }
 /** CatchUp: the lag after this invocation; `caughtUp` decides the workflow's IsCaughtUp choice. */
 export interface CatchUpResult {
@@ -132,6 +138,8 @@ export const TASK_STATES = {
   analyse: 'Analyse',
   createSchema: 'CreateSchema',
   migrateStep: 'MigrateStep',
+  planVerify: 'PlanVerify',
+  verifyItem: 'VerifyItem',
   verify: 'Verify',
   catchUp: 'CatchUp',
   cutover: 'Cutover',
@@ -147,6 +155,8 @@ export const HANDLER_MODULES: Readonly<Record<TaskKey, string>> = {
   analyse: 'analyse',
   createSchema: 'create-schema',
   migrateStep: 'migrate-step',
+  planVerify: 'plan-verify',
+  verifyItem: 'verify-item',
   verify: 'verify',
   catchUp: 'catch-up',
   cutover: 'cutover',

@@ -15,6 +15,10 @@ import type {
   MigrateStepResult,
   PreflightEvent,
   PreflightResult,
+  PlanVerifyResult,
+  VerifyEvent,
+  VerifyItemEvent,
+  VerifyItemResult,
   ReportResult,
   CutoverResult,
   CatchUpResult,
@@ -29,7 +33,7 @@ import { readTableInfo, readTableNames } from '../io/catalog';
 import { assertSourceReadable, assertTargetWritable } from '../io/privileges';
 import { resolveExecutionInput } from '../core/execution-input';
 import { planWaves } from '../core/work-graph';
-import { connect, describeDatabase, toMigrationError, withClient, withTransaction, type DatabaseConfig } from '../io/pg';
+import { connect, describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
 import { exportRejects, buildReport, readRejectGroups } from './report';
@@ -47,11 +51,10 @@ import {
   renewLease,
   updateRun,
 } from './runs';
-import { verifyRun } from './verify';
+import { assembleRun, planVerification, runVerifyItem, verifyAll, type VerifyOptions } from './verify';
 import { runRetryStep, startRetryRound } from './retry-rejects';
 import { assertNoOtherCapture, captureStatus, installCapture, readCapture } from './capture';
-import { catchUp, caughtUpPosition, drainInTransaction } from './catchup';
-import { sourceFingerprints } from './cutover';
+import { catchUp } from './catchup';
 import { cutoverRun } from './cutover';
 import { compareStaged, dropStaging, runStageStep, stagingSchema } from './stage';
 
@@ -290,30 +293,46 @@ export async function migrateStepTask(event: MigrateStepEvent, deps: TaskDeps): 
   });
 }
 
-/** Verify: all checks, the result to S3 and the run record; fails the execution when any check fails. */
-export async function verifyTask(event: RunEvent, deps: TaskDeps): Promise<VerifyResult> {
+/** How Verify runs for this run: fingerprints without capture (same database only), catch-up in every chunk when live. */
+function verifyOptions(c: pg.ClientBase, run: RunContext, plan: Plan, deps: TaskDeps): VerifyOptions {
+  return {
+    client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run),
+    // The source as verified, to refuse a cutover over a source that changed since (no capture to tell which
+    // rows). Same database only: a cross-database cutover cannot see (or lock) the source tables.
+    fingerprints: !run.live && !run.crossDatabase,
+    // Live: each chunk catches up the changes its snapshot sees, then checks in that snapshot, so the target is
+    // checked against the source as of a capture position; later writes stay in the log.
+    ...(run.live ? { live: { hashPasswords: deps.hashPasswords } } : {}),
+  };
+}
+
+/** PlanVerify: a new round of verification items; the workflow's Map runs them, Verify assembles the verdict. */
+export async function planVerifyTask(event: RunEvent, deps: TaskDeps): Promise<PlanVerifyResult> {
+  const { run } = event;
+  const r = await withTarget(deps, run, async (c) => planVerification(verifyOptions(c, run, await loadPlan(c, run), deps)));
+  deps.log?.(`PlanVerify: ${r.items.length} verification items`);
+  return r;
+}
+
+/** VerifyItem: one item, chunk by chunk (each committed with its cursor), until done or the time budget is spent. */
+export async function verifyItemTask(event: VerifyItemEvent, deps: TaskDeps): Promise<VerifyItemResult> {
+  const { run, item } = event;
+  const deadline = Date.now() + deps.timeBudgetMs;
+  const r = await withTarget(deps, run, async (c) => runVerifyItem({ ...verifyOptions(c, run, await loadPlan(c, run), deps), deadline }, item));
+  return { item, label: r.label, done: r.done, cursor: r.cursor, chunks: r.chunks };
+}
+
+/**
+ * Verify: the verdict from the round's items (without a round: the whole verification in this invocation),
+ * to S3 and the run record; fails the execution when any check fails.
+ */
+export async function verifyTask(event: VerifyEvent, deps: TaskDeps): Promise<VerifyResult> {
   const { run } = event;
   const { result, reportKey } = await withTarget(deps, run, async (c) => {
     const plan = await loadPlan(c, run);
-    const verifyAll = async () => {
-      if (!run.live) {
-        // The source as verified, to refuse a cutover over a source that changed since (no capture to tell which
-        // rows). Same database only: a cross-database cutover cannot see (or lock) the source tables.
-        const fingerprints = run.crossDatabase ? null : await sourceFingerprints(c, run.sourceSchema, plan);
-        return { result: await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) }), live: null, fingerprints };
-      }
-      // Live: one snapshot. The changes it can see are caught up first, in the same transaction, so the
-      // target is checked against the source as of that capture position; later writes stay in the log.
-      return withTransaction(c, async () => {
-        await c.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
-        const drained = await drainInTransaction({ client: c, run: engineRun(run), plan, hashPasswords: deps.hashPasswords });
-        const position = await caughtUpPosition(c, engineRun(run));
-        const result = await verifyRun({ client: c, run: engineRun(run), plan, readSchema: readSchemaOf(run) });
-        return { result, live: { position, drained }, fingerprints: null };
-      });
-    };
-    const verified = await verifyAll();
-    let result = verified.result;
+    const o = verifyOptions(c, run, plan, deps);
+    const { live, ...verified } = event.round ? await assembleRun(o, event.round) : await verifyAll(o);
+    let result: VerificationResult = verified;
     if (run.crossDatabase) {
       const staged = await withClient(await deps.source(), (src) => compareStaged(src, c, engineRun(run), plan));
       const checks = [
@@ -326,14 +345,14 @@ export async function verifyTask(event: RunEvent, deps: TaskDeps): Promise<Verif
       ];
       result = { ...result, checks, passed: checks.every((x) => x.passed) };
     }
-    if (verified.live) result = { ...result, capturePosition: verified.live.position };
-    if (verified.fingerprints) result = { ...result, sourceFingerprints: verified.fingerprints };
+    // Every item was checked in a snapshot of its own at a capture position; every change up to the highest was caught up.
+    if (live) result = { ...result, capturePosition: live.positionMax };
     const reportKey = runKey(deps, run, 'verification.json');
     await putJsonObject(deps.s3, deps.bucket, reportKey, result, deps.kmsKeyId);
     await updateRun(c, run.targetSchema, run.runId, { verification: result, status: result.passed ? 'verified' : 'verification-failed' });
     await recordStep(c, run.targetSchema, run.runId, 'verify', {
       status: 'done', at: new Date().toISOString(), passed: result.passed,
-      ...(verified.live ? { capturePosition: verified.live.position, caughtUpInVerify: verified.live.drained, capture: await captureStatus(c, run.runId) } : {}),
+      ...(live ? { capturePosition: live.positionMax, capturePositionFrom: live.positionMin, caughtUpInVerify: live.drained, capture: await captureStatus(c, run.runId) } : {}),
     });
     return { result, reportKey };
   });

@@ -48,6 +48,9 @@ export function describeStateExit(name: string, output: string | undefined): str
   if (name === 'MigrateStep' && typeof result.step === 'string') {
     return `migrate ${result.step}: +${Number(result.migrated)} migrated, +${Number(result.rejected)} rejected${result.done ? ' done' : ''}`;
   }
+  if (name === 'VerifyItem' && typeof result.label === 'string') {
+    return result.done ? `verify ${result.label} done` : `verify ${result.label}: ${Number(result.chunks)} chunk(s)`;
+  }
   // CatchUp's output is the whole state: its result is under `catchUp`.
   const lag = (value.catchUp ?? null) as Record<string, unknown> | null;
   if (name === 'CatchUp' && lag) {
@@ -55,7 +58,7 @@ export function describeStateExit(name: string, output: string | undefined): str
   }
   const cut = (value.cutover ?? null) as Record<string, unknown> | null;
   if (name === 'Cutover' && cut && typeof cut.writeFreezeMs === 'number') return `Cutover done: writes frozen for ${cut.writeFreezeMs} ms`;
-  if (['Preflight', 'FinalizeBackup', 'Analyse', 'CreateSchema', 'Verify', 'Cutover', 'Report'].includes(name)) return `${name} done`;
+  if (['Preflight', 'FinalizeBackup', 'Analyse', 'CreateSchema', 'PlanVerify', 'Verify', 'Cutover', 'Report'].includes(name)) return `${name} done`;
   return null;
 }
 

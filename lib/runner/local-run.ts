@@ -224,12 +224,18 @@ class RowEstimates {
 
 /** What the local run shows and traces of one task's result: backup rows, migrate step totals, other tasks' durations. */
 function recordTaskResult(
-  run: { trace: { -readonly [K in keyof LocalRunTrace]: LocalRunTrace[K] }; stepMap: Map<string, StepSummary>; progress: ProgressSink },
+  run: {
+    trace: { -readonly [K in keyof LocalRunTrace]: LocalRunTrace[K] };
+    stepMap: Map<string, StepSummary>;
+    progress: ProgressSink;
+    /** Invocations and seconds of each verification item so far (items are re-entered with their cursor). */
+    verifyItems: Map<string, { invocations: number; seconds: number }>;
+  },
   state: string,
   result: Record<string, unknown>,
   seconds: number,
 ): void {
-  const { trace, stepMap, progress } = run;
+  const { trace, stepMap, progress, verifyItems } = run;
   if (state === TASK_STATES.backupTable) {
     const table = String(result.table);
     trace.backups[table] = Number(result.rows);
@@ -254,6 +260,14 @@ function recordTaskResult(
     // Rows read (migrated + rejected), against the source rows the catalog estimates.
     if (result.done) progress.finish(key, s.migrated + s.rejected, extra);
     else progress.update(key, s.migrated + s.rejected, extra);
+  } else if (state === TASK_STATES.verifyItem) {
+    // One line per item when it is done: its time summed over its invocations (items run in parallel).
+    const item = String(result.item);
+    const v = verifyItems.get(item) ?? { invocations: 0, seconds: 0 };
+    v.invocations++;
+    v.seconds += seconds;
+    verifyItems.set(item, v);
+    if (result.done) progress.log(`verify ${String(result.label)}: ${v.invocations} invocation(s), ${v.seconds.toFixed(2)} s done`);
   } else if (state === TASK_STATES.catchUp) {
     const applied = (trace.catchUp?.applied ?? 0) + Number(result.applied);
     trace.catchUp = { pending: Number(result.pending), oldestSeconds: Number(result.oldestSeconds), rate: Number(result.rate), applied };
@@ -284,6 +298,7 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
   const progress = options.progress ?? silentProgress;
   const started = Date.now();
   const stepMap = new Map<string, StepSummary>();
+  const verifyItems = new Map<string, { invocations: number; seconds: number }>();
   const trace: { -readonly [K in keyof LocalRunTrace]: LocalRunTrace[K] } = { steps: [], backups: {}, seconds: 0 };
   const handlers = loadTaskHandlers();
 
@@ -304,7 +319,7 @@ export async function runLocalWorkflow(options: LocalRunOptions): Promise<LocalR
         trace.migrateWall = (migrateSpan.last - migrateSpan.first) / 1000;
       }
       await estimates.observe(state, result);
-      recordTaskResult({ trace, stepMap, progress }, state, result, seconds);
+      recordTaskResult({ trace, stepMap, progress, verifyItems }, state, result, seconds);
       return result;
     }) as LocalTaskHandler;
   }

@@ -200,7 +200,12 @@ function parseRun(raw: RawRun): CliRun {
   const createLine = at(/^CreateSchema done/);
   const lastMigrate = at(/^migrate \S+: .* done$/, true);
   const migratePhaseWall = createLine && lastMigrate ? lastMigrate.t - createLine.t : NaN;
-  let verify = num(/^Verify done \(([\d.]+) s\)/);
+  // Verify = PlanVerify + the VerifyItems Map (items in parallel) + the assembly: from PlanVerify's start to Verify's end.
+  const planVerifyLine = at(/^PlanVerify done/);
+  const verifyLine = at(/^Verify done/);
+  let verify = planVerifyLine && verifyLine
+    ? verifyLine.t - planVerifyLine.t + num(/^PlanVerify done \(([\d.]+) s\)/)
+    : num(/^Verify done \(([\d.]+) s\)/);
   let verifyNote: string | undefined;
   // The failure is printed on stderr: "Run ID failed in step STATE with ERROR:".
   const failed = /Run \S+ failed in step (\S+) with (\S+):/.exec(raw.stderrTail);
@@ -223,16 +228,18 @@ function parseRun(raw: RawRun): CliRun {
 }
 
 /** History events and state transitions (states entered) of one execution, from invocation counts. */
-function historyOf(backupInv: number[], migrateInv: number[], waves = 6) {
+function historyOf(backupInv: number[], migrateInv: number[], waves = 6, verifyInv: number[] = []) {
   // Fixed: ExecutionStarted/Succeeded; tasks Preflight, FinalizeBackup, Analyse, CreateSchema, Verify, Report (5 events each);
   // Choices IsDryRun, IsCutoverRequested (2 each); Map Backup (4: Entered/Started/Succeeded/Exited); Pass StartWaves (2);
   // per wave of the migration graph: Pass PickWave 2 + Map Migrate 4 + Pass NextWave 2 + Choice IsMigrated 2.
   const fixedEvents = 2 + 6 * 5 + 2 * 2 + 4 + 2 + waves * 10;
   // Per Map item: iteration started/succeeded 2 + Pass 2 + Succeed 2; per invocation: Task 5 + Choice 2.
   const item = (inv: number) => 6 + inv * 7;
-  const events = fixedEvents + [...backupInv, ...migrateInv].reduce((a, n) => a + item(n), 0);
-  // States entered: 6 tasks + 2 choices + Backup + StartWaves, 4 per wave; per item Pass + Succeed; per invocation Task + Choice.
-  const transitions = 10 + 4 * waves + [...backupInv, ...migrateInv].reduce((a, n) => a + 2 + 2 * n, 0);
+  // Verify items: PlanVerify (5) and the VerifyItems Map (4), then per item as above.
+  const verifyFixed = verifyInv.length ? 5 + 4 : 0;
+  const events = fixedEvents + verifyFixed + [...backupInv, ...migrateInv, ...verifyInv].reduce((a, n) => a + item(n), 0);
+  // States entered: 6 tasks + 2 choices + Backup + StartWaves, 4 per wave, PlanVerify + VerifyItems; per item Pass + Succeed; per invocation Task + Choice.
+  const transitions = 10 + 4 * waves + (verifyInv.length ? 2 : 0) + [...backupInv, ...migrateInv, ...verifyInv].reduce((a, n) => a + 2 + 2 * n, 0);
   return { events, transitions };
 }
 
@@ -420,7 +427,8 @@ function summarize(base: Base, inPlace: CliRun, cross: CliRun) {
   // State transitions: local (S) from the counted invocations; S=10 with the 600 s Lambda budget.
   const backupInv = (r: CliRun) => SOURCE_TABLES.map((tb) => r.backup.perTable[tb]?.invocations ?? 1);
   const migrateInv = (r: CliRun) => Object.values(r.migrate.perStep).map((s) => s.invocations);
-  const local = { inPlace: historyOf(backupInv(inPlace), migrateInv(inPlace)), cross: historyOf(backupInv(cross), migrateInv(cross)) };
+  const verifyInv = (r: CliRun) => r.lines.flatMap((l) => { const m = /^verify .*: (\d+) invocation\(s\), [\d.]+ s done$/.exec(l.text); return m ? [Number(m[1])] : []; });
+  const local = { inPlace: historyOf(backupInv(inPlace), migrateInv(inPlace), undefined, verifyInv(inPlace)), cross: historyOf(backupInv(cross), migrateInv(cross), undefined, verifyInv(cross)) };
   const factor = 10 / scale;
   const projected = (r: CliRun) => {
     const b = SOURCE_TABLES.map((tb) => ({ name: `backup ${tb}`, seconds: (r.backup.perTable[tb]?.seconds ?? 0) * factor }));

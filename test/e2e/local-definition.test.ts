@@ -35,6 +35,7 @@ function runContext(input: ExecutionInput): RunContext {
 function fakeHandlers(opts: {
   backupPasses?: Record<string, number>;
   stepPasses?: Record<string, number>;
+  itemPasses?: Record<string, number>;
   override?: Partial<Record<string, (event: Record<string, unknown>, calls: Call[]) => unknown>>;
 }) {
   const calls: Call[] = [];
@@ -55,6 +56,12 @@ function fakeHandlers(opts: {
       const n = passes(e.cursor);
       const done = n >= (opts.stepPasses?.[e.step as string] ?? 1);
       return { step: e.step, migrated: n, rejected: 0, batches: n, done, cursor: done ? null : String(n) };
+    },
+    [TASK_STATES.planVerify]: () => ({ round: 'v1', items: ['v1/1', 'v1/2'] }),
+    [TASK_STATES.verifyItem]: (e) => {
+      const n = passes(e.cursor);
+      const done = n >= (opts.itemPasses?.[e.item as string] ?? 1);
+      return { item: e.item, label: String(e.item), chunks: n, done, cursor: done ? null : String(n) };
     },
     [TASK_STATES.verify]: () => ({ passed: true, reportKey: 'runs/r1/verify.json', failedChecks: [] }),
     [TASK_STATES.cutover]: () => ({ status: 'cut-over', legacySchema: 'legacy_r1' }),
@@ -94,11 +101,11 @@ describe('the workflow definition, run locally', () => {
       }
     };
     walk((synthesizeDefinition() as unknown as { States: Record<string, Record<string, unknown>> }).States);
-    expect(maps).toEqual([{ name: 'Backup', mode: 'INLINE' }, { name: 'Migrate', mode: 'INLINE' }]);
+    expect(maps).toEqual([{ name: 'Backup', mode: 'INLINE' }, { name: 'Migrate', mode: 'INLINE' }, { name: 'VerifyItems', mode: 'INLINE' }]);
   });
 
   it('runs the tasks in order, loops backup and migrate until done, and outputs the report', async () => {
-    const { handlers, calls } = fakeHandlers({ backupPasses: { bag: 3 }, stepPasses: { user: 2 } });
+    const { handlers, calls } = fakeHandlers({ backupPasses: { bag: 3 }, stepPasses: { user: 2 }, itemPasses: { 'v1/2': 3 } });
     const result = await runLocally({ definition: synthesizeDefinition(), input: { runId: 'r1' }, handlers, executionName: 'exec-1' });
 
     expect(result.output).toEqual({ runId: 'r1', status: 'migrated', reportKey: 'runs/r1/report.json', tables: {} });
@@ -106,7 +113,7 @@ describe('the workflow definition, run locally', () => {
     const backups = calls.filter((c) => c.state === 'BackupTable').map((c) => `${c.event.table as string}:${String(c.event.cursor)}`);
     expect(backups.sort()).toEqual(['bag:1', 'bag:2', 'bag:null', 'scan:null', 'user:null']);
     // Backups run in parallel (MaxConcurrency 2), so only the order around them is fixed.
-    expect(order(calls).filter((s) => s !== 'BackupTable')).toEqual([
+    expect(order(calls).filter((s) => s !== 'BackupTable' && s !== 'VerifyItem')).toEqual([
       'Preflight',
       'FinalizeBackup',
       'Analyse',
@@ -116,9 +123,17 @@ describe('the workflow definition, run locally', () => {
       'MigrateStep',
       'MigrateStep',
       'MigrateStep',
+      'PlanVerify',
       'Verify',
       'Report',
     ]);
+    // Verification items run after PlanVerify and before Verify (in parallel), each resumed with its cursor.
+    const states = order(calls);
+    const items = calls.filter((c) => c.state === 'VerifyItem');
+    expect(states.indexOf('VerifyItem')).toBeGreaterThan(states.indexOf('PlanVerify'));
+    expect(states.lastIndexOf('VerifyItem')).toBeLessThan(states.indexOf('Verify'));
+    expect(items.map((c) => `${c.event.item as string}:${String(c.event.cursor)}`).sort()).toEqual(['v1/1:null', 'v1/2:1', 'v1/2:2', 'v1/2:null']);
+    expect(Object.keys(items[0]!.event).sort()).toEqual(['cursor', 'item', 'run']);
     // One item per wave here: the steps run in the order of the waves Analyse gave, each resumed with its cursor.
     expect(calls.filter((c) => c.state === 'MigrateStep').map((c) => `${c.event.step as string}:${String(c.event.cursor)}`)).toEqual([
       'prepare:null',
@@ -130,7 +145,8 @@ describe('the workflow definition, run locally', () => {
     // Payloads carry the run context and names only.
     const migrate = calls.find((c) => c.state === 'MigrateStep')!;
     expect(Object.keys(migrate.event).sort()).toEqual(['cursor', 'run', 'step']);
-    expect(Object.keys(calls.find((c) => c.state === 'Verify')!.event)).toEqual(['run']);
+    expect(calls.find((c) => c.state === 'Verify')!.event).toMatchObject({ round: 'v1' });
+    expect(Object.keys(calls.find((c) => c.state === 'Verify')!.event).sort()).toEqual(['round', 'run']);
     expect(result.taskInvocations).toBe(calls.length);
     expect(result.retries).toBe(0);
     // Per task pass: the task and its Choice; plus the top-level states and the terminal Succeed of each iteration.

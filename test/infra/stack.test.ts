@@ -141,7 +141,7 @@ describe('MigrationStack', () => {
     expect(rolesAllowed(template, 'secretsmanager:GetSecretValue', SOURCE)).toEqual(readers('source'));
     expect(rolesAllowed(template, 'secretsmanager:GetSecretValue', TARGET)).toEqual(readers('target'));
     expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('source'))).toEqual(['preflight', 'backupTable', 'finalizeBackup', 'analyse', 'migrateStep', 'verify']);
-    expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('target'))).toEqual(['preflight', 'analyse', 'createSchema', 'migrateStep', 'verify', 'catchUp', 'cutover', 'report']);
+    expect(tasksWith((k) => TASK_FUNCTIONS[k].secrets.includes('target'))).toEqual(['preflight', 'analyse', 'createSchema', 'migrateStep', 'planVerify', 'verifyItem', 'verify', 'catchUp', 'cutover', 'report']);
   });
 
   it('scopes S3 and KMS grants to the backup bucket and key, and never grants a delete', () => {
@@ -328,7 +328,7 @@ describe('the workflow states', () => {
     expect(stack.resolve(stack.workflow.isMigrated.toStateJson())).toEqual({
       Type: 'Choice',
       Choices: [{ Variable: '$.wave.index', NumericLessThanPath: '$.analysis.waveCount', Next: 'PickWave' }],
-      Default: 'Verify',
+      Default: 'PlanVerify',
     });
   });
 
@@ -343,6 +343,23 @@ describe('the workflow states', () => {
     Template.fromStack(build({ concurrency: 2 }).stack).hasResourceProperties('AWS::Lambda::Function', {
       Description: 'TraceTrack migration: Preflight task', Environment: { Variables: Match.objectLike({ DEFAULT_CONCURRENCY: '2' }) },
     });
+  });
+
+  it("VerifyItems runs the planned items, up to the run's concurrency at once, each looped with its cursor, then Verify assembles", () => {
+    expect(stack.resolve(stack.workflow.verifyMap.toStateJson())).toMatchObject({
+      ItemsPath: '$.verifyPlan.items',
+      ItemSelector: { 'run.$': '$.run', 'item.$': '$$.Map.Item.Value' },
+      MaxConcurrencyPath: '$.run.concurrency',
+      ResultPath: null,
+      Next: 'Verify',
+    });
+    expect(stack.resolve(stack.workflow.tasks.planVerify.toStateJson())).toMatchObject({ ResultPath: '$.verifyPlan', Next: 'VerifyItems' });
+    expect(stack.resolve(stack.workflow.tasks.verifyItem.toStateJson())).toMatchObject({
+      ResultPath: '$.progress',
+      Parameters: { 'run.$': '$.run', 'item.$': '$.item', 'cursor.$': '$.progress.cursor' },
+      Next: 'IsItemVerified',
+    });
+    expect(stack.resolve(stack.workflow.tasks.verify.toStateJson())).toMatchObject({ Parameters: { 'run.$': '$.run', 'round.$': '$.verifyPlan.round' }, ResultPath: '$.verification' });
   });
 });
 

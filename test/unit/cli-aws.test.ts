@@ -159,6 +159,9 @@ describe('describeStateExit', () => {
   it.each([
     ['BackupTable', { table: 'scan', rows: 3, done: false }, 'backup scan: 3 rows'],
     ['MigrateStep', { step: 'link', migrated: 2, rejected: 1, done: true }, 'migrate link: +2 migrated, +1 rejected done'],
+    ['PlanVerify', { round: 'v1', items: ['v1/1'] }, 'PlanVerify done'],
+    ['VerifyItem', { item: 'v1/1', label: 'scan (keys start–499999)', chunks: 1, done: false }, 'verify scan (keys start–499999): 1 chunk(s)'],
+    ['VerifyItem', { item: 'v1/1', label: 'orphans scan', chunks: 1, done: true }, 'verify orphans scan done'],
     ['Verify', {}, 'Verify done'],
     ['CheckBackupDone', {}, null],
   ])('%s %j → %s', (name, output, line) => {

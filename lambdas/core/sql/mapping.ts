@@ -91,7 +91,7 @@ function rowsWithUsableIdFrom(source: SourcePlan, ctx: MappingContext): string {
  * A key range as SQL. The first range of a table without a primary key also holds its rows without an id
  * (they sort nowhere), so that they are read, and rejected, exactly once.
  */
-function rangeWhere(source: SourcePlan, range: KeySelection | null, params: Params): string[] {
+export function rangeWhere(source: SourcePlan, range: KeySelection | null, params: Params): string[] {
   if (!source.key || !range) return [];
   const k = `s.${id(source.key)}`;
   if (isKeySet(range)) return [`${k} = ANY(${params.add(range.keys, 'bigint[]')})`];

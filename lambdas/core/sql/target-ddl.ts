@@ -379,6 +379,23 @@ function renderRunTables(schema: string): string[] {
   rejected_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
   PRIMARY KEY (run_id, source_table, source_key)
 )`,
+    // Verify's work items of the run's current round (lambdas/engine/verify.ts): each item's result so far,
+    // committed with its cursor (the key range end of its last chunk) in one transaction.
+    `CREATE TABLE IF NOT EXISTS ${q('_migration_verify')} (
+  run_id     TEXT NOT NULL,
+  item_no    INTEGER NOT NULL,
+  round      TEXT NOT NULL,
+  spec       JSONB NOT NULL,
+  sizes      JSONB NOT NULL,
+  options    JSONB NOT NULL DEFAULT '{}',
+  chunks     INTEGER NOT NULL DEFAULT 0,
+  cursor     BIGINT,
+  done       BOOLEAN NOT NULL DEFAULT FALSE,
+  result     JSONB,
+  seconds    DOUBLE PRECISION NOT NULL DEFAULT 0,
+  updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (run_id, item_no)
+)`,
   ];
 }
 

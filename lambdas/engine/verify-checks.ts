@@ -1,0 +1,456 @@
+import type pg from 'pg';
+import type { Plan, SourcePlan, TablePlan } from '../core/planner';
+import { TARGET_ORDER, type TargetTable } from '../core/rules';
+import { checkableHashSql, plaintextPasswordSql } from '../core/sql/values';
+import { derivedColumnScopes, renderSummaryMismatches } from '../core/sql/derived';
+import { escapeIdentifier as id, escapeLiteral, Params, qualified } from '../core/sql/ident';
+import {
+  buildUnitSelect,
+  derivedSourceName,
+  rangeWhere,
+  targetIdExpr,
+  tableUnits,
+  unitOffset,
+  type KeyRange,
+  type TableUnit,
+  type MappingContext,
+} from '../core/sql/mapping';
+import { TARGET_TABLE_DDL } from '../core/sql/target-ddl';
+import { compareBuckets, rowHashExpr, type Bucket, type BucketMismatch, type CheckResult, type Readiness } from '../core/verify';
+import type { RangeResult } from '../core/verify-items';
+import { checkPasswordWerkzeug } from '../io/password';
+import type { EngineRun } from './migrate';
+
+/**
+ * The queries of Verify, each over one key range of one unit or one target table (lambdas/engine/verify.ts
+ * runs them as work items). Ranges are aligned to checksum buckets, so a unit's ranges add up to what one
+ * pass over the whole unit computes.
+ */
+
+const SAMPLE = 5;
+
+/** A unit of the table (core's tableUnits) with its target-id offset and its mapping over a key range. */
+export interface Unit extends TableUnit {
+  readonly offset: number;
+  readonly mapping: (params: Params, range?: KeyRange | null) => { text: string; columns: string[] };
+}
+
+export function unitsFor(plan: Plan, table: TablePlan, ctx: MappingContext): Unit[] {
+  return tableUnits(plan, table).map((u) => ({
+    ...u,
+    offset: unitOffset(u, ctx.offsets),
+    mapping: (params: Params, range: KeyRange | null = null) => buildUnitSelect(table, u, ctx, params, range),
+  }));
+}
+
+/** Rehashed plaintext passwords carry a random salt: compared by the password check, not the checksum. */
+function isSaltedColumn(source: SourcePlan, column: string): boolean {
+  return column === 'password_hash' && source.columns.some((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
+}
+
+export function checksummedColumns(unit: Unit, params = new Params()): string[] {
+  return unit.mapping(params).columns.filter((col) => !isSaltedColumn(unit.source, col));
+}
+
+/** A derived-link candidate that a link row already states (not derived again, not missing). */
+function redundantLinkExpr(unit: Unit, ctx: MappingContext): string {
+  // m has child_bag_id (NULL when the child is missing) and _rp (the translated parent).
+  return `EXISTS (SELECT 1 FROM ${qualified(ctx.targetSchema, 'link')} l WHERE l.child_bag_id = m.id - ${ctx.offsets[unit.label] ?? 0} AND l.parent_bag_id = m._rp)`;
+}
+
+export async function keySpan(client: pg.ClientBase, schema: string, source: SourcePlan): Promise<{ min: number; max: number } | null> {
+  const key = source.key ? id(source.key) : null;
+  const r = await client.query(
+    key
+      ? `SELECT min(${key})::bigint AS min, max(${key})::bigint AS max FROM ${qualified(schema, source.table)}`
+      : `SELECT 1::bigint AS min, count(*)::bigint AS max FROM ${qualified(schema, source.table)}`,
+  );
+  const row = r.rows[0];
+  if (row.min === null || Number(row.max) < Number(row.min)) return null;
+  return { min: Number(row.min), max: Number(row.max) };
+}
+
+export interface ChunkContext {
+  readonly client: pg.ClientBase;
+  readonly run: EngineRun;
+  readonly table: TablePlan;
+  readonly unit: Unit;
+  readonly ctx: MappingContext;
+  readonly width: number;
+  readonly columns: string[];
+  /** Hash rows by their values (PostgreSQL 14+), not their text. */
+  readonly typedHash: boolean;
+}
+
+/**
+ * The source side per bucket without touching the target rows: rows, rejects in the store, rows kept for the
+ * target (and their summed hash), and rows the mapping rejects that the store does not hold.
+ */
+async function sourceAggregates(c: ChunkContext, range: KeyRange | null): Promise<{ bucket: number; rows: number; rejected: number; kept: number; unstored: number; hash: string }[]> {
+  const params = new Params();
+  const mapping = c.unit.mapping(params, range);
+  const runP = params.add(c.run.runId);
+  const labelP = params.add(c.unit.label);
+  const kept = `m._reject IS NULL AND r.source_key IS NULL`;
+  const r = await c.client.query(
+    `WITH m AS (${mapping.text})
+     SELECT floor(m._key / ${c.width})::bigint AS bucket, count(*)::bigint AS rows, count(r.source_key)::bigint AS rejected,
+            count(*) FILTER (WHERE ${kept})::bigint AS kept,
+            count(*) FILTER (WHERE m._reject IS NOT NULL AND r.source_key IS NULL)::bigint AS unstored,
+            COALESCE(sum(${rowHashExpr('m', c.table.target, c.columns, c.typedHash)}) FILTER (WHERE ${kept}), 0)::text AS hash
+       FROM m
+       LEFT JOIN ${qualified(c.run.targetSchema, '_migration_reject')} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey
+      GROUP BY 1`,
+    params.values,
+  );
+  return r.rows.map((row) => ({ bucket: Number(row.bucket), rows: Number(row.rows), rejected: Number(row.rejected), kept: Number(row.kept), unstored: Number(row.unstored), hash: String(row.hash) }));
+}
+
+/**
+ * Row by row, as exact as it gets (only for ranges whose aggregates differ): every source row is in the target
+ * or in the reject store, never both, never neither; and the hash of every migrated row.
+ */
+async function exactSourcePass(c: ChunkContext, range: KeyRange | null): Promise<{ counts: RangeResult['counts']; buckets: Bucket[] }> {
+  const params = new Params();
+  const mapping = c.unit.mapping(params, range);
+  const runP = params.add(c.run.runId);
+  const labelP = params.add(c.unit.label);
+  const redundantExpr = c.unit.kind === 'derived' ? redundantLinkExpr(c.unit, c.ctx) : 'FALSE';
+  const kept = `m._reject IS NULL AND r.source_key IS NULL`;
+  const lost = `t.id IS NULL AND r.source_key IS NULL AND NOT (${redundantExpr})`;
+  const pass = await c.client.query(
+    `WITH m AS (${mapping.text})
+     SELECT floor(m._key / ${c.width})::bigint AS bucket,
+            count(*)::bigint AS rows,
+            count(t.id)::bigint AS migrated,
+            count(r.source_key)::bigint AS rejected,
+            count(*) FILTER (WHERE ${lost})::bigint AS missing,
+            count(*) FILTER (WHERE t.id IS NULL AND r.source_key IS NULL AND (${redundantExpr}))::bigint AS redundant,
+            count(*) FILTER (WHERE t.id IS NOT NULL AND r.source_key IS NOT NULL)::bigint AS both,
+            (array_agg(m._rkey ORDER BY m._key, m._rkey) FILTER (WHERE ${lost}))[1:${SAMPLE}] AS sample,
+            count(*) FILTER (WHERE ${kept})::bigint AS hash_rows,
+            COALESCE(sum(${rowHashExpr('m', c.table.target, c.columns, c.typedHash)}) FILTER (WHERE ${kept}), 0)::text AS hash
+       FROM m
+       LEFT JOIN ${qualified(c.run.targetSchema, c.table.target)} t ON t.id = m.id
+       LEFT JOIN ${qualified(c.run.targetSchema, '_migration_reject')} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey
+      GROUP BY 1 ORDER BY 1`,
+    params.values,
+  );
+  const sum = (k: string) => pass.rows.reduce((acc, row) => acc + Number(row[k]), 0);
+  return {
+    counts: {
+      rows: sum('rows'), migrated: sum('migrated'), rejected: sum('rejected'),
+      missing: sum('missing'), both: sum('both'), redundant: sum('redundant'),
+      missingSample: pass.rows.flatMap((row) => (row.sample ?? []).map(String)).slice(0, SAMPLE),
+    },
+    buckets: pass.rows.filter((row) => Number(row.hash_rows) > 0).map((row) => ({ bucket: Number(row.bucket), rows: Number(row.hash_rows), hash: row.hash })),
+  };
+}
+
+/** The unit's target rows of a key range, hashed per bucket: ids inside the unit's span (and below the derived links of a link source). */
+async function targetBuckets(c: ChunkContext, range: KeyRange | null, span: { min: number; max: number } | null): Promise<Bucket[]> {
+  if (!span) return [];
+  const { unit, table, ctx } = c;
+  const bounds = [`t.id > ${unit.offset + span.min - 1}`, `t.id <= ${unit.offset + span.max}`];
+  if (range?.lo != null) bounds.push(`t.id > ${unit.offset + range.lo}`);
+  if (range?.hi != null) bounds.push(`t.id <= ${unit.offset + range.hi}`);
+  // A link source's ids stop where the derived links' begin.
+  const derivedFrom = unit.kind === 'source' && table.derivedLinks.length ? ctx.offsets[derivedSourceName(table.derivedLinks[0]!)] ?? null : null;
+  if (derivedFrom !== null) bounds.push(`t.id <= ${derivedFrom}`);
+  const r = await c.client.query(
+    `SELECT floor((t.id - ${unit.offset}) / ${c.width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, c.columns, c.typedHash)})::text AS hash
+       FROM ${qualified(c.run.targetSchema, table.target)} t WHERE ${bounds.join(' AND ')}
+      GROUP BY 1`,
+  );
+  return r.rows.map((row) => ({ bucket: Number(row.bucket), rows: Number(row.rows), hash: String(row.hash) }));
+}
+
+/**
+ * One chunk of a range item: counts and checksums of the unit's buckets in the range. Where the source's
+ * aggregates equal the target's (rows kept = target rows, same summed hash, every rejected row in the store),
+ * every kept row is in the target and no rejected one, so the counts follow without joining row by row;
+ * otherwise the exact row-by-row pass gives the counts, and the differing keys are sampled.
+ */
+export async function rangeChunk(c: ChunkContext, range: KeyRange | null, span: { min: number; max: number } | null, wantSample: boolean): Promise<RangeResult> {
+  const [agg, tgt] = [await sourceAggregates(c, range), await targetBuckets(c, range, span)];
+  const byBucket = new Map(tgt.map((b) => [b.bucket, b]));
+  const clean = agg.every((s) => s.unstored === 0 && (s.kept === 0 ? !byBucket.has(s.bucket) : byBucket.get(s.bucket)?.rows === s.kept && byBucket.get(s.bucket)?.hash === s.hash))
+    && tgt.every((t) => agg.some((s) => s.bucket === t.bucket));
+  const sourceBuckets = agg.filter((s) => s.kept > 0).map((s) => ({ bucket: s.bucket, rows: s.kept, hash: s.hash }));
+  const base = { columns: c.columns.length, fingerprint: null, live: null };
+  if (clean) {
+    const sum = (k: 'rows' | 'rejected' | 'kept') => agg.reduce((a, s) => a + s[k], 0);
+    return {
+      ...base,
+      counts: { rows: sum('rows'), migrated: sum('kept'), rejected: sum('rejected'), missing: 0, both: 0, redundant: 0, missingSample: [] },
+      buckets: sourceBuckets.length, mismatchCount: 0, mismatches: [], sample: [],
+    };
+  }
+  const exact = await exactSourcePass(c, range);
+  const mismatches = compareBuckets(exact.buckets, tgt);
+  const sample = wantSample && mismatches.length ? await differingKeys(c, mismatches[0]!) : [];
+  return { ...base, counts: exact.counts, buckets: exact.buckets.length, mismatchCount: mismatches.length, mismatches: mismatches.slice(0, 20), sample };
+}
+
+/** Keys of a bucket whose mapped source row and target row differ (for the error message). */
+async function differingKeys(c: ChunkContext, first: BucketMismatch): Promise<number[]> {
+  const { table, unit, run, columns } = c;
+  const lo = first.bucket * c.width;
+  const hi = lo + c.width;
+  const params = new Params();
+  // Keys in [lo, hi) as a key range (exclusive lower, inclusive upper bound): only that range is mapped.
+  const m = unit.mapping(params, { lo: lo - 1, hi: hi - 1 });
+  const runP = params.add(run.runId);
+  const labelP = params.add(unit.label);
+  const r = await c.client.query(
+    `WITH m AS (${m.text}),
+     s AS (SELECT m._key AS k, ${rowHashExpr('m', table.target, columns, c.typedHash)} AS h FROM m
+            WHERE m._key >= ${lo} AND m._key < ${hi} AND m._reject IS NULL
+              AND NOT EXISTS (SELECT 1 FROM ${qualified(run.targetSchema, '_migration_reject')} r WHERE r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey)),
+     t AS (SELECT t.id - ${unit.offset} AS k, ${rowHashExpr('t', table.target, columns, c.typedHash)} AS h FROM ${qualified(run.targetSchema, table.target)} t
+            WHERE t.id - ${unit.offset} >= ${lo} AND t.id - ${unit.offset} < ${hi})
+     SELECT COALESCE(s.k, t.k) AS k FROM s FULL JOIN t ON s.k = t.k WHERE s.h IS DISTINCT FROM t.h ORDER BY 1 LIMIT ${SAMPLE}`,
+    params.values,
+  );
+  return r.rows.map((row) => Number(row.k));
+}
+
+/** Row count and content hash of a source table's rows in a key range, and the snapshot's horizon (a later cutover compares). */
+export async function fingerprintRange(client: pg.ClientBase, schema: string, source: SourcePlan, range: KeyRange | null): Promise<NonNullable<RangeResult['fingerprint']>> {
+  const params = new Params();
+  const where = rangeWhere(source, range, params);
+  const r = await client.query(
+    `SELECT count(*)::bigint AS n, COALESCE(sum(hashtextextended(s::text, 0)::numeric), 0)::text AS h, txid_snapshot_xmax(txid_current_snapshot())::text AS xmax
+       FROM ${qualified(schema, source.table)} s ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`,
+    params.values,
+  );
+  return { rows: Number(r.rows[0].n), hash: String(r.rows[0].h), xmax: String(r.rows[0].xmax) };
+}
+
+/** Target rows of a table, and those outside every unit's id span (rows no source row can account for). */
+export async function extraRows(client: pg.ClientBase, run: EngineRun, plan: Plan, table: TablePlan, ctx: MappingContext): Promise<{ targetRows: number; outside: number }> {
+  const spans: string[] = [];
+  for (const unit of unitsFor(plan, table, ctx)) {
+    const span = await keySpan(client, ctx.sourceSchema, unit.source);
+    if (span) spans.push(`(t.id > ${unit.offset + span.min - 1} AND t.id <= ${unit.offset + span.max})`);
+  }
+  const r = await client.query(
+    `SELECT count(*)::bigint AS n, count(*) FILTER (WHERE NOT (${spans.length ? spans.join(' OR ') : 'FALSE'}))::bigint AS outside FROM ${qualified(run.targetSchema, table.target)} t`,
+  );
+  return { targetRows: Number(r.rows[0].n), outside: Number(r.rows[0].outside) };
+}
+
+/** Every foreign key (and bag.parent_id), in the order the checks are listed; `scan.bag` last. */
+export function orphanRefs(): { table: TargetTable; column: string; ref: TargetTable }[] {
+  const refs: { table: TargetTable; column: string; ref: TargetTable }[] = [];
+  for (const table of TARGET_ORDER) for (const fk of TARGET_TABLE_DDL[table].foreignKeys) refs.push({ table, column: fk.column, ref: fk.ref });
+  refs.push({ table: 'bag', column: 'parent_id', ref: 'bag' });
+  return refs;
+}
+
+export function orphanCheckNames(): string[] {
+  return [...orphanRefs().map((r) => `orphans:${r.table}.${r.column}`), 'orphans:scan.bag'];
+}
+
+/** The orphan checks of the references one target table holds. */
+export async function orphanChecks(client: pg.ClientBase, schema: string, table: TargetTable): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  const q = (t: string) => qualified(schema, t);
+  for (const r of orphanRefs().filter((x) => x.table === table)) {
+    const res = await client.query(
+      `SELECT count(*)::bigint AS n, (array_agg(c.id ORDER BY c.id))[1:${SAMPLE}] AS sample FROM ${q(r.table)} c
+        WHERE c.${id(r.column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${q(r.ref)} p WHERE p.id = c.${id(r.column)})`,
+    );
+    const n = Number(res.rows[0].n);
+    out.push({
+      name: `orphans:${r.table}.${r.column}`,
+      passed: n === 0,
+      detail: n === 0 ? `every ${r.table}.${r.column} resolves to a ${r.ref}` : `${n} ${r.table} rows reference a missing ${r.ref} (ids ${res.rows[0].sample.join(', ')})`,
+    });
+  }
+  if (table !== 'scan') return out;
+  const scans = await client.query(`SELECT count(*)::bigint AS n FROM ${q('scan')} WHERE parent_bag_id IS NULL AND child_bag_id IS NULL`);
+  const n = Number(scans.rows[0].n);
+  out.push({ name: 'orphans:scan.bag', passed: n === 0, detail: n === 0 ? 'every scan references at least one bag' : `${n} scans reference no bag` });
+  return out;
+}
+
+/** Target tables that hold a reference (each is one orphans item). */
+export function referencingTables(): TargetTable[] {
+  return [...new Set([...orphanRefs().map((r) => r.table), 'scan' as TargetTable])];
+}
+
+export async function sequenceChecks(client: pg.ClientBase, schema: string): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  for (const table of TARGET_ORDER) {
+    const r = await client.query(
+      `SELECT (SELECT max(id) FROM ${qualified(schema, table)})::bigint AS max_id, s.last_value::bigint AS last, s.is_called
+         FROM pg_sequences q JOIN LATERAL (SELECT last_value, is_called FROM ${qualified(schema, `${table}_id_seq`)}) s ON TRUE
+        WHERE q.schemaname = $1 AND q.sequencename = $2`,
+      [schema, `${table}_id_seq`],
+    );
+    const row = r.rows[0];
+    if (!row) {
+      out.push({ name: `sequence:${table}`, passed: false, detail: `no sequence ${table}_id_seq in ${schema}` });
+      continue;
+    }
+    const maxId = row.max_id === null ? 0 : Number(row.max_id);
+    const next = row.is_called ? Number(row.last) + 1 : Number(row.last);
+    out.push({
+      name: `sequence:${table}`,
+      passed: next > maxId,
+      detail: next > maxId ? `next id ${next} > largest id ${maxId}` : `next id ${next} would clash with existing ids up to ${maxId}: run the finalize step again`,
+    });
+  }
+  return out;
+}
+
+/** Every user has a hash the application can check or is listed for a reset; no plaintext is left. */
+export async function passwordCheck(client: pg.ClientBase, run: EngineRun, plan: Plan, ctx: MappingContext): Promise<CheckResult> {
+  const readSchema = ctx.sourceSchema;
+  const users = qualified(run.targetSchema, 'user');
+  const problems: string[] = [];
+  const data: Record<string, unknown> = {};
+  const cls = await client.query(
+    `WITH u AS MATERIALIZED (SELECT ${checkableHashSql('password_hash')} AS ok FROM ${users})
+     SELECT count(*) FILTER (WHERE ok)::bigint AS hashed, count(*) FILTER (WHERE NOT ok)::bigint AS placeholders FROM u`,
+  );
+  data.hashed = Number(cls.rows[0].hashed);
+  data.needReset = Number(cls.rows[0].placeholders);
+  const userPlan = plan.tables.find((t) => t.target === 'user');
+  let rehashed = 0;
+  for (const s of userPlan?.sources ?? []) {
+    const pw = s.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
+    if (!pw?.source || !s.key) continue;
+    const join = `FROM ${qualified(readSchema, s.table)} s JOIN ${users} u ON u.id = ${targetIdExpr(s, ctx)}`;
+    const legacy = `s.${id(pw.source)}::text`;
+    // The hash pattern is evaluated once per row (its 128-hex-digit repetition costs ~45 µs a row).
+    const plain = await client.query(
+      `WITH x AS MATERIALIZED (SELECT u.id, CASE WHEN u.password_hash = ${legacy} THEN NOT ${checkableHashSql('u.password_hash')} ELSE FALSE END AS leaked,
+                                      ${plaintextPasswordSql(legacy)} AS rehashed ${join})
+       SELECT count(*) FILTER (WHERE leaked)::bigint AS leaked, count(*) FILTER (WHERE rehashed)::bigint AS rehashed,
+              (array_agg(id ORDER BY id) FILTER (WHERE rehashed))[1:3] AS sample FROM x`,
+    );
+    const leaked = Number(plain.rows[0].leaked);
+    rehashed += Number(plain.rows[0].rehashed);
+    if (leaked) problems.push(`${leaked} users of ${s.table} hold their legacy plaintext password`);
+    // A sample of rehashed passwords must log in with the legacy password (werkzeug check).
+    const sample = await client.query(
+      `SELECT u.id, u.password_hash AS hash, ${legacy} AS plain ${join} WHERE u.id = ANY($1::bigint[]) ORDER BY u.id`,
+      [(plain.rows[0].sample ?? []).map(String)],
+    );
+    // The three scrypt checks at once (libuv's thread pool), reported in id order.
+    const accepted = await Promise.all(sample.rows.map((row) => checkPasswordWerkzeug(row.hash, row.plain)));
+    sample.rows.forEach((row, i) => {
+      if (!accepted[i]) problems.push(`user ${row.id}: the new hash does not accept the legacy password`);
+    });
+  }
+  data.rehashed = rehashed;
+  return {
+    name: 'passwords',
+    passed: problems.length === 0,
+    detail: problems.length
+      ? problems.join('; ')
+      : `${data.hashed} users have a checkable hash (${rehashed} rehashed from legacy plaintext, sample verified); ${data.needReset} need a password reset; no plaintext left`,
+    data,
+  };
+}
+
+/** Summaries computed after the load equal the application's rule (the load derived them: this re-derives them). */
+export async function summaryChecks(client: pg.ClientBase, schema: string, plan: Plan, offsets: Record<string, number>): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  for (const table of plan.tables) {
+    for (const scope of derivedColumnScopes(table, offsets)) {
+      if (scope.computed === 'FALSE') continue;
+      const r = (await client.query(renderSummaryMismatches(schema, scope, 'computed', SAMPLE))).rows[0];
+      const n = Number(r.n);
+      out.push({
+        name: `derived:${scope.key}`,
+        passed: n === 0,
+        detail: n === 0
+          ? `every computed ${scope.key} follows the application's rule: ${scope.rule.rule}`
+          : `${n} rows differ from the rule (${scope.rule.rule}), e.g. ids ${(r.sample as string[]).join(', ')}: run the finalize step again`,
+      });
+    }
+  }
+  return out;
+}
+
+/** Copied summaries that disagree with what the application derives: counted, with samples. */
+export async function summaryDisagreements(client: pg.ClientBase, schema: string, plan: Plan, offsets: Record<string, number>): Promise<Readiness['summariesDisagreeing']> {
+  const out: Record<string, { count: number; sample: { id: number; stored: string | null; derived: string | null }[] }> = {};
+  for (const table of plan.tables) {
+    for (const scope of derivedColumnScopes(table, offsets)) {
+      if (scope.copied === 'FALSE') continue;
+      const r = (await client.query(renderSummaryMismatches(schema, scope, 'copied', SAMPLE))).rows[0];
+      const ids = (r.sample ?? []) as string[];
+      out[scope.key] = {
+        count: Number(r.n),
+        sample: ids.map((x, i) => ({ id: Number(x), stored: (r.stored as (string | null)[])[i] ?? null, derived: (r.derived as (string | null)[])[i] ?? null })),
+      };
+    }
+  }
+  return out;
+}
+
+const READINESS_LIST_LIMIT = 200;
+
+type UserReadiness = Pick<Readiness, 'usersNeedingPasswordReset' | 'usersNotVerified' | 'dispatchersWithoutArea'>;
+
+/** Users who cannot log in after migration, by id and username (the hash pattern evaluated once per row). */
+async function userReadiness(client: pg.ClientBase, schema: string): Promise<{ lists: UserReadiness; counts: Record<string, number> }> {
+  const lim = READINESS_LIST_LIMIT;
+  const r = await client.query(
+    `WITH u AS MATERIALIZED (SELECT id, username, NOT ${checkableHashSql('password_hash')} AS reset, verified IS NOT TRUE AS unverified,
+                                    role = 'dispatcher' AND (dispatch_area IS NULL OR btrim(dispatch_area) = '') AS no_area
+                               FROM ${qualified(schema, 'user')})
+     SELECT count(*) FILTER (WHERE reset)::bigint AS reset_n, count(*) FILTER (WHERE unverified)::bigint AS unverified_n, count(*) FILTER (WHERE no_area)::bigint AS no_area_n,
+            (array_agg(json_build_object('id', id, 'username', username) ORDER BY id) FILTER (WHERE reset))[1:${lim}] AS reset,
+            (array_agg(json_build_object('id', id, 'username', username) ORDER BY id) FILTER (WHERE unverified))[1:${lim}] AS unverified,
+            (array_agg(json_build_object('id', id, 'username', username) ORDER BY id) FILTER (WHERE no_area))[1:${lim}] AS no_area
+       FROM u`,
+  );
+  const row = r.rows[0];
+  const list = (v: unknown) => ((v ?? []) as { id: string | number; username: unknown }[]).map((x) => ({ id: Number(x.id), username: String(x.username) }));
+  return {
+    lists: { usersNeedingPasswordReset: list(row.reset), usersNotVerified: list(row.unverified), dispatchersWithoutArea: list(row.no_area) },
+    counts: { usersNeedingPasswordReset: Number(row.reset_n), usersNotVerified: Number(row.unverified_n), dispatchersWithoutArea: Number(row.no_area_n) },
+  };
+}
+
+/**
+ * What the application will make of the migrated data (summaries aside: see summaryDisagreements): users who
+ * cannot log in, bags and bills whose links were rejected. Counts are exact; the lists are the first 200. Ids
+ * are target ids (reject keys are translated through the id offsets).
+ */
+export async function readinessReport(client: pg.ClientBase, run: EngineRun, plan: Plan, offsets: Record<string, number>): Promise<{ readiness: Omit<Readiness, 'summariesDisagreeing' | 'counts'>; counts: Record<string, number> }> {
+  const users = await userReadiness(client, run.targetSchema);
+  const rej = qualified(run.targetSchema, '_migration_reject');
+  // Each rejected link or bill_bag row, as the target id of the bag / bill it concerns.
+  const idsOf = async (target: TargetTable, parts: { label: string; keySql: string; offset: number }[]) => {
+    if (parts.length === 0) return { count: 0, list: [] as number[] };
+    const params = new Params();
+    const runP = params.add(run.runId);
+    const union = parts
+      .map((p) => `SELECT (${p.keySql})::bigint + ${p.offset} AS id FROM ${rej} WHERE run_id = ${runP} AND source_table = ${params.add(p.label)} AND (${p.keySql}) ~ '^-?[0-9]{1,18}$'`)
+      .join(' UNION ');
+    const r = await client.query(
+      `WITH k AS (${union}), hit AS (SELECT DISTINCT x.id FROM k JOIN ${qualified(run.targetSchema, target)} x ON x.id = k.id)
+       SELECT (SELECT count(*) FROM hit)::bigint AS n, ARRAY(SELECT id FROM hit ORDER BY id LIMIT ${READINESS_LIST_LIMIT}) AS ids`,
+      params.values,
+    );
+    return { count: Number(r.rows[0].n), list: (r.rows[0].ids as string[]).map(Number) };
+  };
+  const linkPlan = plan.tables.find((t) => t.target === 'link');
+  const parentLinks = await idsOf('bag', (linkPlan?.derivedLinks ?? []).map((d) => ({ label: derivedSourceName(d), keySql: 'source_key', offset: offsets[d.fromSource] ?? 0 })));
+  const billBagPlan = plan.tables.find((t) => t.target === 'bill_bag');
+  const billParts = (billBagPlan?.sources ?? []).flatMap((s) => {
+    const ref = s.columns.find((c) => c.target === 'bill_id' && c.source);
+    return ref ? [{ label: s.table, keySql: `row_data ->> ${escapeLiteral(ref.source!)}`, offset: offsets[ref.ref?.sourceTable ?? ''] ?? 0 }] : [];
+  });
+  const bills = await idsOf('bill', billParts);
+  return {
+    readiness: { ...users.lists, bagsWithRejectedParentLink: parentLinks.list, billsWithRejectedBags: bills.list },
+    counts: { ...users.counts, bagsWithRejectedParentLink: parentLinks.count, billsWithRejectedBags: bills.count },
+  };
+}

@@ -1,0 +1,134 @@
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import type { VerificationResult } from '../../lambdas/core/verify';
+import { assembleRun, planVerification, runVerifyItem, verifyRun, type VerifyOptions } from '../../lambdas/engine/verify';
+import { runEngine, withFixtureDatabase } from '../support/engine';
+
+/**
+ * Verify as work items (issue 15): every item resumable from its stored cursor under a time budget, the verdict
+ * assembled from the stored results. With a budget so small that every call does one chunk, the verdict is the
+ * one of a single pass over everything, on a good target and on a deliberately broken one; a redrive or a second
+ * invocation of a half-done item counts nothing twice.
+ */
+
+/** Buckets of 2 keys, chunks of 2, items of 4: every range item of a table with more than 4 keys has several chunks. */
+const TINY = { bucketWidth: 2, chunkKeys: 2, itemKeys: 4 };
+/** One item and one chunk per unit: the single pass over everything that Verify was before it had items. */
+const WHOLE = { bucketWidth: 2, chunkKeys: 1e9, itemKeys: 1e9 };
+
+/** Without the time and the fingerprints' transaction horizons (later verifications run in later transactions). */
+const withoutTime = (v: VerificationResult) => ({ ...v, verifiedAt: '', sourceFingerprints: v.sourceFingerprints?.map((f) => ({ ...f, xmax: '' })) });
+
+/** Every item run with a deadline already passed (one chunk per call), round-robin; the calls each item took. */
+async function verifyWithTinyBudget(o: VerifyOptions): Promise<{ result: VerificationResult; calls: Map<string, number> }> {
+  const { round, items } = await planVerification({ ...o, sizes: TINY });
+  const calls = new Map<string, number>();
+  let open = [...items];
+  while (open.length) {
+    const still: string[] = [];
+    for (const ref of open) {
+      const r = await runVerifyItem({ ...o, deadline: 0 }, ref);
+      calls.set(ref, (calls.get(ref) ?? 0) + 1);
+      if (!r.done) {
+        expect(r.cursor).not.toBeNull();
+        still.push(ref);
+      }
+    }
+    open = still;
+  }
+  const { live: _live, ...result } = await assembleRun(o, round);
+  return { result, calls };
+}
+
+async function breakTarget(c: pg.ClientBase): Promise<void> {
+  const bags = (await c.query<{ id: number }>(`SELECT id FROM tracetrack.bag ORDER BY id`)).rows.map((r) => r.id);
+  await c.query(`UPDATE tracetrack.bag SET name = 'changed after the migration' WHERE id = $1`, [bags[3]]);
+  await c.query(`DELETE FROM tracetrack.scan WHERE id = (SELECT min(id) FROM tracetrack.scan)`);
+  await c.query(`SELECT setval('tracetrack.scan_id_seq', 1000000)`);
+  await c.query(`INSERT INTO tracetrack.scan (id, "timestamp", parent_bag_id, user_id) VALUES (999999, now(), $1, NULL)`, [bags[0]]);
+  await c.query(`UPDATE tracetrack."user" SET verified = FALSE WHERE id = (SELECT min(id) FROM tracetrack."user")`);
+}
+
+describe('Verify as resumable work items', () => {
+  it('a tiny time budget (several invocations per item) gives the verdict of a single pass, on a good and on a broken target', async () => {
+    await withFixtureDatabase('a', async (c) => {
+      const r = await runEngine(c, { runId: 'items', batchSize: 3 });
+      const o: VerifyOptions = { client: c, run: r.run, plan: r.plan, fingerprints: true };
+
+      const single = await verifyRun({ ...o, sizes: WHOLE });
+      expect(single.passed).toBe(true);
+      const tiny = await verifyWithTinyBudget(o);
+      expect(withoutTime(tiny.result)).toEqual(withoutTime(single));
+      // The chunks really were spread over invocations: range items of the larger tables took several calls.
+      const multi = [...tiny.calls.values()].filter((n) => n > 1);
+      expect(multi.length).toBeGreaterThan(3);
+      expect(Math.max(...tiny.calls.values())).toBeGreaterThan(1);
+
+      await breakTarget(c);
+      const broken = await verifyRun({ ...o, sizes: WHOLE });
+      expect(broken.passed).toBe(false);
+      const failed = broken.checks.filter((x) => !x.passed).map((x) => x.name);
+      expect(failed).toEqual(expect.arrayContaining(['checksum:bag:bag', 'counts:scan:scan', 'checksum:scan:scan', 'extra:scan']));
+      const brokenTiny = await verifyWithTinyBudget(o);
+      expect(withoutTime(brokenTiny.result)).toEqual(withoutTime(broken));
+      expect(brokenTiny.result.readiness.counts.usersNotVerified).toBe(1);
+    }, 'vitems');
+  });
+
+  it('a redrive or a second invocation of a half-done item resumes from its stored cursor and counts nothing twice', async () => {
+    await withFixtureDatabase('a', async (c) => {
+      const r = await runEngine(c, { runId: 'redrive', batchSize: 3 });
+      const o: VerifyOptions = { client: c, run: r.run, plan: r.plan, sizes: TINY };
+      const { live: _l, ...reference } = await (async () => {
+        const { round, items } = await planVerification(o);
+        for (const ref of items) await runVerifyItem({ ...o, deadline: Number.POSITIVE_INFINITY }, ref);
+        return assembleRun(o, round);
+      })();
+
+      const { round, items } = await planVerification(o);
+      // A range of the scan table between two others: two chunks.
+      const scanNo = (await c.query(`SELECT item_no FROM tracetrack._migration_verify WHERE spec->>'kind' = 'range' AND spec->>'table' = 'scan' AND spec->>'lo' IS NOT NULL AND spec->>'hi' IS NOT NULL ORDER BY item_no LIMIT 1`)).rows[0].item_no;
+      const scanItem = `${round}/${scanNo}`;
+      expect(items).toContain(scanItem);
+      // Half done: one chunk committed, then the invocation "dies" in its next chunk before committing.
+      const first = await runVerifyItem({ ...o, deadline: 0 }, scanItem);
+      expect(first.done).toBe(false);
+      let failing = true;
+      const dying = new Proxy(c, {
+        get(target, prop, receiver) {
+          if (prop !== 'query') return Reflect.get(target, prop, receiver);
+          return (text: unknown, values?: unknown[]) => {
+            if (failing && typeof text === 'string' && text.startsWith('UPDATE') && text.includes('_migration_verify')) {
+              failing = false;
+              return Promise.reject(Object.assign(new Error('the invocation was killed'), { code: '57P01' }));
+            }
+            return target.query(text as string, values);
+          };
+        },
+      });
+      await expect(runVerifyItem({ ...o, client: dying as pg.Client, deadline: 0 }, scanItem)).rejects.toThrow(/killed/);
+      // The redrive and a duplicate invocation on another connection, at the same time.
+      const other = new pg.Client({ connectionString: `postgres://${c.user}:${encodeURIComponent(String(c.password))}@${c.host}:${c.port}/${c.database}` });
+      await other.connect();
+      try {
+        await Promise.all([
+          runVerifyItem({ ...o, deadline: Number.POSITIVE_INFINITY }, scanItem).catch((e: { code?: string }) => { if (e.code !== '40001') throw e; }),
+          runVerifyItem({ ...o, client: other, deadline: Number.POSITIVE_INFINITY }, scanItem).catch((e: { code?: string }) => { if (e.code !== '40001') throw e; }),
+        ]);
+        await runVerifyItem({ ...o, deadline: Number.POSITIVE_INFINITY }, scanItem);
+      } finally {
+        await other.end();
+      }
+      // Rerunning done items changes nothing either.
+      for (const ref of items) await runVerifyItem({ ...o, deadline: Number.POSITIVE_INFINITY }, ref);
+      for (const ref of items) expect((await runVerifyItem({ ...o, deadline: 0 }, ref)).done).toBe(true);
+      const { live: _l2, ...again } = await assembleRun(o, round);
+      expect(withoutTime(again)).toEqual(withoutTime(reference));
+
+      // A new round supersedes the old one: its items are refused, and its verdict too.
+      await planVerification(o);
+      await expect(runVerifyItem({ ...o, deadline: 0 }, items[0]!)).rejects.toThrow(/started again since/);
+      await expect(assembleRun(o, round)).rejects.toThrow(/no verification items of round/);
+    }, 'vredrive');
+  });
+});

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { EMPTY_RANGE_RESULT, mergeRange, nextChunk, parseItemRef, itemRef, planUnitRanges, resolveVerifySizes, type RangeResult } from '../../lambdas/core/verify-items';
+
+const sizes = resolveVerifySizes({ bucketWidth: 10, itemKeys: 40, chunkKeys: 20, maxItemsPerUnit: 3 });
+
+describe('verification items', () => {
+  it.each([
+    // keys 1..100 = buckets 0..10 (11 buckets); items of at most 4 buckets: 3 items of 4, 4, 3 buckets, open at both ends.
+    [{ min: 1, max: 100 }, [{ lo: null, hi: 39 }, { lo: 39, hi: 79 }, { lo: 79, hi: null }]],
+    // one bucket: one item, open-ended
+    [{ min: 5, max: 7 }, [{ lo: null, hi: null }]],
+    // 200 keys, at most 3 items per unit: they widen to 7 buckets each
+    [{ min: 0, max: 199 }, [{ lo: null, hi: 69 }, { lo: 69, hi: 139 }, { lo: 139, hi: null }]],
+    // no keys (an empty table, or one without a key): one item over everything
+    [null, [{ lo: null, hi: null }]],
+  ])('planUnitRanges(%j) → %j (item edges on bucket edges)', (span, ranges) => {
+    expect(planUnitRanges(span, sizes)).toEqual(ranges);
+  });
+
+  it.each([
+    // the first chunk of the first item starts at the start (rows without a key or below the span are read too)
+    [{ lo: null, hi: 39 }, null, { min: 1, max: 100 }, { range: { lo: null, hi: 19 }, last: false }],
+    [{ lo: null, hi: 39 }, 19, { min: 1, max: 100 }, { range: { lo: 19, hi: 39 }, last: true }],
+    // the last item runs to the end, however far the keys go by then
+    [{ lo: 79, hi: null }, null, { min: 1, max: 100 }, { range: { lo: 79, hi: 99 }, last: false }],
+    [{ lo: 79, hi: null }, 99, { min: 1, max: 100 }, { range: { lo: 99, hi: null }, last: true }],
+    // keys gone meanwhile: one chunk to the item's end
+    [{ lo: 39, hi: 79 }, null, null, { range: { lo: 39, hi: 79 }, last: true }],
+  ])('nextChunk(%j, cursor %j, span %j) → %j', (item, cursor, span, chunk) => {
+    expect(nextChunk(item, cursor, span, sizes)).toEqual(chunk);
+  });
+
+  it('merges chunks in key order: counts and hashes add up (beyond 2^63), the first mismatch keeps its sample', () => {
+    const a: RangeResult = {
+      ...EMPTY_RANGE_RESULT,
+      counts: { rows: 3, migrated: 2, rejected: 1, missing: 0, both: 0, redundant: 0, missingSample: [] },
+      buckets: 1, columns: 4, fingerprint: { rows: 3, hash: '9223372036854775807', xmax: '900' },
+    };
+    const b: RangeResult = {
+      ...EMPTY_RANGE_RESULT,
+      counts: { rows: 2, migrated: 1, rejected: 0, missing: 1, both: 0, redundant: 0, missingSample: ['17'] },
+      buckets: 1, columns: 4, mismatchCount: 1, mismatches: [{ bucket: 1, sourceRows: 1, targetRows: 0 }], sample: [17],
+      fingerprint: { rows: 2, hash: '9223372036854775807', xmax: '880' },
+    };
+    const m = mergeRange(mergeRange(EMPTY_RANGE_RESULT, a), b);
+    expect(m.counts).toEqual({ rows: 5, migrated: 3, rejected: 1, missing: 1, both: 0, redundant: 0, missingSample: ['17'] });
+    expect(m).toMatchObject({ buckets: 2, mismatchCount: 1, sample: [17], fingerprint: { rows: 5, hash: '18446744073709551614', xmax: '880' } });
+  });
+
+  it('names items as <round>/<number>', () => {
+    expect(parseItemRef(itemRef('mk1abc', 12))).toEqual({ round: 'mk1abc', itemNo: 12 });
+    expect(parseItemRef('12')).toBeNull();
+  });
+});
