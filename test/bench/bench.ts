@@ -259,9 +259,10 @@ function renderSaved(file: string) {
     }),
   ) as [CliRun, CliRun];
   const out = summarize(saved, inPlace, cross);
-  writeFileSync(path.join(__dirname, 'RESULTS.md'), renderResults(out, inPlace, cross));
+  const md = `RESULTS${/(-pg\d+)\.json$/.exec(file)?.[1] ?? ''}.md`;
+  writeFileSync(path.join(__dirname, md), renderResults(out, inPlace, cross));
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
-  log(`re-rendered test/bench/RESULTS.md from ${file}`);
+  log(`re-rendered test/bench/${md} from ${file}`);
 }
 
 async function main() {
@@ -538,6 +539,9 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   L.push('Checkpoints (tracetrack._migration_checkpoint, per step and source table: batches, seconds):', '');
   L.push(table([['run', 'step', 'source table', 'batches', 'seconds', 'migrated', 'rejected'], ...[inPlace, cross].flatMap((r) => r.checkpoints.map((c) => [r.label, c.step, c.source_table, String(c.batches), f2(c.seconds), String(c.migrated), String(c.rejected)]))]), '');
   L.push(`Bench wall time: ${f1(o.benchWall)} s (incl. seeding ${f1(o.seed.seconds)} s).`, '');
+  // Findings written by hand (plans, causes, fixes on other PostgreSQL versions), kept across re-renders.
+  const findings = path.join(__dirname, 'RESULTS-postgres-versions.md');
+  if (existsSync(findings)) L.push(readFileSync(findings, 'utf8').trimEnd(), '');
   return `${L.join('\n')}\n`;
 }
 
