@@ -134,7 +134,9 @@ export async function backupTable(options: BackupTableOptions): Promise<BackupTa
   };
   const runs: Promise<void>[] = [lane(options.client).catch(plan.fail)];
   try {
-    for (let i = 1; i < lanes; i += 1) {
+    // A second connection only once the first lane has its part and another one is left to hand out.
+    await plan.settled();
+    for (let i = 1; i < lanes && plan.moreToHandOut(); i += 1) {
       const conn = await options.connect!();
       extra.push(conn);
       runs.push(lane(conn.client).catch(plan.fail));
@@ -184,6 +186,16 @@ class PartPlanner {
 
   cursor() {
     return { part: this.part, after: this.after, rows: this.rows };
+  }
+
+  /** Resolves when every `next` asked so far has been answered. */
+  settled(): Promise<unknown> {
+    return this.turn;
+  }
+
+  /** Whether a lane that asks now may still get a part (not past the last one, the deadline or a failure). */
+  moreToHandOut(): boolean {
+    return !this.complete && this.error === undefined && Date.now() < this.o.deadlineMs;
   }
 
   finished(record: BackupPartRecord, written: boolean): void {

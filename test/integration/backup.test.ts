@@ -227,6 +227,12 @@ describe('backup and restore', () => {
     expect(await run('lanes-1', {})).toMatchObject({ done: true, rows: 3000, partsWritten: 12 });
     expect(await run('lanes-2', { connect, partConcurrency: 2 })).toMatchObject({ done: true, rows: 3000, partsWritten: 12 });
     expect(opened).toHaveLength(1);
+    // A table of one part opens no second connection.
+    await client.query(`CREATE TABLE src.one_part (id int PRIMARY KEY); INSERT INTO src.one_part SELECT generate_series(1, 10); ANALYZE src.one_part`);
+    const onePart = await readTableInfo(client, SRC, 'one_part');
+    expect(await backupTable({ client, s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId: 'lanes-2', table: onePart, cursor: null, deadlineMs: Date.now() + 60_000, partRows: 250, connect, partConcurrency: 2 }))
+      .toMatchObject({ done: true, rows: 10, partsWritten: 1 });
+    expect(opened).toHaveLength(1);
     const record = async (runId: string) => JSON.parse((await readObjectText(s3env.s3, s3env.bucket, `${tableDirKey(PREFIX, runId, 'dense')}table.json`))!);
     expect((await record('lanes-2')).sha256).toBe((await record('lanes-1')).sha256);
 
