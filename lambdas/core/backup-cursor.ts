@@ -38,6 +38,34 @@ export function parseBackupCursor(text: string | null, table: string): BackupCur
   );
 }
 
+/** What {@link denseKeyThrough} needs to know of a table's split key: its bounds and the catalog's row estimate (-1: never counted). */
+export interface KeyStats {
+  readonly min: string | null;
+  readonly max: string | null;
+  readonly rows: number;
+}
+
+/**
+ * A part's upper bound without counting rows, where the split key is dense: when the key's span is at
+ * most twice the estimated rows, a range `partRows × span / rows` wide holds about `partRows` rows and,
+ * the key being unique, never more than its width (≤ 2 × partRows). Null: the part is the last (it
+ * reaches past the largest key). Undefined: the key is too sparse (or the table never counted) — the
+ * caller counts `partRows` keys instead. Any bound is correct (the parts chain); this one costs no scan.
+ */
+export function denseKeyThrough(after: string | null, keys: KeyStats, partRows: number): string | null | undefined {
+  if (keys.min === null || keys.max === null) return null;
+  if (!(keys.rows >= 1)) return undefined;
+  const min = BigInt(keys.min);
+  const max = BigInt(keys.max);
+  const span = max - min + 1n;
+  const rows = BigInt(Math.ceil(keys.rows));
+  if (span > 2n * rows) return undefined;
+  const width = (BigInt(partRows) * span) / rows;
+  const lower = after === null ? min - 1n : BigInt(after);
+  const through = lower + (width > 0n ? width : 1n);
+  return through >= max ? null : String(through);
+}
+
 export function isDecimal(v: unknown): v is string {
   return typeof v === 'string' && /^-?\d{1,20}$/.test(v);
 }

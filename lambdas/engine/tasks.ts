@@ -26,7 +26,7 @@ import type {
   RunEvent,
   VerifyResult,
 } from '../core/contract';
-import { backupTable, finalizeBackup } from '../io/backup';
+import { BACKUP_PART_CONCURRENCY, backupTable, finalizeBackup } from '../io/backup';
 import { listObjectKeys, putJsonObject, putTextObject, readObjectText } from '../io/s3';
 import { writeLegacyJsonBackup } from '../io/legacy-json-backup';
 import { readTableInfo, readTableNames } from '../io/catalog';
@@ -197,13 +197,21 @@ async function readOverrides(deps: TaskDeps, run: RunContext): Promise<MappingOv
 export async function backupTableTask(event: BackupTableEvent, deps: TaskDeps): Promise<BackupTableResult> {
   const deadlineMs = Date.now() + deps.timeBudgetMs;
   const { run, cursor } = event;
-  return withClient(await deps.source(), async (client) => {
+  const source = await deps.source();
+  const clientOptions = { applicationName: 'tracetrack-migrate:backup' };
+  // A split table's parts are written BACKUP_PART_CONCURRENCY at a time, each on its own connection.
+  const more = async () => {
+    const client = await connect(source, clientOptions);
+    return { client, release: () => client.end() };
+  };
+  return withClient(source, async (client) => {
     const table = await readTableInfo(client, run.sourceSchema, event.table);
     const progress = await backupTable({
       client, s3: deps.s3, bucket: deps.bucket, prefix: deps.prefix, runId: run.runId, table, cursor, deadlineMs, kmsKeyId: deps.kmsKeyId,
+      connect: more, partConcurrency: BACKUP_PART_CONCURRENCY,
     });
     return { table: event.table, done: progress.done, cursor: progress.cursor, rows: progress.rows };
-  }, { applicationName: 'tracetrack-migrate:backup' });
+  }, clientOptions);
 }
 
 /** FinalizeBackup: the run's manifest, once every table of the source schema has finished (and the legacy JSON backup if asked). */

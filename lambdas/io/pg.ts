@@ -153,7 +153,10 @@ export function resolveSessionLimits(env: NodeJS.ProcessEnv = process.env): { st
 export async function connect(config: DatabaseConfig, options: ClientOptions = {}): Promise<pg.Client> {
   // row_security=off (as pg_dump does): a read that a row-level security policy would filter fails
   // instead, so no query of the migration ever sees part of a table without saying so.
-  const startup = ['-c TimeZone=UTC', '-c DateStyle=ISO', '-c row_security=off'];
+  // jit=off: a server built with LLVM (Debian's, RDS) JIT-compiled every batch statement, whose cost estimate is
+  // far above jit_above_cost, for 0.4-1.0 s each (inlining + optimization of ~100 functions), on every batch:
+  // 20 s of a scale-0.25 run on PostgreSQL 15, the 2x per row against 18 (built without LLVM) in test/bench/RESULTS.md.
+  const startup = ['-c TimeZone=UTC', '-c DateStyle=ISO', '-c row_security=off', '-c jit=off'];
   const limits = resolveSessionLimits();
   // Always sent, 0 included: the role's own setting must not apply to our sessions.
   startup.push(`-c statement_timeout=${Math.floor(options.statementTimeoutMs ?? limits.statementTimeoutMs)}`);

@@ -31,7 +31,8 @@ export interface ProgressOptions {
 }
 
 interface StepState {
-  readonly startedAt: number;
+  /** When the step's first task invocation began (not when its estimate arrived: a queued table has not started). */
+  startedAt?: number;
   rows: number;
   total?: number;
 }
@@ -72,7 +73,7 @@ export function createProgress(options: ProgressOptions): ProgressSink {
   const state = (key: string): StepState => {
     let s = steps.get(key);
     if (!s) {
-      s = { startedAt: now(), rows: 0 };
+      s = { rows: 0 };
       steps.set(key, s);
     }
     return s;
@@ -84,13 +85,14 @@ export function createProgress(options: ProgressOptions): ProgressSink {
   const line = (key: string, rows: number, extra?: string, final = false) => {
     const s = state(key);
     s.rows = rows;
+    s.startedAt ??= now();
     // The finished line shows the exact count, not the estimate.
     return renderProgressLine(key, rows, (now() - s.startedAt) / 1000, extra, final ? undefined : s.total);
   };
 
   return {
     start(key) {
-      state(key);
+      state(key).startedAt ??= now();
     },
     expect(key, total) {
       state(key).total = total;

@@ -1,20 +1,22 @@
 /**
- * npm run bench -- [--scale S] [--batch-size N] [--no-results] [--explain-slow MS [--pg-log FILE]]
+ * npm run bench -- [--scale S] [--batch-size N] [--postgres 15] [--no-results] [--explain-slow MS [--pg-log FILE]]
  *
  * One run on a fresh embedded PostgreSQL (stopped at the end): seeds shape A at scale S, measures the
  * floors (INSERT…SELECT into schema `floor`; COPY|gzip -1 of every source table; psql COPY pipe into a
  * second database), then `tracetrack-migrate run` in place and into another database (child processes
  * under /usr/bin/time -v for the peak RSS), prints the ratios and writes test/bench/RESULTS.md and
- * test/bench/results-scale-S.json.
+ * test/bench/results-scale-S.json. With `--postgres N`: Debian's PostgreSQL N instead of the embedded 18
+ * (test/bench/cluster.ts), results in test/bench/RESULTS-pgN.md and results-scale-S-pgN.json.
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
-import { startEmbeddedCluster, type EmbeddedCluster } from '../../lib/runner/embedded-postgres';
+import type { EmbeddedCluster } from '../../lib/runner/embedded-postgres';
+import { benchPostgresVersion, startBenchCluster } from './cluster';
 import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
-import { copyGzipFloor, FLOOR_SCHEMA, GZIP_BINARY, insertSelectFloor, psqlPipeFloor, type FloorTableTiming } from './floor';
+import { BARE_SCHEMA, bareFloor, copyGzipFloor, FLOOR_SCHEMA, FLOOR_SESSION_OPTIONS, GZIP_BINARY, insertSelectFloor, psqlPipeFloor, type FloorTableTiming } from './floor';
 
 const ROOT = path.join(__dirname, '..', '..');
 const SOURCE_TABLES = ['user', 'bag', 'scan', 'bill', 'bill_bag'];
@@ -29,6 +31,9 @@ function arg(name: string, fallback?: string): string | undefined {
 const scale = Number(arg('scale', '1'));
 const batchSize = Number(arg('batch-size', '200000'));
 const writeResults = !process.argv.includes('--no-results');
+const postgresVersion = benchPostgresVersion();
+/** '' for the embedded default, '-pg15' for `--postgres 15`: the suffix of the result files. */
+const resultSuffix = postgresVersion ? `-pg${postgresVersion}` : '';
 if (!(scale > 0) && !process.argv.includes('--live')) throw new Error('--scale must be > 0');
 
 const log = (s: string) => process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
@@ -263,9 +268,10 @@ function renderSaved(file: string) {
     }),
   ) as [CliRun, CliRun];
   const out = summarize(saved, inPlace, cross);
-  writeFileSync(path.join(__dirname, 'RESULTS.md'), renderResults(out, inPlace, cross));
+  const md = `RESULTS${/(-pg\d+)\.json$/.exec(file)?.[1] ?? ''}.md`;
+  writeFileSync(path.join(__dirname, md), renderResults(out, inPlace, cross));
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
-  log(`re-rendered test/bench/RESULTS.md from ${file}`);
+  log(`re-rendered test/bench/${md} from ${file}`);
 }
 
 async function main() {
@@ -289,10 +295,11 @@ async function main() {
     // into the file --pg-log names (default bench-postgres.log), to find out where a slow phase spends its time.
     const explainSlow = arg('explain-slow');
     const pgLog = arg('pg-log', 'bench-postgres.log')!;
-    cluster = await startEmbeddedCluster(
+    cluster = await startBenchCluster(
+      postgresVersion,
       explainSlow
         ? {
-            postgresFlags: ['-c', 'shared_preload_libraries=auto_explain', '-c', `auto_explain.log_min_duration=${Number(explainSlow)}`, '-c', 'auto_explain.log_analyze=on'],
+            postgresFlags: ['-c', 'shared_preload_libraries=auto_explain', '-c', `auto_explain.log_min_duration=${Number(explainSlow)}`, '-c', 'auto_explain.log_analyze=on', '-c', 'auto_explain.log_buffers=on'],
             onLog: (line) => appendFileSync(pgLog, `${line}\n`),
           }
         : {},
@@ -300,10 +307,11 @@ async function main() {
     const cl = cluster;
     await cl.createDatabase('bench');
     const url = cl.url('bench');
-    const client = new pg.Client({ connectionString: url });
+    // The floors' sessions without JIT, as the migration's own (lambdas/io/pg.ts connect): the same settings on both sides.
+    const client = new pg.Client({ connectionString: url, options: FLOOR_SESSION_OPTIONS });
     await client.connect();
     const pgVersion = String((await client.query('SHOW server_version')).rows[0].server_version);
-    log(`embedded PostgreSQL ${pgVersion} on port ${cl.port} (${f1(secondsSince(t))} s)`);
+    log(`${postgresVersion ? `Debian PostgreSQL (/usr/lib/postgresql/${postgresVersion}/bin)` : 'embedded PostgreSQL'} ${pgVersion} on port ${cl.port} (${f1(secondsSince(t))} s)`);
 
     t = process.hrtime.bigint();
     const seed = await seedLegacyShapeA(client, { scale });
@@ -317,6 +325,12 @@ async function main() {
     const insertFloor = await insertSelectFloor(client, sourceRows);
     for (const x of insertFloor.tables) log(`  ${x.table}: ${x.rows} rows, load ${f2(x.loadSeconds)} s + indexes/FKs ${f2(x.postLoadSeconds)} s`);
     log(`  total ${f2(insertFloor.total)} s (1-minute load average now ${loadavg()[0]!.toFixed(2)})`);
+    // 1d. The bare physical floor: the same renames into tables without keys, then keys, indexes, FKs.
+    log('floor 1d: INSERT … SELECT into bare tables (no keys), then keys, indexes and FKs');
+    const bare = await bareFloor(client, sourceRows);
+    for (const x of bare.tables) log(`  ${x.table}: ${x.rows} rows, load ${f2(x.loadSeconds)} s + keys/indexes/FKs ${f2(x.postLoadSeconds)} s`);
+    log(`  total ${f2(bare.total)} s (1-minute load average now ${loadavg()[0]!.toFixed(2)})`);
+    await client.query(`DROP SCHEMA ${BARE_SCHEMA} CASCADE`);
     if (process.argv.includes('--floor-only')) {
       await client.end();
       return;
@@ -325,7 +339,7 @@ async function main() {
     // 1b. COPY | gzip floor.
     log(`floor 1b: COPY TO STDOUT | ${m.gzip} > /dev/null`);
     const connect = async () => {
-      const c = new pg.Client({ connectionString: url });
+      const c = new pg.Client({ connectionString: url, options: FLOOR_SESSION_OPTIONS });
       await c.connect();
       return c;
     };
@@ -335,7 +349,7 @@ async function main() {
     // 1c. psql pipe floor into a second database.
     log('floor 1c: psql COPY (SELECT renamed) TO STDOUT | psql COPY FROM STDIN into database floor_x');
     await cl.createDatabase('floor_x');
-    const fx = new pg.Client({ connectionString: cl.url('floor_x') });
+    const fx = new pg.Client({ connectionString: cl.url('floor_x'), options: FLOOR_SESSION_OPTIONS });
     await fx.connect();
     const u = new URL(url);
     const pipeFloor = await psqlPipeFloor({ host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) }, 'bench', 'floor_x', fx, sourceRows);
@@ -363,9 +377,9 @@ async function main() {
         date: new Date().toISOString(),
         scale,
         batchSize,
-        machine: { ...m, postgres: pgVersion, psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
+        machine: { ...m, postgres: pgVersion, postgresSource: postgresVersion ? `Debian /usr/lib/postgresql/${postgresVersion}/bin` : 'embedded-postgres', psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
         seed: { rows: seed.rows, dirty: seed.dirty, seconds: seedSeconds },
-        floors: { insertSelect: insertFloor, copyGzip: gzipFloor, psqlPipe: pipeFloor },
+        floors: { insertSelect: insertFloor, bare, copyGzip: gzipFloor, psqlPipe: pipeFloor },
         benchWall,
       },
       inPlace,
@@ -374,9 +388,9 @@ async function main() {
     const text = renderResults(out, inPlace, cross);
     process.stdout.write(`\n${text}\n`);
     if (writeResults) {
-      writeFileSync(path.join(__dirname, 'RESULTS.md'), text);
-      writeFileSync(path.join(__dirname, `results-scale-${scale}.json`), `${JSON.stringify(out, null, 2)}\n`);
-      log(`wrote test/bench/RESULTS.md and test/bench/results-scale-${scale}.json`);
+      writeFileSync(path.join(__dirname, `RESULTS${resultSuffix}.md`), text);
+      writeFileSync(path.join(__dirname, `results-scale-${scale}${resultSuffix}.json`), `${JSON.stringify(out, null, 2)}\n`);
+      log(`wrote test/bench/RESULTS${resultSuffix}.md and test/bench/results-scale-${scale}${resultSuffix}.json`);
     }
     log(`bench wall time ${f1(benchWall)} s`);
     if (inPlace.exitCode !== 0 || cross.exitCode !== 0) process.exitCode = 1;
@@ -393,6 +407,8 @@ type Out = {
   seed: { rows: Record<string, number>; dirty?: unknown; seconds: number };
   floors: {
     insertSelect: { tables: FloorTableTiming[]; createSeconds: number; sequenceSeconds: number; total: number };
+    /** Absent in results saved before the bare floor existed. */
+    bare?: { tables: FloorTableTiming[]; createSeconds: number; total: number };
     copyGzip: { perTable: Record<string, number>; sequential: number; concurrent2: number };
     psqlPipe: { tables: FloorTableTiming[]; createSeconds: number; total: number };
   };
@@ -419,9 +435,9 @@ function summarize(base: Base, inPlace: CliRun, cross: CliRun) {
   const ratios = [
     { what: 'migrate (in place) vs INSERT…SELECT floor', value: inPlace.migrate.total, floor: insertFloor.total, ratio: inPlace.migrate.total / insertFloor.total, target: 1.0 },
     { what: 'whole run in place (wall) vs INSERT…SELECT floor', value: inPlace.wall, floor: insertFloor.total, ratio: inPlace.wall / insertFloor.total, target: 2.0 },
-    { what: 'backup vs COPY|gzip floor', value: inPlace.backup.phase, floor: backupFloor, ratio: inPlace.backup.phase / backupFloor, target: 1.5 },
-    { what: `verify vs migrate (in place)${inPlace.verifyNote ? ' — Verify did not finish, lower bound' : ''}`, value: inPlace.verify, floor: inPlace.migrate.total, ratio: inPlace.verify / inPlace.migrate.total, target: 0.5 },
-    { what: 'cross-db migrate vs psql pipe floor', value: cross.migrate.total, floor: pipeFloor.total, ratio: cross.migrate.total / pipeFloor.total, target: 2 },
+    { what: 'backup vs COPY|gzip floor', value: inPlace.backup.phase, floor: backupFloor, ratio: inPlace.backup.phase / backupFloor, target: 1.3 },
+    { what: `verify vs migrate (in place)${inPlace.verifyNote ? ' — Verify did not finish, lower bound' : ''}`, value: inPlace.verify, floor: inPlace.migrate.total, ratio: inPlace.verify / inPlace.migrate.total, target: 0.3 },
+    { what: 'cross-db migrate vs psql pipe floor', value: cross.migrate.total, floor: pipeFloor.total, ratio: cross.migrate.total / pipeFloor.total, target: 1.5 },
   ];
 
   // State transitions: local (S) from the counted invocations; S=10 with the 600 s Lambda budget.
@@ -457,15 +473,20 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   const L: string[] = [];
   const ok = (r: number, t: number) => (Number.isFinite(r) ? (r <= t ? 'met' : '**missed**') : 'n/a');
   L.push(`# Benchmark: tracetrack-migrate vs the floors (scale ${o.scale})`, '');
-  L.push(`Measured ${o.date} by \`npm run bench -- --scale ${o.scale}\` (test/bench/bench.ts, floors in test/bench/floor.ts); raw figures in test/bench/results-scale-${o.scale}.json.`, '');
+  const pgFlag = /^Debian .*\/(\d+)\/bin$/.exec(o.machine.postgresSource ?? '')?.[1];
+  L.push(`Measured ${o.date} by \`npm run bench -- --scale ${o.scale}${pgFlag ? ` --postgres ${pgFlag}` : ''}\` (test/bench/bench.ts, floors in test/bench/floor.ts); raw figures in test/bench/results-scale-${o.scale}${pgFlag ? `-pg${pgFlag}` : ''}.json.`, '');
   L.push('## Machine', '');
-  L.push(`- CPUs: ${o.machine.nproc} × ${o.machine.cpu}`, `- memory: ${o.machine.mem}`, `- PostgreSQL: ${o.machine.postgres} (embedded-postgres, fsync=off, synchronous_commit=off, full_page_writes=off, default shared_buffers); client ${o.machine.psql}`, `- node ${o.machine.node}; gzip floor: ${o.machine.gzip}`, '');
+  L.push(`- CPUs: ${o.machine.nproc} × ${o.machine.cpu}`, `- memory: ${o.machine.mem}`, `- PostgreSQL: ${o.machine.postgres} (${o.machine.postgresSource ?? 'embedded-postgres'}, fsync=off, synchronous_commit=off, full_page_writes=off, default shared_buffers); client ${o.machine.psql}`, `- node ${o.machine.node}; gzip floor: ${o.machine.gzip}`, '');
   L.push('## Data', '');
   L.push(`Shape A from lib/runner/demo-seed.ts at scale ${o.scale}: ${Object.entries(o.seed.rows).map(([k, v]) => `${v.toLocaleString('en-US')} ${k}`).join(', ')} (seeded in ${f1(o.seed.seconds)} s, not counted). Migration: \`node --import tsx bin/cli.ts run --source URL [--target URL2] --backup-dir TMP --report FILE --batch-size ${o.batchSize}\`, local time budget (5 s per invocation).`, '');
   L.push('## Ratios to the floor', '');
   L.push(table([['measure', 'seconds', 'floor s', 'ratio', 'target', ''], ...o.ratios.map((r) => [r.what, f1(r.value), f1(r.floor), f2(r.ratio), `≤ ${r.target}`, /lower bound/.test(r.what) && r.ratio <= r.target ? 'unknown' : ok(r.ratio, r.target)]), ['peak RSS of the Node process (max of both runs)', `${Math.round(o.peakRssMb)} MB`, '', '', '≤ 300 MB', ok(o.peakRssMb, 300)]]));
   L.push('', `Whole runs (wall, incl. preflight/analyse/report and Node start): in place ${f1(inPlace.wall)} s (backup ${f1(inPlace.backup.phase)}, migrate ${f1(inPlace.migrate.total)}, verify ${f1(inPlace.verify)}), cross-database ${f1(cross.wall)} s (backup ${f1(cross.backup.phase)}, migrate ${f1(cross.migrate.total)}, verify ${f1(cross.verify)}). Peak RSS: in place ${Math.round(inPlace.peakRssMb)} MB, cross-database ${Math.round(cross.peakRssMb)} MB. Exit codes ${inPlace.exitCode} / ${cross.exitCode}${[inPlace, cross].filter((r) => r.verifyNote).map((r) => `; ${r.label}: ${r.verifyNote}`).join('')}. 1-minute load average before/after: in place ${f2(inPlace.loadBefore)}/${f2(inPlace.loadAfter)}, cross-database ${f2(cross.loadBefore)}/${f2(cross.loadAfter)} (2 CPUs; other engineers' test runs share this machine, so a load above ~1 means the bench competed for CPU).`, '');
-  L.push('How each figure is taken: *migrate* = CreateSchema task + the wall of the Migrate phase (from \"CreateSchema done\" to the last step\'s \"done\" line; the steps run as a dependency graph, several at once, so their seconds add up to more); *backup* = wall from the Preflight line to "FinalizeBackup done" (two tables at a time, as the workflow does); *verify* = the Verify task ("Verify done (s)"). The INSERT…SELECT floor includes creating the keyed tables, every table\'s secondary indexes + FKs + ANALYZE, and the sequences; the backup floor is the faster of sequential and two-at-a-time.', '');
+  L.push('How each figure is taken: *migrate* = CreateSchema task + the wall of the Migrate phase (from \"CreateSchema done\" to the last step\'s \"done\" line; the steps run as a dependency graph, several at once, so their seconds add up to more); *backup* = wall from the Preflight line to "FinalizeBackup done" (two tables at a time, as the workflow does); *verify* = from PlanVerify\'s start to the Verify task\'s end (its items run several at once). The INSERT…SELECT floor includes creating the keyed tables, every table\'s secondary indexes + FKs + ANALYZE, and the sequences; the backup floor is the faster of sequential and two-at-a-time.', '');
+  if (o.floors.bare) {
+    const b = o.floors.bare;
+    L.push(`Bare physical floor (same renames into tables without keys, then per table primary key, unique keys, indexes, FKs, ANALYZE): ${f1(b.total)} s (load ${f1(b.tables.reduce((a, x) => a + x.loadSeconds, 0))} s + keys/indexes/FKs ${f1(b.tables.reduce((a, x) => a + x.postLoadSeconds, 0))} s); migrate (in place) / bare floor = ${f2(inPlace.migrate.total / b.total)}, INSERT…SELECT floor / bare floor = ${f2(o.floors.insertSelect.total / b.total)}. Per table (load + keys/idx/FK): ${b.tables.map((x) => `${x.table} ${f2(x.loadSeconds)} + ${f2(x.postLoadSeconds)}`).join(', ')}.`, '');
+  }
 
   L.push('## Migrate, per table (in place)', '');
   const fl = new Map(o.floors.insertSelect.tables.map((x) => [x.table, x]));
@@ -529,6 +550,9 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   L.push('Checkpoints (tracetrack._migration_checkpoint, per step and source table: batches, seconds):', '');
   L.push(table([['run', 'step', 'source table', 'batches', 'seconds', 'migrated', 'rejected'], ...[inPlace, cross].flatMap((r) => r.checkpoints.map((c) => [r.label, c.step, c.source_table, String(c.batches), f2(c.seconds), String(c.migrated), String(c.rejected)]))]), '');
   L.push(`Bench wall time: ${f1(o.benchWall)} s (incl. seeding ${f1(o.seed.seconds)} s).`, '');
+  // Findings written by hand (plans, causes, fixes on other PostgreSQL versions), kept across re-renders.
+  const findings = path.join(__dirname, 'RESULTS-postgres-versions.md');
+  if (existsSync(findings)) L.push(readFileSync(findings, 'utf8').trimEnd(), '');
   return `${L.join('\n')}\n`;
 }
 

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { renderCreateTables, renderPostLoad, renderResetSequence } from '../../lambdas/core/sql/target-ddl';
+import { renderCreateTables, renderPostLoad, renderResetSequence, TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 import type { TargetTable } from '../../lambdas/core/rules';
 
 /**
@@ -16,6 +16,8 @@ import type { TargetTable } from '../../lambdas/core/rules';
  */
 
 export const FLOOR_SCHEMA = 'floor';
+/** Session options of every floor connection (psql included): no JIT, as the migration's sessions (lambdas/io/pg.ts). */
+export const FLOOR_SESSION_OPTIONS = '-c jit=off';
 export const FLOOR_ORDER: TargetTable[] = ['user', 'bag', 'link', 'bill', 'bill_bag', 'scan'];
 const NOW = "(now() AT TIME ZONE 'utc')";
 
@@ -134,6 +136,70 @@ export async function insertSelectFloor(client: pg.ClientBase, sourceRows: Recor
   return { tables, createSeconds, sequenceSeconds, total: secondsSince(all) };
 }
 
+export const BARE_SCHEMA = 'floor_bare';
+
+/**
+ * Rows a keyed floor table would refuse, filtered without its keys (the bare tables have none while they
+ * load): the later row of a duplicate username/e-mail or QR code. Appended to the floor's SELECT.
+ */
+const BARE_FILTERS: Partial<Record<TargetTable, (s: string) => string>> = {
+  user: (s) =>
+    ` AND NOT EXISTS (SELECT 1 FROM ${s}."user" o WHERE o.email = u.email AND o.id < u.id)` +
+    ` AND NOT EXISTS (SELECT 1 FROM ${s}."user" o WHERE o.name = u.name AND o.id < u.id)`,
+  bag: (s) =>
+    ` AND NOT EXISTS (SELECT 1 FROM ${s}.bag o WHERE upper(btrim(o.qr_code)) = upper(btrim(b.qr_code)) AND o.id < b.id AND (o.weight IS NULL OR o.weight >= 0))`,
+};
+
+/**
+ * 1d, the bare physical floor: every table loaded by the same renaming SELECT into a table without keys,
+ * indexes or checks (`LIKE` the keyed one, defaults and NOT NULL only), then per table its primary key,
+ * unique keys, secondary indexes, foreign keys and ANALYZE — the shape of a dump restore.
+ */
+export async function bareFloor(client: pg.ClientBase, sourceRows: Record<string, number>): Promise<{ tables: FloorTableTiming[]; createSeconds: number; total: number }> {
+  const all = process.hrtime.bigint();
+  const keyed = `${BARE_SCHEMA}_keys`;
+  for (const schema of [BARE_SCHEMA, keyed]) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  let t = process.hrtime.bigint();
+  for (const sql of renderCreateTables(keyed)) await client.query(sql);
+  await client.query(`CREATE SCHEMA ${BARE_SCHEMA}`);
+  for (const ft of FLOOR_TABLES) await client.query(`CREATE TABLE ${BARE_SCHEMA}.${q(ft.table)} (LIKE ${keyed}.${q(ft.table)} INCLUDING DEFAULTS)`);
+  const createSeconds = secondsSince(t);
+  const loads = new Map<string, { rows: number; seconds: number }>();
+  for (const ft of FLOOR_TABLES) {
+    t = process.hrtime.bigint();
+    const select = ft.select('public', BARE_SCHEMA);
+    const filter = BARE_FILTERS[ft.table]?.('public') ?? '';
+    // The floor's own WHERE (if any) parenthesised, then the filter.
+    const filtered = !filter ? select : /\bWHERE\b/.test(select) ? `${select.replace(/\bWHERE\b([\s\S]*)$/, 'WHERE ($1)')}${filter}` : `${select} WHERE TRUE${filter}`;
+    const r = await client.query(`INSERT INTO ${BARE_SCHEMA}.${q(ft.table)} (${ft.columns}) ${filtered}`);
+    loads.set(ft.table, { rows: r.rowCount ?? 0, seconds: secondsSince(t) });
+  }
+  const tables: FloorTableTiming[] = [];
+  for (const ft of FLOOR_TABLES) {
+    t = process.hrtime.bigint();
+    for (const sql of renderKeys(BARE_SCHEMA, ft.table)) await client.query(sql);
+    for (const sql of renderPostLoad(BARE_SCHEMA, ft.table)) await client.query(sql);
+    await client.query(`ANALYZE ${BARE_SCHEMA}.${q(ft.table)}`);
+    const load = loads.get(ft.table)!;
+    const postLoadSeconds = secondsSince(t);
+    tables.push({ table: ft.table, rows: load.rows, sourceRows: sourceRows[ft.source] ?? 0, loadSeconds: load.seconds, postLoadSeconds, seconds: load.seconds + postLoadSeconds });
+  }
+  await client.query(`DROP SCHEMA ${keyed} CASCADE`);
+  return { tables, createSeconds, total: secondsSince(all) };
+}
+
+/** The keys a keyed table has from the start (primary key, unique columns, unique indexes and constraints), added afterwards. */
+function renderKeys(schema: string, table: TargetTable): string[] {
+  const ddl = TARGET_TABLE_DDL[table];
+  const t = `${schema}.${q(table)}`;
+  return [
+    `ALTER TABLE ${t} ADD PRIMARY KEY (id)`,
+    ...ddl.columns.filter((c) => c.unique).map((c) => `ALTER TABLE ${t} ADD UNIQUE (${c.name})`),
+    ...(ddl.constraints ?? []).filter((c) => /\bUNIQUE\b/.test(c)).map((c) => `ALTER TABLE ${t} ADD ${c}`),
+    ...ddl.indexes.filter((i) => i.unique).map((i) => `CREATE UNIQUE INDEX ${i.name}_bare ON ${t} ${i.on}`),
+  ];
+}
+
 function q(table: string): string {
   return table === 'user' ? '"user"' : table;
 }
@@ -208,7 +274,7 @@ export async function psqlPipeFloor(conn: PsqlConn, sourceDb: string, targetDb: 
   let t = process.hrtime.bigint();
   for (const sql of renderCreateTables(FLOOR_SCHEMA)) await targetClient.query(sql);
   const createSeconds = secondsSince(t);
-  const env = { ...process.env, PGPASSWORD: conn.password, PGHOST: conn.host, PGPORT: String(conn.port), PGUSER: conn.user };
+  const env = { ...process.env, PGPASSWORD: conn.password, PGHOST: conn.host, PGPORT: String(conn.port), PGUSER: conn.user, PGOPTIONS: FLOOR_SESSION_OPTIONS };
   const tables: FloorTableTiming[] = [];
   for (const ft of FLOOR_TABLES) {
     const select = (ft.crossSelect ?? ft.select)('public', FLOOR_SCHEMA).replace(/\s+/g, ' ');

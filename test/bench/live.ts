@@ -1,7 +1,7 @@
 /**
  * npm run bench -- --live [--scale S[,S…]] [--rate TPS] [--seconds N]
  *
- * Live migration figures on a fresh embedded PostgreSQL per scale (shape A, lib/runner/demo-seed.ts):
+ * Live migration figures on a fresh embedded PostgreSQL (or with --postgres N Debian's PostgreSQL N) per scale (shape A, lib/runner/demo-seed.ts):
  *  1. capture overhead: the same application transaction (a scan insert, a bag reweigh, a reparent, a new
  *     bag, a scan delete: primary-key lookups only, pgbench-like) timed without capture, with the
  *     statement-level capture this tool installs, and with a row-level trigger capture for comparison;
@@ -19,7 +19,7 @@ import { analyseTask, catchUpTask, createSchemaTask, cutoverTask, migrateStepTas
 import { parseDatabaseUrl } from '../../lambdas/io/pg';
 import { hashPasswords } from '../../lambdas/io/password';
 import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
-import { startEmbeddedCluster } from '../../lib/runner/embedded-postgres';
+import { benchPostgresVersion, startBenchCluster } from './cluster';
 import { startLocalS3 } from '../../lib/runner/local-s3';
 
 function arg(name: string, fallback: string): string {
@@ -76,7 +76,7 @@ const ROW_TRIGGER = `
     RETURN NULL; END $$;`;
 
 async function benchScale(scale: number, rate: number, seconds: number) {
-  const cluster = await startEmbeddedCluster();
+  const cluster = await startBenchCluster(benchPostgresVersion());
   const s3dir = mkdtempSync(path.join(tmpdir(), 'bench-live-s3-'));
   const s3server = await startLocalS3({ directory: s3dir, buckets: ['bench'] });
   const s3 = createS3Client({ endpoint: s3server.endpoint, localServer: true });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../lambdas/io/s3';
 import pg from 'pg';
 import { createTestDatabase } from '../support/pg';
@@ -210,6 +210,52 @@ describe('backup and restore', () => {
     expect(b.sha256).toBe(a.sha256);
     expect(b.rows).toBe(2500);
     expect(b.parts).toBe(25);
+  });
+
+  it('writes a table\'s parts two at a time on a second connection, to the same content as one at a time', async () => {
+    await client.query(`CREATE TABLE src.dense (id bigint PRIMARY KEY, v text); INSERT INTO src.dense SELECT i, md5(i::text) FROM generate_series(1, 3000) i; ANALYZE src.dense`);
+    const table = await readTableInfo(client, SRC, 'dense');
+    const opened: pg.Client[] = [];
+    const connect = async () => {
+      const c = new pg.Client({ connectionString: db.url });
+      await c.connect();
+      opened.push(c);
+      return { client: c, release: () => c.end() };
+    };
+    const run = (runId: string, more: object, cursor: string | null = null, deadlineMs = Date.now() + 60_000) =>
+      backupTable({ client, s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId, table, cursor, deadlineMs, partRows: 250, ...more });
+    expect(await run('lanes-1', {})).toMatchObject({ done: true, rows: 3000, partsWritten: 12 });
+    expect(await run('lanes-2', { connect, partConcurrency: 2 })).toMatchObject({ done: true, rows: 3000, partsWritten: 12 });
+    expect(opened).toHaveLength(1);
+    // A table of one part opens no second connection.
+    await client.query(`CREATE TABLE src.one_part (id int PRIMARY KEY); INSERT INTO src.one_part SELECT generate_series(1, 10); ANALYZE src.one_part`);
+    const onePart = await readTableInfo(client, SRC, 'one_part');
+    expect(await backupTable({ client, s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId: 'lanes-2', table: onePart, cursor: null, deadlineMs: Date.now() + 60_000, partRows: 250, connect, partConcurrency: 2 }))
+      .toMatchObject({ done: true, rows: 10, partsWritten: 1 });
+    expect(opened).toHaveLength(1);
+    const record = async (runId: string) => JSON.parse((await readObjectText(s3env.s3, s3env.bucket, `${tableDirKey(PREFIX, runId, 'dense')}table.json`))!);
+    expect((await record('lanes-2')).sha256).toBe((await record('lanes-1')).sha256);
+
+    // Past the deadline a call writes the one part it must (no second lane starts one), and says where to go on.
+    let cursor: string | null = null;
+    let calls = 0;
+    for (let done = false; !done; calls += 1) {
+      const r = await run('lanes-2-tiny', { connect, partConcurrency: 2 }, cursor, Date.now() - 1);
+      expect(r.partsWritten).toBe(1);
+      ({ done, cursor } = r);
+    }
+    expect(calls).toBe(12);
+    expect((await record('lanes-2-tiny')).sha256).toBe((await record('lanes-1')).sha256);
+
+    // A resumed part keeps the range its neighbours were written with: part 3 lost, rerun with other part sizes.
+    const dir = tableDirKey(PREFIX, 'lanes-1', 'dense');
+    for (const key of await listObjectKeys(s3env.s3, s3env.bucket, dir)) {
+      if (/\/(table\.json|part-0*3\.json)$/.test(key)) await s3env.s3.send(new DeleteObjectCommand({ Bucket: s3env.bucket, Key: key }));
+    }
+    expect(await run('lanes-1', { connect, partConcurrency: 2, partRows: 400 })).toMatchObject({ done: true, rows: 3000, partsWritten: 1 });
+    const part3 = JSON.parse((await readObjectText(s3env.s3, s3env.bucket, `${dir}part-00003.json`))!);
+    expect(part3.keyRange).toEqual({ after: '500', through: '750' });
+    expect((await record('lanes-1')).sha256).toBe((await record('lanes-2')).sha256);
   });
 
   it('backs up and restores 200,000 rows with bounded memory', async () => {

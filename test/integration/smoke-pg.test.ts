@@ -9,3 +9,17 @@ describe('test harness', () => {
     await db.drop();
   });
 });
+
+describe('the migration\'s sessions', () => {
+  it('run without JIT compilation (on a server built with LLVM it cost 0.4-1.0 s per batch statement)', async () => {
+    const { connect, parseDatabaseUrl } = await import('../../lambdas/io/pg');
+    const db = await createTestDatabase();
+    const client = await connect(parseDatabaseUrl(db.url));
+    try {
+      expect((await client.query('SHOW jit')).rows[0].jit).toBe('off');
+    } finally {
+      await client.end();
+      await db.drop();
+    }
+  });
+});

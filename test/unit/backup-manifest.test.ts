@@ -2,7 +2,7 @@ import { escapeIdentifier } from '../../lambdas/core/sql/ident';
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { parseBackupCursor, renderBackupCursor, resolveSplitKey } from '../../lambdas/core/backup-cursor';
+import { denseKeyThrough, parseBackupCursor, renderBackupCursor, resolveSplitKey } from '../../lambdas/core/backup-cursor';
 import { renderCreateTable, retargetCreateTable } from '../../lambdas/core/backup-ddl';
 import { decodeKeySegment, encodeKeySegment, legacyBackupFileName, partDataKey } from '../../lambdas/core/backup-keys';
 import { buildManifest, parseBackupManifest, renderJson, tableSha256Input, type BackupPartRecord, type BackupTableRecord } from '../../lambdas/core/backup-manifest';
@@ -99,5 +99,22 @@ describe('backup manifest (pure)', () => {
     broken.tables[0].parts[1].sha256 = 'zz';
     expect(() => parseBackupManifest(JSON.stringify(broken), 'm')).toThrow(/parts\[1\]\.sha256 must be a sha256/);
     expect(() => parseBackupManifest('{"formatVersion": 2}', 'm')).toThrow(/formatVersion 2/);
+  });
+});
+
+describe('denseKeyThrough (part bounds without counting rows)', () => {
+  const keys = { min: '1', max: '3000', rows: 3000 };
+  it('steps partRows keys on where the key is dense, the last part open-ended', () => {
+    expect(denseKeyThrough(null, keys, 250)).toBe('250');
+    expect(denseKeyThrough('2500', keys, 250)).toBe('2750');
+    expect(denseKeyThrough('2750', keys, 250)).toBeNull();
+    // Half the ids missing: ranges twice as wide, never more than 2 × partRows keys.
+    expect(denseKeyThrough(null, { min: '1', max: '6000', rows: 3000 }, 250)).toBe('500');
+  });
+  it('leaves sparse keys, unknown row counts and empty tables to the caller (or one part)', () => {
+    expect(denseKeyThrough(null, { min: '1', max: '6001', rows: 3000 }, 250)).toBeUndefined();
+    expect(denseKeyThrough(null, { min: '1', max: '3000', rows: -1 }, 250)).toBeUndefined();
+    expect(denseKeyThrough(null, { min: '1', max: '3000', rows: 0 }, 250)).toBeUndefined();
+    expect(denseKeyThrough(null, { min: null, max: null, rows: 0 }, 250)).toBeNull();
   });
 });

@@ -59,6 +59,16 @@ describe('progress', () => {
     expect(out()).toBe('backup bag: 400 / 1,000 rows (40.0 %), 400 rows/s, 1.0 s, about 2 s left\nbackup bag: 1,500 rows (estimated 1,000), 750 rows/s, 2.0 s\n');
   });
 
+  it('counts a step\'s seconds from its first invocation, not from when its estimate arrived (a queued table has not started)', () => {
+    const { p, out, tick } = sink(false);
+    p.expect!('backup user', 100);
+    tick(3000);
+    p.start('backup user');
+    tick(500);
+    p.finish('backup user', 100);
+    expect(out()).toBe('backup user: 100 rows, 200 rows/s, 0.5 s done\n');
+  });
+
   it.each([
     [0.2, '1 s'],
     [42, '42 s'],
