@@ -1,6 +1,7 @@
 import { pbkdf2 as pbkdf2Callback, randomInt, scrypt as scryptCallback, timingSafeEqual } from 'node:crypto';
 import type { BinaryLike, ScryptOptions } from 'node:crypto';
 import { BCRYPT_HASH_PATTERN, WERKZEUG_PBKDF2_HASH_PATTERN, WERKZEUG_SCRYPT_HASH_PATTERN } from '../core/rules';
+import { createLimiter } from '../core/limiter';
 
 /**
  * Password hashes the TraceTrack application (Flask + werkzeug.security) can check.
@@ -140,9 +141,19 @@ export async function checkPasswordWerkzeug(hash: string, plain: string): Promis
 }
 
 /**
- * Hashes each value with `hashPasswordWerkzeug`, at most `concurrency` at a time (async scrypt runs
- * on the libuv thread pool, 4 threads unless UV_THREADPOOL_SIZE says otherwise; each needs 32 MiB).
- * The result is in input order.
+ * Scrypt hashes in flight in this process, whichever work items ask (each needs 32 MiB: the two hashing
+ * items of a run beside each other held four, and the CLI's peak RSS went past 300 MB at scale 1).
+ */
+export const HASH_SLOTS = 2;
+const hashSlots = createLimiter(HASH_SLOTS);
+
+/** Scrypt hashes running in this process now (at most HASH_SLOTS). */
+export const hashesInFlight = (): number => hashSlots.inFlight();
+
+/**
+ * Hashes each value with `hashPasswordWerkzeug`, at most `concurrency` at a time and at most HASH_SLOTS
+ * in the whole process (async scrypt runs on the libuv thread pool, 4 threads unless UV_THREADPOOL_SIZE
+ * says otherwise). The result is in input order.
  */
 export async function hashPasswords(values: readonly string[], concurrency = 2): Promise<string[]> {
   const limit = Math.max(1, Math.floor(concurrency));
@@ -151,7 +162,7 @@ export async function hashPasswords(values: readonly string[], concurrency = 2):
   const worker = async () => {
     while (next < values.length) {
       const i = next++;
-      out[i] = await hashPasswordWerkzeug(values[i]!);
+      out[i] = await hashSlots.run(() => hashPasswordWerkzeug(values[i]!));
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, values.length) }, worker));

@@ -1,12 +1,14 @@
 import { pbkdf2Sync, scryptSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
+  hashesInFlight,
   checkPasswordWerkzeug,
   classifyPasswordValue,
   hashPasswordWerkzeug,
   hashPasswords,
   type PasswordValueKind,
 } from '../../lambdas/io/password';
+import { createLimiter } from '../../lambdas/core/limiter';
 import { BCRYPT_HASH_PATTERN, WERKZEUG_HASH_PATTERN } from '../../lambdas/core/rules';
 
 /**
@@ -135,5 +137,51 @@ describe('hashPasswords', () => {
     expect(hashes).toHaveLength(5);
     hashes.forEach((h, i) => expect(werkzeugScryptCheck(h, plains[i]!)).toBe(true));
     expect(await hashPasswords([])).toEqual([]);
+  });
+});
+
+describe('hashPasswords across work items', () => {
+  it('runs at most two scrypt hashes at once in the whole process (each holds 32 MiB), however many callers ask', async () => {
+    let peak = 0;
+    let sampling = true;
+    const sample = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, hashesInFlight());
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    const values = ['alpha', 'bravo', 'charlie', 'delta'];
+    const [a, b] = await Promise.all([hashPasswords(values, 4), hashPasswords(values, 4)]);
+    sampling = false;
+    await sample;
+    expect(peak).toBe(2);
+    expect(hashesInFlight()).toBe(0);
+    for (const [i, v] of values.entries()) {
+      expect(await checkPasswordWerkzeug(a[i]!, v)).toBe(true);
+      expect(await checkPasswordWerkzeug(b[i]!, v)).toBe(true);
+    }
+  });
+});
+
+describe('createLimiter', () => {
+  it('never runs more than its slots, hands a slot to the next waiter in order, and frees it on failure', async () => {
+    const limiter = createLimiter(2);
+    let running = 0;
+    let peak = 0;
+    const started: number[] = [];
+    const job = (i: number) => limiter.run(async () => {
+      started.push(i);
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise((r) => setTimeout(r, 2));
+      running--;
+      if (i === 1) throw new Error('boom');
+      return i;
+    });
+    const results = await Promise.allSettled([0, 1, 2, 3, 4].map(job));
+    expect(peak).toBe(2);
+    expect(started).toEqual([0, 1, 2, 3, 4]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    expect(limiter.inFlight()).toBe(0);
   });
 });
