@@ -72,14 +72,22 @@ function generateSalt(length = SALT_LENGTH): string {
   return salt;
 }
 
-/** The werkzeug scrypt key of `plain` for `salt`, as hex. */
+/**
+ * Scrypt computations in flight in this process, hashing or checking, whichever work items ask. Each
+ * needs 32 MiB: the two hashing items of a run beside each other held four, and the CLI's peak RSS
+ * went past 300 MB at scale 1; Verify's password sample checked its rows all at once.
+ */
+export const HASH_SLOTS = 2;
+const hashSlots = createLimiter(HASH_SLOTS);
+
+/** Scrypt computations running in this process now (at most HASH_SLOTS). */
+export const hashesInFlight = (): number => hashSlots.inFlight();
+
+/** The werkzeug scrypt key of `plain` for `salt`, as hex (at most HASH_SLOTS at once in the process). */
 export async function scryptHex(plain: string, salt: string, N: number, r: number, p: number): Promise<string> {
-  const key = await scrypt(Buffer.from(plain, 'utf8'), Buffer.from(salt, 'utf8'), WERKZEUG_SCRYPT_DEFAULTS.keyLength, {
-    N,
-    r,
-    p,
-    maxmem: scryptMaxmem(N, r, p),
-  });
+  const key = await hashSlots.run(() =>
+    scrypt(Buffer.from(plain, 'utf8'), Buffer.from(salt, 'utf8'), WERKZEUG_SCRYPT_DEFAULTS.keyLength, { N, r, p, maxmem: scryptMaxmem(N, r, p) }),
+  );
   return key.toString('hex');
 }
 
@@ -141,19 +149,9 @@ export async function checkPasswordWerkzeug(hash: string, plain: string): Promis
 }
 
 /**
- * Scrypt hashes in flight in this process, whichever work items ask (each needs 32 MiB: the two hashing
- * items of a run beside each other held four, and the CLI's peak RSS went past 300 MB at scale 1).
- */
-export const HASH_SLOTS = 2;
-const hashSlots = createLimiter(HASH_SLOTS);
-
-/** Scrypt hashes running in this process now (at most HASH_SLOTS). */
-export const hashesInFlight = (): number => hashSlots.inFlight();
-
-/**
- * Hashes each value with `hashPasswordWerkzeug`, at most `concurrency` at a time and at most HASH_SLOTS
- * in the whole process (async scrypt runs on the libuv thread pool, 4 threads unless UV_THREADPOOL_SIZE
- * says otherwise). The result is in input order.
+ * Hashes each value with `hashPasswordWerkzeug`, at most `concurrency` at a time (and HASH_SLOTS scrypt
+ * computations in the whole process; async scrypt runs on the libuv thread pool, 4 threads unless
+ * UV_THREADPOOL_SIZE says otherwise). The result is in input order.
  */
 export async function hashPasswords(values: readonly string[], concurrency = 2): Promise<string[]> {
   const limit = Math.max(1, Math.floor(concurrency));
@@ -162,7 +160,7 @@ export async function hashPasswords(values: readonly string[], concurrency = 2):
   const worker = async () => {
     while (next < values.length) {
       const i = next++;
-      out[i] = await hashSlots.run(() => hashPasswordWerkzeug(values[i]!));
+      out[i] = await hashPasswordWerkzeug(values[i]!);
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, values.length) }, worker));
