@@ -75,9 +75,11 @@ function generateSalt(length = SALT_LENGTH): string {
 /**
  * Scrypt computations in flight in this process, hashing or checking, whichever work items ask. Each
  * needs 32 MiB: the two hashing items of a run beside each other held four, and the CLI's peak RSS
- * went past 300 MB at scale 1; Verify's password sample checked its rows all at once.
+ * went past 300 MB at scale 1 (319 MB; 297–303 MB with two slots). One slot costs no wall time: the
+ * hashing items run beside the long loads (bag, scan), which take longer than the ~100 hashes each
+ * has at scale 1 (34 ms apiece).
  */
-export const HASH_SLOTS = 2;
+export const HASH_SLOTS = 1;
 const hashSlots = createLimiter(HASH_SLOTS);
 
 /** Scrypt computations running in this process now (at most HASH_SLOTS). */
