@@ -322,6 +322,7 @@ async function keepBagRolesTrue(o: Omit<CatchUpOptions, 'deadline'>, ctx: Mappin
   const { client, plan } = o;
   const schema = ctx.targetSchema;
   if (!bagRolesNeeded(plan)) return;
+  await assertBagRefsKept(client, o.run);
   // The bags whose role may have changed: those the changed rows referenced before (the references kept
   // since prepare) and reference now (their current source rows, looked up by key), and changed bags themselves.
   const affected = new Set<number>();
@@ -348,6 +349,19 @@ async function keepBagRolesTrue(o: Omit<CatchUpOptions, 'deadline'>, ctx: Mappin
     const hit = unitOfTargetId((infos.get('bag') ?? []).filter((u) => !u.unit.derived), tid);
     if (hit) pending.add(hit.info.unit.label, [hit.key]);
   }
+}
+
+/**
+ * The per-row bag references are filled by prepare (`bagRefs` in its step record). A live run prepared by a
+ * version without them (upgraded mid-run) would re-derive roles from an empty table and silently change bag
+ * types, which Verify could not see (it derives types from the same roles): refused instead.
+ */
+async function assertBagRefsKept(client: pg.ClientBase, run: { runId: string; targetSchema: string }): Promise<void> {
+  const r = await client.query(`SELECT steps -> 'migrate:prepare' ->> 'bagRefs' AS refs FROM ${qualified(run.targetSchema, '_migration_run')} WHERE run_id = $1`, [run.runId]);
+  if (r.rows[0]?.refs === 'true') return;
+  throw new CatchUpRefusedError(
+    `Run ${run.runId} was prepared without the per-row bag references that catch-up needs to keep bag types exact (it was started by an earlier version of tracetrack-migrate). Nothing of this chunk was applied. Abandon it (tracetrack-migrate abandon --run-id ${run.runId}) and start a new live run.`,
+  );
 }
 
 async function roleRows(client: pg.ClientBase, schema: string, ids: number[]): Promise<Map<number, string>> {

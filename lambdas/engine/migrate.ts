@@ -27,7 +27,7 @@ import { bagRoleRefs, bagRolesNeeded, renderBagRefsFill, renderBagRoleSets } fro
 import { renderComputeSummaries } from '../core/sql/derived';
 import { renderAnalyze, renderCreateTables, renderForeignKeys, renderIndexes, renderResetSequence, renderValidateForeignKeys, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
-import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
+import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, ensureInternalTables, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
 
 /** What every migration step needs to know about its run. */
 export interface EngineRun {
@@ -175,6 +175,8 @@ async function prepare(o: StepOptions): Promise<StepResult> {
   const readSchema = o.readSchema ?? run.sourceSchema;
   const started = Date.now();
   const stats: Record<string, unknown> = {};
+  // Tables a later version added (a run upgraded mid-way, then redriven) exist before they are filled.
+  await ensureInternalTables(client, schema);
   await withTransaction(client, async () => {
     await tuneBatchTransaction(client);
     if (!(await claimCheckpoint(client, schema, run.runId, 'prepare', STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null }))) return;
@@ -235,7 +237,12 @@ async function prepare(o: StepOptions): Promise<StepResult> {
           throw new PlanError(`Renaming duplicate QR codes would produce codes that other bags already have: ${clash.rows.map((x) => x.qr_id).join(', ')}. Fix those QR codes in the source (or map them in a mapping file) and rerun.`);
         }
       }
-      if (bagRolesNeeded(plan)) await computeBagRoles(client, plan, ctx, run.live === true);
+      if (bagRolesNeeded(plan)) {
+        await computeBagRoles(client, plan, ctx, run.live === true);
+        // Catch-up relies on the per-row references (a run prepared without them is refused there):
+        // recorded in the transaction that fills them.
+        if (run.live === true) await recordStep(client, schema, run.runId, 'migrate:prepare', { bagRefs: true });
+      }
     }
     await client.query(renderAnalyze(schema, WORK_TABLES));
   });

@@ -23,6 +23,7 @@ import {
 import { withTransaction } from '../io/pg';
 import { caughtUpPosition, drainInTransaction } from './catchup';
 import { loadOffsets, tuneBatchTransaction, type EngineRun, type PasswordHasher } from './migrate';
+import { ensureInternalTables } from './runs';
 import {
   checksummedColumns,
   extraRows,
@@ -110,6 +111,8 @@ async function planItems(o: VerifyOptions, sizes: VerifySizes): Promise<{ spec: 
 export async function planVerification(o: VerifyOptions): Promise<{ round: string; items: string[] }> {
   const { client, run } = o;
   const sizes = resolveVerifySizes({ ...o.sizes, ...(o.bucketWidth ? { bucketWidth: o.bucketWidth } : {}) });
+  // Tables a later version added (_migration_verify: an execution upgraded mid-way, then redriven) exist first.
+  await ensureInternalTables(client, run.targetSchema);
   // Planner statistics of the work tables (see planner-statistics.test.ts): joins planned without them were 50x slower.
   await client.query(renderAnalyze(run.targetSchema, WORK_TABLES));
   const planned = await planItems(o, sizes);

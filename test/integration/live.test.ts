@@ -161,4 +161,30 @@ describe('live migration: capture and catch-up', () => {
       await db.drop();
     }
   });
+
+  it('a run upgraded mid-way: PlanVerify creates the tables a later version added; catch-up refuses a live run prepared without per-row bag references', async () => {
+    const db = await createTestDatabase('live_upgrade');
+    try {
+      await withTestClient(db.url, async (c) => {
+        await seedLegacyShapeA(c, { scale: 0.002 });
+        await installCapture(c, { runId: 'live-up', sourceSchema: 'public', targetSchema: 'tracetrack', tables: TABLES });
+        const r = await runEngine(c, { runId: 'live-up', runTime: RUN_TIME, batchSize: 300, live: true });
+        // What an execution prepared and migrated by the previous version has: no verification items table,
+        // and no record that prepare kept the per-row bag references.
+        await c.query('DROP TABLE tracetrack._migration_verify');
+        await c.query(`UPDATE tracetrack._migration_run SET steps = steps #- '{migrate:prepare,bagRefs}' WHERE run_id = 'live-up'`);
+        const v = await verifyRun({ client: c, run: r.run, plan: r.plan });
+        expect(v.passed, renderFailures(v.checks)).toBe(true);
+        const kid = (await c.query(`SELECT id FROM bag WHERE parent_bag_id IS NOT NULL ORDER BY id LIMIT 1`)).rows[0].id;
+        await c.query(`UPDATE bag SET parent_bag_id = NULL WHERE id = $1`, [kid]);
+        const before = (await captureStatus(c, 'live-up')).pending;
+        await expect(catchUp({ client: c, run: r.run, plan: r.plan, hashPasswords: (p) => hashPasswords(p), deadline: Date.now() + 60_000 })).rejects.toThrow(
+          /prepared without the per-row bag references[\s\S]*tracetrack-migrate abandon --run-id live-up/,
+        );
+        expect((await captureStatus(c, 'live-up')).pending, 'nothing of the chunk was applied').toBe(before);
+      });
+    } finally {
+      await db.drop();
+    }
+  });
 });
