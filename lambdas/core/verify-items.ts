@@ -118,7 +118,7 @@ export interface RangeResult {
 
 export type ItemResult =
   | ({ readonly kind: 'range' } & RangeResult)
-  | { readonly kind: 'extra'; readonly targetRows: number; readonly outside: number; readonly live?: RangeResult['live'] }
+  | { readonly kind: 'extra'; readonly targetRows: number; readonly outside: number; readonly accounted?: number; readonly live?: RangeResult['live'] }
   | { readonly kind: 'orphans'; readonly checks: CheckResult[]; readonly live?: RangeResult['live'] }
   | { readonly kind: 'summaries'; readonly checks: CheckResult[]; readonly summariesDisagreeing: Readiness['summariesDisagreeing']; readonly live?: RangeResult['live'] }
   | { readonly kind: 'users'; readonly check: CheckResult; readonly readiness: Omit<Readiness, 'summariesDisagreeing' | 'counts'>; readonly counts: Record<string, number>; readonly live?: RangeResult['live'] };
@@ -242,7 +242,8 @@ function tableChecks(input: AssemblyInput): { checks: CheckResult[]; tables: Rec
       checks.push(checksumCheck(t.target, unit.label, r, input.bucketWidth));
     }
     const extra = ofKind(input, 'extra').find((i) => i.spec.kind === 'extra' && i.spec.table === t.target)?.result ?? { targetRows: 0, outside: 0 };
-    checks.push(extraCheck(t.target, extra, migrated + derived));
+    // Live runs: counted by the item itself, in one snapshot (see extraRows).
+    checks.push(extraCheck(t.target, extra, 'accounted' in extra && extra.accounted !== undefined ? extra.accounted : migrated + derived));
     tables[t.target] = { targetRows: extra.targetRows, migrated, rejected, derived, sources };
   }
   return { checks, tables, fingerprints };

@@ -184,7 +184,7 @@ async function itemChunk(o: ItemOptions, row: ItemRow, live: RangeResult['live']
     if (spec.fingerprint) chunk = { ...chunk, fingerprint: await fingerprintRange(client, ctx.sourceSchema, unit.source, unit.source.key ? range : null) };
     return { result: { kind: 'range', ...mergeRange(prev, { ...chunk, live }) }, cursor: range.hi, last };
   }
-  if (spec.kind === 'extra') return { result: { kind: 'extra', ...(await extraRows(client, run, plan, tablePlan(spec.table), ctx)), ...liveField }, cursor: null, last: true };
+  if (spec.kind === 'extra') return { result: { kind: 'extra', ...(await extraRows(client, run, plan, tablePlan(spec.table), ctx, Boolean(live))), ...liveField }, cursor: null, last: true };
   if (spec.kind === 'orphans') return { result: { kind: 'orphans', checks: await orphanChecks(client, run.targetSchema, spec.table), ...liveField }, cursor: null, last: true };
   if (spec.kind === 'summaries') {
     const checks = [...(await sequenceChecks(client, run.targetSchema)), ...(await summaryChecks(client, run.targetSchema, plan, ctx.offsets))];

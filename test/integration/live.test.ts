@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { renderFailures } from '../../lambdas/core/verify';
 import { captureStatus, installCapture, readCaptures, removeCapture } from '../../lambdas/engine/capture';
 import { catchUp } from '../../lambdas/engine/catchup';
-import { verifyRun } from '../../lambdas/engine/verify';
+import { assembleRun, planVerification, runVerifyItem, verifyRun } from '../../lambdas/engine/verify';
 import { hashPasswords } from '../../lambdas/io/password';
 import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
 import { runEngine } from '../support/engine';
@@ -182,6 +182,30 @@ describe('live migration: capture and catch-up', () => {
           /prepared without the per-row bag references[\s\S]*tracetrack-migrate abandon --run-id live-up/,
         );
         expect((await captureStatus(c, 'live-up')).pending, 'nothing of the chunk was applied').toBe(before);
+      });
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it("verifies a live source while the application writes between Verify's items (each check in its own snapshot)", async () => {
+    const db = await createTestDatabase('live_items');
+    try {
+      await withTestClient(db.url, async (c) => {
+        await seedLegacyShapeA(c, { scale: 0.002 });
+        await installCapture(c, { runId: 'live-items', sourceSchema: 'public', targetSchema: 'tracetrack', tables: TABLES });
+        const r = await runEngine(c, { runId: 'live-items', runTime: RUN_TIME, batchSize: 300, live: true });
+        const o = { client: c, run: r.run, plan: r.plan, live: { hashPasswords: (p: string[]) => hashPasswords(p) } };
+        const { round, items } = await planVerification(o);
+        const kinds = await c.query(`SELECT item_no, spec ->> 'kind' AS kind FROM tracetrack._migration_verify WHERE run_id = 'live-items'`);
+        const kindOf = new Map(kinds.rows.map((x) => [`${round}/${x.item_no}`, x.kind as string]));
+        // The range items first; then the application writes (three new bags, a deleted scan); then the rest.
+        for (const ref of items.filter((i) => kindOf.get(i) === 'range')) await runVerifyItem({ ...o, deadline: Date.now() + 60_000 }, ref);
+        for (let i = 0; i < 3; i++) await writeOnce(c, 9 * i);
+        await c.query(`DELETE FROM scan WHERE id = (SELECT min(id) FROM scan)`);
+        for (const ref of items.filter((i) => kindOf.get(i) !== 'range')) await runVerifyItem({ ...o, deadline: Date.now() + 60_000 }, ref);
+        const v = await assembleRun(o, round);
+        expect(v.passed, renderFailures(v.checks)).toBe(true);
       });
     } finally {
       await db.drop();
