@@ -162,7 +162,26 @@ async function swapTables(o: CutoverOptions, plan: Plan, read: string[], appSche
   return legacy;
 }
 
-export async function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
+/**
+ * An autovacuum of a legacy table holds a lock that the cutover's SHARE lock waits for until PostgreSQL cancels
+ * the worker, one deadlock_timeout (1 s by default) after the request: a 1,002 ms lock wait in a 1,055 ms
+ * freeze (bench --live, scale 1). Where the role may set it (a superuser; GRANT SET ON PARAMETER on 15+) it
+ * is 100 ms for the cutover; elsewhere (RDS's master user) the default stays and such a wait can add up to it.
+ */
+async function withFastAutovacuumCancel<T>(client: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
+  const set = await client.query(`SET deadlock_timeout = '100ms'`).then(() => true, () => false);
+  try {
+    return await fn();
+  } finally {
+    if (set) await client.query('RESET deadlock_timeout').catch(() => undefined);
+  }
+}
+
+export function cutoverRun(o: CutoverOptions): Promise<CutoverOutcome> {
+  return withFastAutovacuumCancel(o.client, () => cutoverLocked(o));
+}
+
+async function cutoverLocked(o: CutoverOptions): Promise<CutoverOutcome> {
   const appSchema = o.appSchema ?? 'public';
   const run = await resolveRun(o);
   const legacySchema = legacySchemaName(run.runId);
