@@ -151,20 +151,9 @@ export async function checkPasswordWerkzeug(hash: string, plain: string): Promis
 }
 
 /**
- * Hashes each value with `hashPasswordWerkzeug`, at most `concurrency` at a time (and HASH_SLOTS scrypt
- * computations in the whole process; async scrypt runs on the libuv thread pool, 4 threads unless
- * UV_THREADPOOL_SIZE says otherwise). The result is in input order.
+ * Hashes each value with `hashPasswordWerkzeug`, in input order. The scrypt slots (HASH_SLOTS) bound how many
+ * run at once in the whole process, whoever calls; a pool per call would only bound them a second time.
  */
-export async function hashPasswords(values: readonly string[], concurrency = 2): Promise<string[]> {
-  const limit = Math.max(1, Math.floor(concurrency));
-  const out = new Array<string>(values.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < values.length) {
-      const i = next++;
-      out[i] = await hashPasswordWerkzeug(values[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, values.length) }, worker));
-  return out;
+export function hashPasswords(values: readonly string[]): Promise<string[]> {
+  return Promise.all(values.map((v) => hashPasswordWerkzeug(v)));
 }

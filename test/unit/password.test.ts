@@ -59,7 +59,7 @@ describe('hashPasswordWerkzeug', () => {
   });
 
   it('uses a fresh salt every time', async () => {
-    const [a, b] = await hashPasswords(['same', 'same'], 2);
+    const [a, b] = await hashPasswords(['same', 'same']);
     expect(a).not.toBe(b);
     expect(werkzeugScryptCheck(a!, 'same') && werkzeugScryptCheck(b!, 'same')).toBe(true);
   });
@@ -134,7 +134,7 @@ describe('classifyPasswordValue', () => {
 describe('hashPasswords', () => {
   it('keeps input order and hashes each value', async () => {
     const plains = ['a', 'b', 'c', 'd', 'e'];
-    const hashes = await hashPasswords(plains, 3);
+    const hashes = await hashPasswords(plains);
     expect(hashes).toHaveLength(5);
     hashes.forEach((h, i) => expect(werkzeugScryptCheck(h, plains[i]!)).toBe(true));
     expect(await hashPasswords([])).toEqual([]);
@@ -152,7 +152,7 @@ describe('hashPasswords across work items', () => {
       }
     })();
     const values = ['alpha', 'bravo', 'charlie', 'delta'];
-    const [a, b] = await Promise.all([hashPasswords(values, 4), hashPasswords(values, 4)]);
+    const [a, b] = await Promise.all([hashPasswords(values), hashPasswords(values)]);
     sampling = false;
     await sample;
     expect(peak).toBe(HASH_SLOTS);
