@@ -61,15 +61,11 @@ export const TASK_TIMEOUT = Duration.minutes(15);
 /** Parallel table backups (each holds one source connection and one S3 upload). */
 export const BACKUP_MAX_CONCURRENCY = 2;
 /**
- * Migration work items run as a dependency graph, wave after wave (core/work-graph.ts): the Migrate Map
- * runs the items of one wave, at most `$.run.concurrency` at once (each holds one connection).
+ * The run's connection limit (execution input `concurrency`): the Migrate Map runs at most this many items of
+ * one wave at once (core/work-graph.ts), the VerifyItems Map at most this many verification items; each holds
+ * one connection.
  */
-export const MIGRATE_CONCURRENCY_PATH = '$.run.concurrency';
-/**
- * Verification items run at once, at most `$.run.concurrency` (each holds one target connection; they only
- * read, and commit their results).
- */
-export const VERIFY_CONCURRENCY_PATH = '$.run.concurrency';
+export const CONCURRENCY_PATH = '$.run.concurrency';
 
 /** Names of the workflow's non-task states (task states are TASK_STATES). */
 export const FLOW_STATES = {
@@ -143,7 +139,7 @@ export class MigrationWorkflow extends Construct {
     this.backupMap = backup.map;
     const migrate = this.createLoop(t.migrateStep, {
       choice: FLOW_STATES.isStepMigrated, done: FLOW_STATES.stepMigrated, map: FLOW_STATES.migrate, start: FLOW_STATES.startStep,
-      itemsPath: '$.wave.items', item: 'step', maxConcurrencyPath: MIGRATE_CONCURRENCY_PATH,
+      itemsPath: '$.wave.items', item: 'step', maxConcurrencyPath: CONCURRENCY_PATH,
     });
     this.isStepMigrated = migrate.choice;
     this.migrateMap = migrate.map;
@@ -169,7 +165,7 @@ export class MigrationWorkflow extends Construct {
     // Verify: PlanVerify lists the items, the VerifyItems Map runs them (each resumable), Verify assembles the verdict.
     const verifyItems = this.createLoop(t.verifyItem, {
       choice: FLOW_STATES.isItemVerified, done: FLOW_STATES.itemVerified, map: FLOW_STATES.verifyItems, start: FLOW_STATES.startVerifyItem,
-      itemsPath: '$.verifyPlan.items', item: 'item', maxConcurrencyPath: VERIFY_CONCURRENCY_PATH,
+      itemsPath: '$.verifyPlan.items', item: 'item', maxConcurrencyPath: CONCURRENCY_PATH,
     });
     this.verifyMap = verifyItems.map;
     this.isMigrated.otherwise(t.planVerify);
