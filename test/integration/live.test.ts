@@ -69,6 +69,31 @@ async function cleanRunOnCopy(sourceDb: string, runId: string, liveUrl: string):
   }
 }
 
+/** The live target equals a clean run on a copy of the final legacy state, table by table, rows and values. */
+async function expectLikeCleanRun(db: { name: string; url: string }, runId: string): Promise<void> {
+  const live = await targetDump(db.url, 'tracetrack', RUN_TIME);
+  const clean = await cleanRunOnCopy(db.name, runId, db.url);
+  expect(clean.diff).toEqual([]);
+  expect(live).toEqual(clean.dump);
+}
+
+type LiveRun = Awaited<ReturnType<typeof runEngine>>;
+
+/** A small shape-A source with capture from the start, migrated live; `body` gets its client and the run. */
+async function withLiveRun(name: string, runId: string, body: (c: pg.ClientBase, r: LiveRun) => Promise<void>, o: { likeCleanRun?: boolean } = {}): Promise<void> {
+  const db = await createTestDatabase(name);
+  try {
+    await withTestClient(db.url, async (c) => {
+      await seedLegacyShapeA(c, { scale: 0.002 });
+      await installCapture(c, { runId, sourceSchema: 'public', targetSchema: 'tracetrack', tables: TABLES });
+      await body(c, await runEngine(c, { runId, runTime: RUN_TIME, batchSize: 300, live: true }));
+    });
+    if (o.likeCleanRun) await expectLikeCleanRun(db, runId);
+  } finally {
+    await db.drop();
+  }
+}
+
 describe('live migration: capture and catch-up', () => {
   it('writes across migrate, catch-up and verify leave the target equal to a clean run of the final source', async () => {
     const db = await createTestDatabase('live');
@@ -102,10 +127,7 @@ describe('live migration: capture and catch-up', () => {
           await writer.end();
         }
       });
-      const live = await targetDump(db.url, 'tracetrack', RUN_TIME);
-      const clean = await cleanRunOnCopy(db.name, 'live-1', db.url);
-      expect(clean.diff).toEqual([]);
-      expect(live).toEqual(clean.dump);
+      await expectLikeCleanRun(db, 'live-1');
       await withTestClient(db.url, async (c) => {
         expect(await removeCapture(c, 'live-1')).toBe(true);
         expect(await readCaptures(c)).toEqual([]);
@@ -122,93 +144,65 @@ describe('live migration: capture and catch-up', () => {
   it("keeps bag roles true when a change makes a bag someone's parent, or no longer (the bag's own row unchanged)", async () => {
     // Shape A has no bag type: a bag is a parent when another bag names it as its parent. The changes below
     // touch only the referring rows; the referenced bags' roles (and so their type) change with them.
-    const db = await createTestDatabase('live_roles');
-    try {
-      await withTestClient(db.url, async (c) => {
-        await seedLegacyShapeA(c, { scale: 0.002 });
-        await installCapture(c, { runId: 'live-roles', sourceSchema: 'public', targetSchema: 'tracetrack', tables: TABLES });
-        const r = await runEngine(c, { runId: 'live-roles', runTime: RUN_TIME, batchSize: 300, live: true });
-        const kids = (await c.query(`SELECT id, parent_bag_id FROM bag WHERE parent_bag_id IN (SELECT id FROM bag) AND qr_code !~* '^SB' ORDER BY id LIMIT 4`)).rows;
-        const [a, b, x, y] = kids.map((k) => ({ id: Number(k.id), parent: Number(k.parent_bag_id) }));
-        const typeOf = async (bagId: number) => (await c.query(`SELECT type FROM tracetrack.bag WHERE id = $1`, [bagId])).rows[0]?.type;
-        expect(await typeOf(a!.id)).toBe('child');
-        const catchUpNow = () => catchUp({ client: c, run: r.run, plan: r.plan, hashPasswords: (p) => hashPasswords(p), deadline: Date.now() + 60_000 });
-        await c.query(`UPDATE bag SET parent_bag_id = $1 WHERE id = $2`, [a!.id, b!.id]); // a becomes b's parent
-        await catchUpNow();
-        expect(await typeOf(a!.id)).toBe('parent');
-        await c.query(`UPDATE bag SET parent_bag_id = $1 WHERE id = $2`, [b!.parent, b!.id]); // … and no longer
-        await c.query(`UPDATE bag SET parent_bag_id = $1 WHERE id = $2`, [x!.id, y!.id]); // x becomes y's parent
-        // Catching up a few changes reads a few rows of the sources and of the work tables, not whole tables:
-        // the cutover's write freeze must not grow with the database. (Tuples read per table, from PostgreSQL's
-        // own counters. The target's bill summaries read each touched bill's parents and their children: a
-        // fixed fan-out per change, about a third of these tiny target tables, so they are not counted here.)
-        const before = await tuplesRead(c);
-        await catchUpNow();
-        const after = await tuplesRead(c);
-        const sizes = await c.query(`SELECT schemaname || '.' || relname AS t, n_live_tup::int AS n FROM pg_stat_user_tables WHERE n_live_tup > 1000 AND (schemaname = 'public' OR relname LIKE '\\_mig\\_%')`);
-        const scanned = sizes.rows.filter((t) => (after.get(t.t) ?? 0) - (before.get(t.t) ?? 0) > t.n / 4).map((t) => `${t.t}: ${(after.get(t.t) ?? 0) - (before.get(t.t) ?? 0)} of ${t.n} rows read`);
-        expect(scanned).toEqual([]);
-        expect(await typeOf(a!.id)).toBe('child');
-        expect(await typeOf(x!.id)).toBe('parent');
-        const v = await verifyRun({ client: c, run: r.run, plan: r.plan });
-        expect(v.passed, renderFailures(v.checks)).toBe(true);
-      });
-      const live = await targetDump(db.url, 'tracetrack', RUN_TIME);
-      const clean = await cleanRunOnCopy(db.name, 'live-roles', db.url);
-      expect(clean.diff).toEqual([]);
-      expect(live).toEqual(clean.dump);
-    } finally {
-      await db.drop();
-    }
+    await withLiveRun('live_roles', 'live-roles', async (c, r) => {
+      const kids = (await c.query(`SELECT id, parent_bag_id FROM bag WHERE parent_bag_id IN (SELECT id FROM bag) AND qr_code !~* '^SB' ORDER BY id LIMIT 4`)).rows;
+      const [a, b, x, y] = kids.map((k) => ({ id: Number(k.id), parent: Number(k.parent_bag_id) }));
+      const typeOf = async (bagId: number) => (await c.query(`SELECT type FROM tracetrack.bag WHERE id = $1`, [bagId])).rows[0]?.type;
+      expect(await typeOf(a!.id)).toBe('child');
+      const catchUpNow = () => catchUp({ client: c, run: r.run, plan: r.plan, hashPasswords: (p) => hashPasswords(p), deadline: Date.now() + 60_000 });
+      await c.query(`UPDATE bag SET parent_bag_id = $1 WHERE id = $2`, [a!.id, b!.id]); // a becomes b's parent
+      await catchUpNow();
+      expect(await typeOf(a!.id)).toBe('parent');
+      await c.query(`UPDATE bag SET parent_bag_id = $1 WHERE id = $2`, [b!.parent, b!.id]); // … and no longer
+      await c.query(`UPDATE bag SET parent_bag_id = $1 WHERE id = $2`, [x!.id, y!.id]); // x becomes y's parent
+      // Catching up a few changes reads a few rows of the sources and of the work tables, not whole tables:
+      // the cutover's write freeze must not grow with the database. (Tuples read per table, from PostgreSQL's
+      // own counters. The target's bill summaries read each touched bill's parents and their children: a
+      // fixed fan-out per change, about a third of these tiny target tables, so they are not counted here.)
+      const before = await tuplesRead(c);
+      await catchUpNow();
+      const after = await tuplesRead(c);
+      const sizes = await c.query(`SELECT schemaname || '.' || relname AS t, n_live_tup::int AS n FROM pg_stat_user_tables WHERE n_live_tup > 1000 AND (schemaname = 'public' OR relname LIKE '\\_mig\\_%')`);
+      const scanned = sizes.rows.filter((t) => (after.get(t.t) ?? 0) - (before.get(t.t) ?? 0) > t.n / 4).map((t) => `${t.t}: ${(after.get(t.t) ?? 0) - (before.get(t.t) ?? 0)} of ${t.n} rows read`);
+      expect(scanned).toEqual([]);
+      expect(await typeOf(a!.id)).toBe('child');
+      expect(await typeOf(x!.id)).toBe('parent');
+      const v = await verifyRun({ client: c, run: r.run, plan: r.plan });
+      expect(v.passed, renderFailures(v.checks)).toBe(true);
+    }, { likeCleanRun: true });
   });
 
   it('a run upgraded mid-way: PlanVerify creates the tables a later version added; catch-up refuses a live run prepared without per-row bag references', async () => {
-    const db = await createTestDatabase('live_upgrade');
-    try {
-      await withTestClient(db.url, async (c) => {
-        await seedLegacyShapeA(c, { scale: 0.002 });
-        await installCapture(c, { runId: 'live-up', sourceSchema: 'public', targetSchema: 'tracetrack', tables: TABLES });
-        const r = await runEngine(c, { runId: 'live-up', runTime: RUN_TIME, batchSize: 300, live: true });
-        // What an execution prepared and migrated by the previous version has: no verification items table,
-        // and no record that prepare kept the per-row bag references.
-        await c.query('DROP TABLE tracetrack._migration_verify');
-        await c.query(`UPDATE tracetrack._migration_run SET steps = steps #- '{migrate:prepare,bagRefs}' WHERE run_id = 'live-up'`);
-        const v = await verifyRun({ client: c, run: r.run, plan: r.plan });
-        expect(v.passed, renderFailures(v.checks)).toBe(true);
-        const kid = (await c.query(`SELECT id FROM bag WHERE parent_bag_id IS NOT NULL ORDER BY id LIMIT 1`)).rows[0].id;
-        await c.query(`UPDATE bag SET parent_bag_id = NULL WHERE id = $1`, [kid]);
-        const before = (await captureStatus(c, 'live-up')).pending;
-        await expect(catchUp({ client: c, run: r.run, plan: r.plan, hashPasswords: (p) => hashPasswords(p), deadline: Date.now() + 60_000 })).rejects.toThrow(
-          /prepared without the per-row bag references[\s\S]*tracetrack-migrate abandon --run-id live-up/,
-        );
-        expect((await captureStatus(c, 'live-up')).pending, 'nothing of the chunk was applied').toBe(before);
-      });
-    } finally {
-      await db.drop();
-    }
+    await withLiveRun('live_upgrade', 'live-up', async (c, r) => {
+      // What an execution prepared and migrated by the previous version has: no verification items table,
+      // and no record that prepare kept the per-row bag references.
+      await c.query('DROP TABLE tracetrack._migration_verify');
+      await c.query(`UPDATE tracetrack._migration_run SET steps = steps #- '{migrate:prepare,bagRefs}' WHERE run_id = 'live-up'`);
+      const v = await verifyRun({ client: c, run: r.run, plan: r.plan });
+      expect(v.passed, renderFailures(v.checks)).toBe(true);
+      const kid = (await c.query(`SELECT id FROM bag WHERE parent_bag_id IS NOT NULL ORDER BY id LIMIT 1`)).rows[0].id;
+      await c.query(`UPDATE bag SET parent_bag_id = NULL WHERE id = $1`, [kid]);
+      const before = (await captureStatus(c, 'live-up')).pending;
+      await expect(catchUp({ client: c, run: r.run, plan: r.plan, hashPasswords: (p) => hashPasswords(p), deadline: Date.now() + 60_000 })).rejects.toThrow(
+        /prepared without the per-row bag references[\s\S]*tracetrack-migrate abandon --run-id live-up/,
+      );
+      expect((await captureStatus(c, 'live-up')).pending, 'nothing of the chunk was applied').toBe(before);
+    });
   });
 
   it("verifies a live source while the application writes between Verify's items (each check in its own snapshot)", async () => {
-    const db = await createTestDatabase('live_items');
-    try {
-      await withTestClient(db.url, async (c) => {
-        await seedLegacyShapeA(c, { scale: 0.002 });
-        await installCapture(c, { runId: 'live-items', sourceSchema: 'public', targetSchema: 'tracetrack', tables: TABLES });
-        const r = await runEngine(c, { runId: 'live-items', runTime: RUN_TIME, batchSize: 300, live: true });
-        const o = { client: c, run: r.run, plan: r.plan, live: { hashPasswords: (p: string[]) => hashPasswords(p) } };
-        const { round, items } = await planVerification(o);
-        const kinds = await c.query(`SELECT item_no, spec ->> 'kind' AS kind FROM tracetrack._migration_verify WHERE run_id = 'live-items'`);
-        const kindOf = new Map(kinds.rows.map((x) => [`${round}/${x.item_no}`, x.kind as string]));
-        // The range items first; then the application writes (three new bags, a deleted scan); then the rest.
-        for (const ref of items.filter((i) => kindOf.get(i) === 'range')) await runVerifyItem({ ...o, deadline: Date.now() + 60_000 }, ref);
-        for (let i = 0; i < 3; i++) await writeOnce(c, 9 * i);
-        await c.query(`DELETE FROM scan WHERE id = (SELECT min(id) FROM scan)`);
-        for (const ref of items.filter((i) => kindOf.get(i) !== 'range')) await runVerifyItem({ ...o, deadline: Date.now() + 60_000 }, ref);
-        const v = await assembleRun(o, round);
-        expect(v.passed, renderFailures(v.checks)).toBe(true);
-      });
-    } finally {
-      await db.drop();
-    }
+    await withLiveRun('live_items', 'live-items', async (c, r) => {
+      const o = { client: c, run: r.run, plan: r.plan, live: { hashPasswords: (p: string[]) => hashPasswords(p) } };
+      const { round, items } = await planVerification(o);
+      const kinds = await c.query(`SELECT item_no, spec ->> 'kind' AS kind FROM tracetrack._migration_verify WHERE run_id = 'live-items'`);
+      const kindOf = new Map(kinds.rows.map((x) => [`${round}/${x.item_no}`, x.kind as string]));
+      // The range items first; then the application writes (three new bags, a deleted scan); then the rest.
+      for (const ref of items.filter((i) => kindOf.get(i) === 'range')) await runVerifyItem({ ...o, deadline: Date.now() + 60_000 }, ref);
+      for (let i = 0; i < 3; i++) await writeOnce(c, 9 * i);
+      await c.query(`DELETE FROM scan WHERE id = (SELECT min(id) FROM scan)`);
+      for (const ref of items.filter((i) => kindOf.get(i) !== 'range')) await runVerifyItem({ ...o, deadline: Date.now() + 60_000 }, ref);
+      const v = await assembleRun(o, round);
+      expect(v.passed, renderFailures(v.checks)).toBe(true);
+    });
   });
 });
