@@ -1,5 +1,18 @@
-import type { TargetTable } from './rules';
+import { InputError } from './errors';
+import { DERIVED_COLUMNS, type TargetTable } from './rules';
 import type { KeyRange } from './sql/mapping';
+import {
+  mergeOrphans,
+  mergeSummaries,
+  mergeUsers,
+  EMPTY_USER_COUNTS,
+  renderOrphanCheck,
+  renderPasswordCheck,
+  renderSummaries,
+  type OrphanCount,
+  type SummaryCount,
+  type UserCounts,
+} from './verify-target-items';
 import {
   countsCheck,
   type BucketMismatch,
@@ -19,7 +32,9 @@ import {
  *
  * A `range` item is one unit of a target table (a source table, or links derived from one) over a key range
  * aligned to checksum buckets: its chunks (one transaction each) add up to exactly what the single pass computed
- * for those buckets. The other items are the checks that look at whole target tables.
+ * for those buckets. `orphans`, `summaries` and `users` items are ranges of target ids of one target table, worked
+ * through in chunks the same way (verify-target-items.ts adds their partial results up); `extra` and `sequences`
+ * read a table's id index or its row count in one go.
  */
 export type VerifyItemSpec =
   | {
@@ -34,9 +49,30 @@ export type VerifyItemSpec =
       readonly fingerprint: boolean;
     }
   | { readonly kind: 'extra'; readonly table: TargetTable }
-  | { readonly kind: 'orphans'; readonly table: TargetTable }
-  | { readonly kind: 'summaries' }
-  | { readonly kind: 'users' };
+  | ({ readonly kind: 'orphans'; readonly table: TargetTable } & KeyRange)
+  | ({ readonly kind: 'summaries'; readonly table: 'bag' | 'bill' } & KeyRange)
+  | ({ readonly kind: 'users' } & KeyRange)
+  /** Sequences past the largest ids, and the readiness lists of bags and bills whose links were rejected. */
+  | { readonly kind: 'sequences' };
+
+/** The items over target ids (lo, hi], and the target table whose ids they cover. */
+export type TargetRangeSpec = Extract<VerifyItemSpec, { kind: 'orphans' | 'summaries' | 'users' }>;
+
+export function targetRangeTable(spec: TargetRangeSpec): TargetTable {
+  return spec.kind === 'users' ? 'user' : spec.table;
+}
+
+/**
+ * Item and chunk sizes of target-range items: a user costs about as much as 20 source rows of a range item
+ * (its hash patterns matched three times), the other checks about one.
+ */
+export function targetRangeSizes(spec: TargetRangeSpec, sizes: VerifySizes): VerifySizes {
+  if (spec.kind !== 'users') return sizes;
+  const narrow = (n: number) => Math.max(sizes.bucketWidth, Math.ceil(n / USER_COST / sizes.bucketWidth) * sizes.bucketWidth);
+  return { ...sizes, itemKeys: narrow(sizes.itemKeys), chunkKeys: narrow(sizes.chunkKeys) };
+}
+
+const USER_COST = 20;
 
 /** Sizes of items and chunks, in source keys; both multiples of the bucket width. */
 export interface VerifySizes {
@@ -99,6 +135,21 @@ export function nextChunk(item: { lo: number | null; hi: number | null }, cursor
   return { range: { lo: from, hi }, last: hi === item.hi };
 }
 
+/**
+ * The next chunk of a target-range item after `cursor`, given the first target id after it (`next`, null: none
+ * up to the item's end) and the largest id now: from the cursor over the gap up to `next`, then chunkKeys from
+ * `next`'s bucket on. Target ids can be sparse (a second source's ids start at its offset; a row written with a
+ * far id): chunks of keys counted from the cursor would walk the gap chunk by empty chunk.
+ */
+export function nextTargetChunk(item: KeyRange, cursor: number | null, next: number | null, max: number | null, sizes: VerifySizes): { range: KeyRange; last: boolean } {
+  const from = cursor ?? item.lo;
+  if (next === null || max === null) return { range: { lo: from, hi: item.hi }, last: true };
+  let hi: number | null = bucketFloor(next, sizes.bucketWidth) + sizes.chunkKeys;
+  if (item.hi !== null && hi >= item.hi) hi = item.hi;
+  else if (item.hi === null && hi >= max) hi = null;
+  return { range: { lo: from, hi }, last: hi === item.hi };
+}
+
 // ---------------------------------------------------------------- persisted results
 
 /** What a range item has found so far (the sum of its chunks). Hash sums are decimal strings (numeric). */
@@ -119,9 +170,27 @@ export interface RangeResult {
 export type ItemResult =
   | ({ readonly kind: 'range' } & RangeResult)
   | { readonly kind: 'extra'; readonly targetRows: number; readonly outside: number; readonly accounted?: number; readonly live?: RangeResult['live'] }
-  | { readonly kind: 'orphans'; readonly checks: CheckResult[]; readonly live?: RangeResult['live'] }
-  | { readonly kind: 'summaries'; readonly checks: CheckResult[]; readonly summariesDisagreeing: Readiness['summariesDisagreeing']; readonly live?: RangeResult['live'] }
-  | { readonly kind: 'users'; readonly check: CheckResult; readonly readiness: Omit<Readiness, 'summariesDisagreeing' | 'counts'>; readonly counts: Record<string, number>; readonly live?: RangeResult['live'] };
+  | { readonly kind: 'orphans'; readonly orphans: OrphanCount[]; readonly live?: RangeResult['live'] }
+  | { readonly kind: 'summaries'; readonly summaries: SummaryCount[]; readonly live?: RangeResult['live'] }
+  | ({ readonly kind: 'users'; readonly live?: RangeResult['live'] } & UserCounts)
+  | { readonly kind: 'sequences'; readonly checks: CheckResult[]; readonly rejectedLinks: RejectedLinks; readonly live?: RangeResult['live'] };
+
+/** Bags whose parent link and bills whose bill_bag rows were rejected: exact counts, the first 200 ids. */
+export interface RejectedLinks {
+  readonly bags: { readonly count: number; readonly list: number[] };
+  readonly bills: { readonly count: number; readonly list: number[] };
+}
+
+/** An item's result so far plus one more chunk of a target-range item (null: its first). */
+export function mergeTargetRange(a: ItemResult | null, b: ItemResult): ItemResult {
+  if (!a) return b;
+  const live = mergeLive(a.live ?? null, b.live ?? null);
+  const liveField = live ? { live } : {};
+  if (a.kind === 'orphans' && b.kind === 'orphans') return { kind: 'orphans', orphans: mergeOrphans(a.orphans, b.orphans), ...liveField };
+  if (a.kind === 'summaries' && b.kind === 'summaries') return { kind: 'summaries', summaries: mergeSummaries(a.summaries, b.summaries), ...liveField };
+  if (a.kind === 'users' && b.kind === 'users') return { kind: 'users', ...mergeUsers(a, b), ...liveField };
+  throw new InputError(`A ${b.kind} chunk cannot be added to a stored ${a.kind} result. Run Verify again from PlanVerify.`);
+}
 
 export const EMPTY_RANGE_RESULT: RangeResult = {
   counts: { rows: 0, migrated: 0, rejected: 0, missing: 0, both: 0, redundant: 0, missingSample: [] },
@@ -182,7 +251,15 @@ export interface AssemblyInput {
   readonly fingerprintTables: readonly string[] | null;
   /** Every item with its result (items of one unit in key order). */
   readonly items: readonly { readonly spec: VerifyItemSpec; readonly result: ItemResult }[];
+  /** The werkzeug check of the first rehashed users of each plaintext source (passwordSampleOf), made by the caller. */
+  readonly passwordSample?: readonly { table: string; id: number; accepted: boolean }[];
   readonly verifiedAt: string;
+}
+
+/** The users whose new hash the Verify task checks against their legacy password: the first of each plaintext source. */
+export function passwordSampleOf(items: AssemblyInput['items']): { table: string; ids: number[] }[] {
+  const users = items.filter((i) => i.result.kind === 'users').reduce<UserCounts>((acc, i) => mergeUsers(acc, i.result as UserCounts), EMPTY_USER_COUNTS);
+  return users.sources.map((s) => ({ table: s.table, ids: s.sample }));
 }
 
 function checksumCheck(table: TargetTable, label: string, r: RangeResult, width: number): CheckResult {
@@ -255,24 +332,31 @@ function tableChecks(input: AssemblyInput): { checks: CheckResult[]; tables: Rec
  */
 export function assembleVerification(input: AssemblyInput): VerificationResult & { live: RangeResult['live'] } {
   const { checks, tables, fingerprints } = tableChecks(input);
-  const orphans = ofKind(input, 'orphans').flatMap((i) => i.result.checks);
+  const orphans = ofKind(input, 'orphans').reduce<OrphanCount[]>((acc, i) => mergeOrphans(acc, i.result.orphans), []).map(renderOrphanCheck);
   const rank = (name: string) => { const i = input.orphanOrder.indexOf(name); return i < 0 ? input.orphanOrder.length : i; };
   checks.push(...orphans.sort((a, b) => rank(a.name) - rank(b.name)));
-  const summaries = ofKind(input, 'summaries')[0]?.result;
-  checks.push(...(summaries?.checks ?? []));
-  const users = ofKind(input, 'users')[0]?.result;
-  if (users) checks.push(users.check);
+  const sequences = ofKind(input, 'sequences')[0]?.result;
+  checks.push(...(sequences?.checks ?? []));
+  const summaryOrder = input.tables.flatMap((t) => Object.entries(DERIVED_COLUMNS).filter(([, r]) => r.table === t.target).map(([k]) => k));
+  const summaries = renderSummaries(ofKind(input, 'summaries').reduce<SummaryCount[]>((acc, i) => mergeSummaries(acc, i.result.summaries), []), summaryOrder);
+  checks.push(...summaries.checks);
+  const userItems = ofKind(input, 'users');
+  const users = userItems.reduce<UserCounts>((acc, i) => mergeUsers(acc, i.result), EMPTY_USER_COUNTS);
+  if (userItems.length) checks.push(renderPasswordCheck(users, input.passwordSample ?? []));
   // Stored results come back from JSONB with their keys reordered: the checks as the single pass listed them.
   const ordered = checks.map((c) => ({ name: c.name, passed: c.passed, detail: c.detail, ...(c.data ? { data: c.data } : {}) }));
-  const summariesDisagreeing = summaries?.summariesDisagreeing ?? {};
+  const summariesDisagreeing = summaries.disagreeing;
+  const rejected = sequences?.rejectedLinks ?? { bags: { count: 0, list: [] }, bills: { count: 0, list: [] } };
   const readiness: Readiness = {
-    usersNeedingPasswordReset: users?.readiness.usersNeedingPasswordReset ?? [],
-    usersNotVerified: users?.readiness.usersNotVerified ?? [],
-    dispatchersWithoutArea: users?.readiness.dispatchersWithoutArea ?? [],
-    bagsWithRejectedParentLink: users?.readiness.bagsWithRejectedParentLink ?? [],
-    billsWithRejectedBags: users?.readiness.billsWithRejectedBags ?? [],
+    ...users.lists,
+    bagsWithRejectedParentLink: rejected.bags.list,
+    billsWithRejectedBags: rejected.bills.list,
     summariesDisagreeing,
-    counts: { ...(users?.counts ?? {}), ...Object.fromEntries(Object.entries(summariesDisagreeing).map(([k, v]) => [`summaryDisagrees:${k}`, v.count])) },
+    counts: {
+      ...(userItems.length ? users.counts : {}),
+      ...(sequences ? { bagsWithRejectedParentLink: rejected.bags.count, billsWithRejectedBags: rejected.bills.count } : {}),
+      ...Object.fromEntries(Object.entries(summariesDisagreeing).map(([k, v]) => [`summaryDisagrees:${k}`, v.count])),
+    },
   };
   let live: RangeResult['live'] = null;
   for (const i of input.items) live = mergeLive(live, i.result.live ?? null);
@@ -305,6 +389,8 @@ export function describeItem(spec: VerifyItemSpec): string {
     const keys = spec.lo === null && spec.hi === null ? 'all keys' : `keys ${spec.lo === null ? 'start' : spec.lo + 1}–${spec.hi === null ? 'end' : spec.hi}`;
     return `${spec.table}${spec.unit === spec.table ? '' : ` from ${spec.unit}`} (${keys})`;
   }
-  if (spec.kind === 'extra' || spec.kind === 'orphans') return `${spec.kind} ${spec.table}`;
-  return spec.kind;
+  if (spec.kind === 'extra') return `extra ${spec.table}`;
+  if (spec.kind === 'sequences') return 'sequences';
+  const ids = spec.lo == null && spec.hi == null ? '' : ` (ids ${spec.lo == null ? 'start' : spec.lo + 1}–${spec.hi == null ? 'end' : spec.hi})`;
+  return `${spec.kind}${spec.kind === 'users' ? '' : ` ${spec.table}`}${ids}`;
 }

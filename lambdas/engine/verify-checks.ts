@@ -1,15 +1,12 @@
 import type pg from 'pg';
 import type { Plan, SourcePlan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, type TargetTable } from '../core/rules';
-import { checkableHashSql, plaintextPasswordSql } from '../core/sql/values';
-import { derivedColumnScopes, renderSummaryMismatches } from '../core/sql/derived';
 import { escapeIdentifier as id, escapeLiteral, Params, qualified } from '../core/sql/ident';
 import {
   buildUnitSelect,
   derivedSourceName,
   rangeWhere,
   sourceRowsFrom,
-  targetIdExpr,
   tableUnits,
   unitOffset,
   type KeyRange,
@@ -17,9 +14,9 @@ import {
   type MappingContext,
 } from '../core/sql/mapping';
 import { TARGET_TABLE_DDL } from '../core/sql/target-ddl';
-import { compareBuckets, rowHashExpr, type Bucket, type BucketMismatch, type CheckResult, type Readiness } from '../core/verify';
-import type { RangeResult } from '../core/verify-items';
-import { checkPasswordWerkzeug } from '../io/password';
+import { compareBuckets, rowHashExpr, type Bucket, type BucketMismatch, type CheckResult } from '../core/verify';
+import type { RangeResult, RejectedLinks } from '../core/verify-items';
+import { READINESS_LIST_LIMIT } from '../core/verify-target-items';
 import type { EngineRun } from './migrate';
 
 /**
@@ -270,29 +267,6 @@ export function orphanCheckNames(): string[] {
   return [...orphanRefs().map((r) => `orphans:${r.table}.${r.column}`), 'orphans:scan.bag'];
 }
 
-/** The orphan checks of the references one target table holds. */
-export async function orphanChecks(client: pg.ClientBase, schema: string, table: TargetTable): Promise<CheckResult[]> {
-  const out: CheckResult[] = [];
-  const q = (t: string) => qualified(schema, t);
-  for (const r of orphanRefs().filter((x) => x.table === table)) {
-    const res = await client.query(
-      `SELECT count(*)::bigint AS n, (array_agg(c.id ORDER BY c.id))[1:${SAMPLE}] AS sample FROM ${q(r.table)} c
-        WHERE c.${id(r.column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${q(r.ref)} p WHERE p.id = c.${id(r.column)})`,
-    );
-    const n = Number(res.rows[0].n);
-    out.push({
-      name: `orphans:${r.table}.${r.column}`,
-      passed: n === 0,
-      detail: n === 0 ? `every ${r.table}.${r.column} resolves to a ${r.ref}` : `${n} ${r.table} rows reference a missing ${r.ref} (ids ${res.rows[0].sample.join(', ')})`,
-    });
-  }
-  if (table !== 'scan') return out;
-  const scans = await client.query(`SELECT count(*)::bigint AS n FROM ${q('scan')} WHERE parent_bag_id IS NULL AND child_bag_id IS NULL`);
-  const n = Number(scans.rows[0].n);
-  out.push({ name: 'orphans:scan.bag', passed: n === 0, detail: n === 0 ? 'every scan references at least one bag' : `${n} scans reference no bag` });
-  return out;
-}
-
 /** Target tables that hold a reference (each is one orphans item). */
 export function referencingTables(): TargetTable[] {
   return [...new Set([...orphanRefs().map((r) => r.table), 'scan' as TargetTable])];
@@ -323,126 +297,12 @@ export async function sequenceChecks(client: pg.ClientBase, schema: string): Pro
   return out;
 }
 
-/** Every user has a hash the application can check or is listed for a reset; no plaintext is left. */
-export async function passwordCheck(client: pg.ClientBase, run: EngineRun, plan: Plan, ctx: MappingContext): Promise<CheckResult> {
-  const readSchema = ctx.sourceSchema;
-  const users = qualified(run.targetSchema, 'user');
-  const problems: string[] = [];
-  const data: Record<string, unknown> = {};
-  const cls = await client.query(
-    `WITH u AS MATERIALIZED (SELECT ${checkableHashSql('password_hash')} AS ok FROM ${users})
-     SELECT count(*) FILTER (WHERE ok)::bigint AS hashed, count(*) FILTER (WHERE NOT ok)::bigint AS placeholders FROM u`,
-  );
-  data.hashed = Number(cls.rows[0].hashed);
-  data.needReset = Number(cls.rows[0].placeholders);
-  const userPlan = plan.tables.find((t) => t.target === 'user');
-  let rehashed = 0;
-  for (const s of userPlan?.sources ?? []) {
-    const pw = s.columns.find((c) => c.kind === 'password' && c.passwordSource === 'plaintext-column');
-    if (!pw?.source || !s.key) continue;
-    const join = `FROM ${qualified(readSchema, s.table)} s JOIN ${users} u ON u.id = ${targetIdExpr(s, ctx)}`;
-    const legacy = `s.${id(pw.source)}::text`;
-    // The hash pattern is evaluated once per row (its 128-hex-digit repetition costs ~45 µs a row).
-    const plain = await client.query(
-      `WITH x AS MATERIALIZED (SELECT u.id, CASE WHEN u.password_hash = ${legacy} THEN NOT ${checkableHashSql('u.password_hash')} ELSE FALSE END AS leaked,
-                                      ${plaintextPasswordSql(legacy)} AS rehashed ${join})
-       SELECT count(*) FILTER (WHERE leaked)::bigint AS leaked, count(*) FILTER (WHERE rehashed)::bigint AS rehashed,
-              (array_agg(id ORDER BY id) FILTER (WHERE rehashed))[1:3] AS sample FROM x`,
-    );
-    const leaked = Number(plain.rows[0].leaked);
-    rehashed += Number(plain.rows[0].rehashed);
-    if (leaked) problems.push(`${leaked} users of ${s.table} hold their legacy plaintext password`);
-    // A sample of rehashed passwords must log in with the legacy password (werkzeug check).
-    const sample = await client.query(
-      `SELECT u.id, u.password_hash AS hash, ${legacy} AS plain ${join} WHERE u.id = ANY($1::bigint[]) ORDER BY u.id`,
-      [(plain.rows[0].sample ?? []).map(String)],
-    );
-    // The three scrypt checks at once (libuv's thread pool), reported in id order.
-    const accepted = await Promise.all(sample.rows.map((row) => checkPasswordWerkzeug(row.hash, row.plain)));
-    sample.rows.forEach((row, i) => {
-      if (!accepted[i]) problems.push(`user ${row.id}: the new hash does not accept the legacy password`);
-    });
-  }
-  data.rehashed = rehashed;
-  return {
-    name: 'passwords',
-    passed: problems.length === 0,
-    detail: problems.length
-      ? problems.join('; ')
-      : `${data.hashed} users have a checkable hash (${rehashed} rehashed from legacy plaintext, sample verified); ${data.needReset} need a password reset; no plaintext left`,
-    data,
-  };
-}
-
-/** Summaries computed after the load equal the application's rule (the load derived them: this re-derives them). */
-export async function summaryChecks(client: pg.ClientBase, schema: string, plan: Plan, offsets: Record<string, number>): Promise<CheckResult[]> {
-  const out: CheckResult[] = [];
-  for (const table of plan.tables) {
-    for (const scope of derivedColumnScopes(table, offsets)) {
-      if (scope.computed === 'FALSE') continue;
-      const r = (await client.query(renderSummaryMismatches(schema, scope, 'computed', SAMPLE))).rows[0];
-      const n = Number(r.n);
-      out.push({
-        name: `derived:${scope.key}`,
-        passed: n === 0,
-        detail: n === 0
-          ? `every computed ${scope.key} follows the application's rule: ${scope.rule.rule}`
-          : `${n} rows differ from the rule (${scope.rule.rule}), e.g. ids ${(r.sample as string[]).join(', ')}: run the finalize step again`,
-      });
-    }
-  }
-  return out;
-}
-
-/** Copied summaries that disagree with what the application derives: counted, with samples. */
-export async function summaryDisagreements(client: pg.ClientBase, schema: string, plan: Plan, offsets: Record<string, number>): Promise<Readiness['summariesDisagreeing']> {
-  const out: Record<string, { count: number; sample: { id: number; stored: string | null; derived: string | null }[] }> = {};
-  for (const table of plan.tables) {
-    for (const scope of derivedColumnScopes(table, offsets)) {
-      if (scope.copied === 'FALSE') continue;
-      const r = (await client.query(renderSummaryMismatches(schema, scope, 'copied', SAMPLE))).rows[0];
-      const ids = (r.sample ?? []) as string[];
-      out[scope.key] = {
-        count: Number(r.n),
-        sample: ids.map((x, i) => ({ id: Number(x), stored: (r.stored as (string | null)[])[i] ?? null, derived: (r.derived as (string | null)[])[i] ?? null })),
-      };
-    }
-  }
-  return out;
-}
-
-const READINESS_LIST_LIMIT = 200;
-
-type UserReadiness = Pick<Readiness, 'usersNeedingPasswordReset' | 'usersNotVerified' | 'dispatchersWithoutArea'>;
-
-/** Users who cannot log in after migration, by id and username (the hash pattern evaluated once per row). */
-async function userReadiness(client: pg.ClientBase, schema: string): Promise<{ lists: UserReadiness; counts: Record<string, number> }> {
-  const lim = READINESS_LIST_LIMIT;
-  const r = await client.query(
-    `WITH u AS MATERIALIZED (SELECT id, username, NOT ${checkableHashSql('password_hash')} AS reset, verified IS NOT TRUE AS unverified,
-                                    role = 'dispatcher' AND (dispatch_area IS NULL OR btrim(dispatch_area) = '') AS no_area
-                               FROM ${qualified(schema, 'user')})
-     SELECT count(*) FILTER (WHERE reset)::bigint AS reset_n, count(*) FILTER (WHERE unverified)::bigint AS unverified_n, count(*) FILTER (WHERE no_area)::bigint AS no_area_n,
-            (array_agg(json_build_object('id', id, 'username', username) ORDER BY id) FILTER (WHERE reset))[1:${lim}] AS reset,
-            (array_agg(json_build_object('id', id, 'username', username) ORDER BY id) FILTER (WHERE unverified))[1:${lim}] AS unverified,
-            (array_agg(json_build_object('id', id, 'username', username) ORDER BY id) FILTER (WHERE no_area))[1:${lim}] AS no_area
-       FROM u`,
-  );
-  const row = r.rows[0];
-  const list = (v: unknown) => ((v ?? []) as { id: string | number; username: unknown }[]).map((x) => ({ id: Number(x.id), username: String(x.username) }));
-  return {
-    lists: { usersNeedingPasswordReset: list(row.reset), usersNotVerified: list(row.unverified), dispatchersWithoutArea: list(row.no_area) },
-    counts: { usersNeedingPasswordReset: Number(row.reset_n), usersNotVerified: Number(row.unverified_n), dispatchersWithoutArea: Number(row.no_area_n) },
-  };
-}
-
 /**
- * What the application will make of the migrated data (summaries aside: see summaryDisagreements): users who
- * cannot log in, bags and bills whose links were rejected. Counts are exact; the lists are the first 200. Ids
- * are target ids (reject keys are translated through the id offsets).
+ * Bags whose parent link and bills whose bill_bag rows were rejected (the readiness report; users are counted by
+ * the users items). Ids are target ids (reject keys are translated through the id offsets); counts are exact,
+ * the lists the first 200.
  */
-export async function readinessReport(client: pg.ClientBase, run: EngineRun, plan: Plan, offsets: Record<string, number>): Promise<{ readiness: Omit<Readiness, 'summariesDisagreeing' | 'counts'>; counts: Record<string, number> }> {
-  const users = await userReadiness(client, run.targetSchema);
+export async function rejectedLinks(client: pg.ClientBase, run: EngineRun, plan: Plan, offsets: Record<string, number>): Promise<RejectedLinks> {
   const rej = qualified(run.targetSchema, '_migration_reject');
   // Each rejected link or bill_bag row, as the target id of the bag / bill it concerns.
   const idsOf = async (target: TargetTable, parts: { label: string; keySql: string; offset: number }[]) => {
@@ -460,15 +320,11 @@ export async function readinessReport(client: pg.ClientBase, run: EngineRun, pla
     return { count: Number(r.rows[0].n), list: (r.rows[0].ids as string[]).map(Number) };
   };
   const linkPlan = plan.tables.find((t) => t.target === 'link');
-  const parentLinks = await idsOf('bag', (linkPlan?.derivedLinks ?? []).map((d) => ({ label: derivedSourceName(d), keySql: 'source_key', offset: offsets[d.fromSource] ?? 0 })));
+  const bags = await idsOf('bag', (linkPlan?.derivedLinks ?? []).map((d) => ({ label: derivedSourceName(d), keySql: 'source_key', offset: offsets[d.fromSource] ?? 0 })));
   const billBagPlan = plan.tables.find((t) => t.target === 'bill_bag');
   const billParts = (billBagPlan?.sources ?? []).flatMap((s) => {
     const ref = s.columns.find((c) => c.target === 'bill_id' && c.source);
     return ref ? [{ label: s.table, keySql: `row_data ->> ${escapeLiteral(ref.source!)}`, offset: offsets[ref.ref?.sourceTable ?? ''] ?? 0 }] : [];
   });
-  const bills = await idsOf('bill', billParts);
-  return {
-    readiness: { ...users.lists, bagsWithRejectedParentLink: parentLinks.list, billsWithRejectedBags: bills.list },
-    counts: { ...users.counts, bagsWithRejectedParentLink: parentLinks.count, billsWithRejectedBags: bills.count },
-  };
+  return { bags, bills: await idsOf('bill', billParts) };
 }

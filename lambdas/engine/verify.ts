@@ -2,7 +2,8 @@ import type pg from 'pg';
 import { InputError } from '../core/errors';
 import type { Plan, TablePlan } from '../core/planner';
 import { qualified } from '../core/sql/ident';
-import { tableUnits, type MappingContext } from '../core/sql/mapping';
+import { tableUnits, type KeyRange, type MappingContext } from '../core/sql/mapping';
+import type { TargetTable } from '../core/rules';
 import { renderAnalyze, WORK_TABLES } from '../core/sql/target-ddl';
 import { supportsTypedRowHash, type CheckResult, type VerificationResult } from '../core/verify';
 import {
@@ -11,11 +12,17 @@ import {
   EMPTY_RANGE_RESULT,
   itemRef,
   mergeRange,
+  mergeTargetRange,
   nextChunk,
+  nextTargetChunk,
   parseItemRef,
+  passwordSampleOf,
   planUnitRanges,
   resolveVerifySizes,
+  targetRangeSizes,
+  targetRangeTable,
   type ItemResult,
+  type TargetRangeSpec,
   type RangeResult,
   type VerifyItemSpec,
   type VerifySizes,
@@ -30,16 +37,13 @@ import {
   fingerprintRange,
   keySpan,
   orphanCheckNames,
-  orphanChecks,
-  passwordCheck,
   rangeChunk,
-  readinessReport,
   referencingTables,
+  rejectedLinks,
   sequenceChecks,
-  summaryChecks,
-  summaryDisagreements,
   unitsFor,
 } from './verify-checks';
+import { checkPasswordSample, nextTargetIds, orphanCounts, summaryCounts, targetSpan, userCounts } from './verify-target-checks';
 
 /**
  * Verify (MIGRATION_SPEC.md §3) as work items: `planVerification` lists them (one per unit and key range of
@@ -97,10 +101,17 @@ async function planItems(o: VerifyOptions, sizes: VerifySizes): Promise<{ spec: 
   // pattern, the werkzeug sample), the summaries about half a pass over bag and bill_bag.
   const planned = new Map(o.plan.tables.map((t) => [t.target, t]));
   const rows = (t: string) => (planned.has(t as TablePlan['target']) ? rowsOf(planned.get(t as TablePlan['target'])!) : 0);
-  for (const table of referencingTables()) out.push({ spec: { kind: 'orphans', table }, weight: rows(table) / 2 });
+  // Items over target ids, one per range of the table's ids now (its weight shared among them).
+  const overIds = async (table: TargetTable, make: (r: KeyRange) => TargetRangeSpec, weight: number) => {
+    const span = await targetSpan(o.client, o.run.targetSchema, table);
+    const ranges = planUnitRanges(span, targetRangeSizes(make({ lo: null, hi: null }), sizes));
+    for (const r of ranges) out.push({ spec: make(r), weight: weight / ranges.length });
+  };
+  for (const table of referencingTables()) await overIds(table, (r) => ({ kind: 'orphans', table, ...r }), rows(table) / 2);
   for (const table of o.plan.tables) out.push({ spec: { kind: 'extra', table: table.target }, weight: rowsOf(table) / 10 });
-  out.push({ spec: { kind: 'users' }, weight: rows('user') * 100 });
-  out.push({ spec: { kind: 'summaries' }, weight: (rows('bag') + rows('bill_bag')) / 2 });
+  await overIds('user', (r) => ({ kind: 'users', ...r }), rows('user') * 100);
+  for (const table of ['bag', 'bill'] as const) if (planned.has(table)) await overIds(table, (r) => ({ kind: 'summaries', table, ...r }), table === 'bag' ? rows('bag') / 2 : rows('bill_bag') / 2);
+  out.push({ spec: { kind: 'sequences' }, weight: 1 });
   return out;
 }
 
@@ -185,14 +196,24 @@ async function itemChunk(o: ItemOptions, row: ItemRow, live: RangeResult['live']
     return { result: { kind: 'range', ...mergeRange(prev, { ...chunk, live }) }, cursor: range.hi, last };
   }
   if (spec.kind === 'extra') return { result: { kind: 'extra', ...(await extraRows(client, run, plan, tablePlan(spec.table), ctx, Boolean(live))), ...liveField }, cursor: null, last: true };
-  if (spec.kind === 'orphans') return { result: { kind: 'orphans', checks: await orphanChecks(client, run.targetSchema, spec.table), ...liveField }, cursor: null, last: true };
-  if (spec.kind === 'summaries') {
-    const checks = [...(await sequenceChecks(client, run.targetSchema)), ...(await summaryChecks(client, run.targetSchema, plan, ctx.offsets))];
-    return { result: { kind: 'summaries', checks, summariesDisagreeing: await summaryDisagreements(client, run.targetSchema, plan, ctx.offsets), ...liveField }, cursor: null, last: true };
+  if (spec.kind === 'sequences') {
+    return { result: { kind: 'sequences', checks: await sequenceChecks(client, run.targetSchema), rejectedLinks: await rejectedLinks(client, run, plan, ctx.offsets), ...liveField }, cursor: null, last: true };
   }
-  const check = await passwordCheck(client, run, plan, ctx);
-  const { readiness, counts } = await readinessReport(client, run, plan, ctx.offsets);
-  return { result: { kind: 'users', check, readiness, counts, ...liveField }, cursor: null, last: true };
+  return targetRangeChunk(o, row, spec, ctx, liveField);
+}
+
+/** One chunk of an item over target ids (orphans, summaries, users): the ids after the cursor, merged into the item's result. */
+async function targetRangeChunk(o: ItemOptions, row: ItemRow, spec: TargetRangeSpec, ctx: MappingContext, liveField: { live?: RangeResult['live'] }): Promise<{ result: ItemResult; cursor: number | null; last: boolean }> {
+  const { client, run, plan } = o;
+  const cursor = row.chunks === 0 ? null : row.cursor;
+  const ids = await nextTargetIds(client, run.targetSchema, targetRangeTable(spec), { lo: cursor ?? spec.lo, hi: spec.hi });
+  const { range, last } = nextTargetChunk(spec, cursor, ids.next, ids.max, targetRangeSizes(spec, row.sizes));
+  const prev = row.chunks === 0 ? null : row.result;
+  let chunk: ItemResult;
+  if (spec.kind === 'orphans') chunk = { kind: 'orphans', orphans: await orphanCounts(client, run.targetSchema, spec.table, range), ...liveField };
+  else if (spec.kind === 'summaries') chunk = { kind: 'summaries', summaries: await summaryCounts(client, run.targetSchema, plan, spec.table, ctx.offsets, range), ...liveField };
+  else chunk = { kind: 'users', ...(await userCounts(client, run, plan, ctx, range)), ...liveField };
+  return { result: mergeTargetRange(prev, chunk), cursor: range.hi, last };
 }
 
 /**
@@ -240,13 +261,16 @@ export async function assembleRun(o: VerifyOptions, round: string): Promise<Asse
     throw new InputError(`Verification of run ${run.runId} is not complete: ${open.length} of ${rows.length} items not done (e.g. ${describeItem(open[0].spec)}). Redrive the execution to finish them.`);
   }
   const fingerprints = rows[0].options?.fingerprints === true;
+  const items = rows.map((row) => ({ spec: row.spec, result: row.result }));
+  const ctx = checksumContext(o, await loadOffsets(client, run.targetSchema));
   const result = assembleVerification({
     runId: run.runId,
     bucketWidth: Number(rows[0].sizes.bucketWidth),
     tables: plan.tables.map((t) => ({ target: t.target, units: tableUnits(plan, t).map((u) => ({ label: u.label, kind: u.kind })) })),
     orphanOrder: orphanCheckNames(),
     fingerprintTables: fingerprints ? [...new Set(plan.tables.flatMap((t) => t.sources.map((s) => s.table)))] : null,
-    items: rows.map((row) => ({ spec: row.spec, result: row.result })),
+    items,
+    passwordSample: await checkPasswordSample(client, plan, ctx, passwordSampleOf(items)),
     verifiedAt: new Date().toISOString(),
   });
   for (const c of result.checks) o.onProgress?.(c);

@@ -58,7 +58,7 @@ export function derivedColumnScopes(table: TablePlan, offsets: Readonly<Record<s
  * every bill (20 M rows at scale 1). `onlyIds`: an SQL bigint[] (a placeholder) that restricts them to those rows
  * (catch-up recomputes the parents and bills its changes touched).
  */
-function aggregates(schema: string, table: 'bag' | 'bill', onlyIds?: string): string {
+function aggregates(schema: string, table: 'bag' | 'bill', onlyIds?: string, range?: TargetIdRange): string {
   const q = (t: string) => qualified(schema, t);
   // The same aggregates per row, as correlated subqueries when restricted to a few rows: index lookups,
   // where the grouped form hashed whole tables (335 ms for a few hundred bills at 50,000 bags).
@@ -71,16 +71,31 @@ function aggregates(schema: string, table: 'bag' | 'bill', onlyIds?: string): st
     if (table === 'bag') return `SELECT p.id, (${children('p.id')})::int AS children FROM ${q('bag')} p WHERE p.type = 'parent' AND p.id = ANY(${onlyIds})`;
     return `SELECT b.id, (${billBags('b.id')})::int AS bill_bags, (${billChildren('b.id')})::int AS children FROM ${q('bill')} b WHERE b.id = ANY(${onlyIds})`;
   }
+  // A range of target ids (Verify's chunks): the rows and their links, bill_bag rows and parents' links (by
+  // parent id) read through the same bounds, so a chunk reads what its ids hold, not whole tables.
+  const within = (col: string) => (range ? ` AND ${idBounds(col, range)}` : '');
   if (table === 'bag') {
-    return `SELECT p.id, count(l.child_bag_id)::int AS children FROM ${q('bag')} p LEFT JOIN ${q('link')} l ON l.parent_bag_id = p.id
-             WHERE p.type = 'parent' GROUP BY p.id`;
+    return `SELECT p.id, count(l.child_bag_id)::int AS children FROM ${q('bag')} p LEFT JOIN ${q('link')} l ON l.parent_bag_id = p.id${within('l.parent_bag_id')}
+             WHERE p.type = 'parent'${within('p.id')} GROUP BY p.id`;
   }
   return `SELECT b.id, COALESCE(bb.n, 0)::int AS bill_bags, COALESCE(ch.n, 0)::int AS children FROM ${q('bill')} b
-            LEFT JOIN (SELECT bill_id, count(*) AS n FROM ${q('bill_bag')} GROUP BY bill_id) bb ON bb.bill_id = b.id
+            LEFT JOIN (SELECT bill_id, count(*) AS n FROM ${q('bill_bag')} WHERE TRUE${within('bill_id')} GROUP BY bill_id) bb ON bb.bill_id = b.id
             LEFT JOIN (SELECT bb.bill_id, sum(pc.n) AS n FROM ${q('bill_bag')} bb
                          JOIN ${q('bag')} p ON p.id = bb.bag_id AND p.type = 'parent'
                          JOIN (SELECT parent_bag_id, count(*) AS n FROM ${q('link')} GROUP BY parent_bag_id) pc ON pc.parent_bag_id = p.id
-                        GROUP BY bb.bill_id) ch ON ch.bill_id = b.id`;
+                        WHERE TRUE${within('bb.bill_id')} GROUP BY bb.bill_id) ch ON ch.bill_id = b.id
+           WHERE TRUE${within('b.id')}`;
+}
+
+/** Target ids (lo, hi] as placeholders (null: unbounded on that side). */
+export interface TargetIdRange {
+  readonly lo: string | null;
+  readonly hi: string | null;
+}
+
+function idBounds(col: string, range: TargetIdRange): string {
+  const parts = [range.lo === null ? null : `${col} > ${range.lo}`, range.hi === null ? null : `${col} <= ${range.hi}`].filter((x): x is string => x !== null);
+  return parts.length ? parts.join(' AND ') : 'TRUE';
 }
 
 /** The UPDATE that computes the table's derived summaries (null when none is computed). Idempotent. `onlyIds`: see aggregates. */
@@ -107,11 +122,25 @@ export function renderComputeSummaries(schema: string, table: TablePlan, offsets
    WHERE x.id = t.id AND ${scopes[0]!.rule.rowsWhere} AND (${differs.join(' OR ')})`;
 }
 
-/** Rows of `scope` (computed or copied ones) whose value differs from the application's rule: count and sample ids. */
-export function renderSummaryMismatches(schema: string, scope: DerivedColumnScope, which: 'computed' | 'copied', sample: number): string {
-  const col = id(scope.rule.column);
-  return `SELECT count(*)::bigint AS n, (array_agg(t.id ORDER BY t.id))[1:${sample}] AS sample,
-                 (array_agg(t.${col}::text ORDER BY t.id))[1:${sample}] AS stored, (array_agg((${scope.rule.sql})::text ORDER BY t.id))[1:${sample}] AS derived
-            FROM ${qualified(schema, scope.rule.table)} t JOIN (${aggregates(schema, scope.rule.table)}) x ON x.id = t.id
-           WHERE ${scope.rule.rowsWhere} AND ${scope[which]} AND t.${col} IS DISTINCT FROM ${scope.rule.sql}`;
+/**
+ * Every derived column of a table at once, over one range of target ids (Verify's summaries chunks): per scope
+ * (`c<i>`: computed rows, `p<i>`: copied rows) the rows whose value differs from the application's rule, their
+ * count and the first `sample` ids with the stored and derived values. The aggregates are computed once for all
+ * scopes (one query per scope and kind computed them up to seven times).
+ */
+export function renderSummaryCounts(schema: string, table: 'bag' | 'bill', scopes: readonly DerivedColumnScope[], range: TargetIdRange, sample: number): string {
+  const flags: string[] = [];
+  const outs: string[] = [];
+  scopes.forEach((scope, i) => {
+    const col = id(scope.rule.column);
+    const differs = `${scope.rule.rowsWhere} AND t.${col} IS DISTINCT FROM ${scope.rule.sql}`;
+    flags.push(`(${scope.computed} AND ${differs}) AS c${i}`, `(${scope.copied} AND ${differs}) AS p${i}`, `t.${col}::text AS s${i}`, `(${scope.rule.sql})::text AS v${i}`);
+    for (const k of ['c', 'p']) {
+      outs.push(`count(*) FILTER (WHERE ${k}${i})::bigint AS ${k}${i}_n`, `(array_agg(id ORDER BY id) FILTER (WHERE ${k}${i}))[1:${sample}] AS ${k}${i}_ids`,
+        `(array_agg(s${i} ORDER BY id) FILTER (WHERE ${k}${i}))[1:${sample}] AS ${k}${i}_stored`, `(array_agg(v${i} ORDER BY id) FILTER (WHERE ${k}${i}))[1:${sample}] AS ${k}${i}_derived`);
+    }
+  });
+  return `WITH x AS MATERIALIZED (${aggregates(schema, table, undefined, range)}),
+  d AS (SELECT t.id, ${flags.join(', ')} FROM ${qualified(schema, table)} t JOIN x ON x.id = t.id WHERE ${idBounds('t.id', range)})
+  SELECT ${outs.join(',\n         ')} FROM d`;
 }
