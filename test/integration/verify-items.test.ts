@@ -131,4 +131,36 @@ describe('Verify as resumable work items', () => {
       await expect(assembleRun(o, round)).rejects.toThrow(/no verification items of round/);
     }, 'vredrive');
   });
+
+  it('the checks over target ids (orphans, summaries, passwords, readiness) fail on a broken target, chunk by chunk as in one pass', async () => {
+    await withFixtureDatabase('a', async (c) => {
+      const r = await runEngine(c, { runId: 'tgt', batchSize: 3 });
+      const o: VerifyOptions = { client: c, run: r.run, plan: r.plan };
+      const good = await verifyRun({ ...o, sizes: WHOLE });
+      expect(good.passed).toBe(true);
+      const rehashed = Number(good.checks.find((x) => x.name === 'passwords')?.data?.rehashed);
+      expect(rehashed).toBeGreaterThan(0);
+      // Breaks past the foreign keys (replica role): a scan of a missing user, in the last id range.
+      await c.query(`SET session_replication_role = replica`);
+      await c.query(`UPDATE tracetrack.scan SET user_id = 987654 WHERE id = (SELECT max(id) FROM tracetrack.scan)`);
+      await c.query(`RESET session_replication_role`);
+      // A parent's child count and a bill's total off by one; a scan that references no bag.
+      await c.query(`UPDATE tracetrack.bag SET child_count = child_count + 1 WHERE id = (SELECT max(id) FROM tracetrack.bag WHERE type = 'parent')`);
+      await c.query(`UPDATE tracetrack.bill SET linked_parent_count = linked_parent_count + 1 WHERE id = (SELECT max(id) FROM tracetrack.bill)`);
+      // The last rehashed user gets another user's hash (it no longer accepts the legacy password), another keeps its plaintext.
+      const users = (await c.query(`SELECT u.id, s.password AS plain FROM tracetrack."user" u JOIN public."user" s ON s.id = u.id WHERE s.password !~ '^(scrypt|pbkdf2)' AND s.password <> '' ORDER BY u.id`)).rows;
+      expect(users.length).toBeGreaterThan(0);
+      await c.query(`UPDATE tracetrack."user" SET password_hash = (SELECT password_hash FROM tracetrack."user" WHERE id <> $1 AND password_hash LIKE 'scrypt:%' ORDER BY id LIMIT 1) WHERE id = $1`, [users[0].id]);
+      await c.query(`UPDATE tracetrack."user" SET password_hash = $2 WHERE id = $1`, [users.at(-1).id, users.at(-1).plain]);
+      const broken = await verifyRun({ ...o, sizes: WHOLE });
+      const failed = new Map(broken.checks.filter((x) => !x.passed).map((x) => [x.name, x.detail]));
+      expect(failed.get('orphans:scan.user_id')).toMatch(/^1 scan rows reference a missing user \(ids [0-9]+\)$/);
+      expect(failed.get('derived:bill.linked_parent_count')).toMatch(/^1 rows differ from the rule .*, e\.g\. ids [0-9]+: run the finalize step again$/);
+      expect(failed.get('passwords')).toMatch(/^1 users of user hold their legacy plaintext password; user [0-9]+: the new hash does not accept the legacy password/);
+      // A copied summary that disagrees is reported (readiness), not failed.
+      expect(broken.readiness.summariesDisagreeing['bag.child_count']!.count).toBe(good.readiness.summariesDisagreeing['bag.child_count']!.count + 1);
+      const tiny = await verifyWithTinyBudget(o);
+      expect(withoutTime(tiny.result)).toEqual(withoutTime(broken));
+    }, 'vtarget');
+  });
 });

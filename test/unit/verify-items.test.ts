@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EMPTY_RANGE_RESULT, mergeRange, nextChunk, parseItemRef, itemRef, planUnitRanges, resolveVerifySizes, type RangeResult } from '../../lambdas/core/verify-items';
+import { EMPTY_RANGE_RESULT, mergeRange, nextChunk, nextTargetChunk, parseItemRef, itemRef, planUnitRanges, resolveVerifySizes, type RangeResult } from '../../lambdas/core/verify-items';
 
 const sizes = resolveVerifySizes({ bucketWidth: 10, itemKeys: 40, chunkKeys: 20, maxItemsPerUnit: 3 });
 
@@ -45,6 +45,20 @@ describe('verification items', () => {
     const m = mergeRange(mergeRange(EMPTY_RANGE_RESULT, a), b);
     expect(m.counts).toEqual({ rows: 5, migrated: 3, rejected: 1, missing: 1, both: 0, redundant: 0, missingSample: ['17'] });
     expect(m).toMatchObject({ buckets: 2, mismatchCount: 1, sample: [17], fingerprint: { rows: 5, hash: '18446744073709551614', xmax: '880' } });
+  });
+
+  it.each([
+    // the first chunk starts at the start and covers the chunk from the first id's bucket on
+    [{ lo: null, hi: null }, null, 1, 100, { range: { lo: null, hi: 19 }, last: false }],
+    // a gap (ids 20..999 missing): the next chunk runs over it to the next id's bucket, not chunk by empty chunk
+    [{ lo: null, hi: null }, 19, 1000, 1100, { range: { lo: 19, hi: 1019 }, last: false }],
+    // the last ids: open to the end
+    [{ lo: null, hi: null }, 1019, 1090, 1100, { range: { lo: 1019, hi: null }, last: true }],
+    // no id left in the item: one chunk to its end
+    [{ lo: 39, hi: 79 }, 59, null, 100, { range: { lo: 59, hi: 79 }, last: true }],
+    [{ lo: 39, hi: 79 }, null, 75, 100, { range: { lo: 39, hi: 79 }, last: true }],
+  ])('nextTargetChunk(%j, cursor %j, next id %j, max %j) → %j', (item, cursor, next, max, chunk) => {
+    expect(nextTargetChunk(item, cursor, next, max, sizes)).toEqual(chunk);
   });
 
   it('names items as <round>/<number>', () => {
