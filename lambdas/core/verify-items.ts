@@ -251,15 +251,7 @@ export interface AssemblyInput {
   readonly fingerprintTables: readonly string[] | null;
   /** Every item with its result (items of one unit in key order). */
   readonly items: readonly { readonly spec: VerifyItemSpec; readonly result: ItemResult }[];
-  /** The werkzeug check of the first rehashed users of each plaintext source (passwordSampleOf), made by the caller. */
-  readonly passwordSample?: readonly { table: string; id: number; accepted: boolean }[];
   readonly verifiedAt: string;
-}
-
-/** The users whose new hash the Verify task checks against their legacy password: the first of each plaintext source. */
-export function passwordSampleOf(items: AssemblyInput['items']): { table: string; ids: number[] }[] {
-  const users = items.filter((i) => i.result.kind === 'users').reduce<UserCounts>((acc, i) => mergeUsers(acc, i.result as UserCounts), EMPTY_USER_COUNTS);
-  return users.sources.map((s) => ({ table: s.table, ids: s.sample }));
 }
 
 function checksumCheck(table: TargetTable, label: string, r: RangeResult, width: number): CheckResult {
@@ -342,7 +334,7 @@ export function assembleVerification(input: AssemblyInput): VerificationResult &
   checks.push(...summaries.checks);
   const userItems = ofKind(input, 'users');
   const users = userItems.reduce<UserCounts>((acc, i) => mergeUsers(acc, i.result), EMPTY_USER_COUNTS);
-  if (userItems.length) checks.push(renderPasswordCheck(users, input.passwordSample ?? []));
+  if (userItems.length) checks.push(renderPasswordCheck(users));
   // Stored results come back from JSONB with their keys reordered: the checks as the single pass listed them.
   const ordered = checks.map((c) => ({ name: c.name, passed: c.passed, detail: c.detail, ...(c.data ? { data: c.data } : {}) }));
   const summariesDisagreeing = summaries.disagreeing;

@@ -99,8 +99,8 @@ export interface PasswordSourceCount {
   readonly table: string;
   readonly leaked: number;
   readonly rehashed: number;
-  /** The first three rehashed users (target ids): the Verify task checks them with werkzeug once all are summed. */
-  readonly sample: number[];
+  /** The first three rehashed users of the item (target ids), each checked with werkzeug: the sum keeps the first three of all. */
+  readonly sample: { id: number; accepted: boolean }[];
 }
 
 type UserList = { id: number; username: string }[];
@@ -128,7 +128,7 @@ export function mergeUsers(a: UserCounts, b: UserCounts): UserCounts {
   for (const y of b.sources) {
     const i = sources.findIndex((s) => s.table === y.table);
     if (i < 0) sources.push({ ...y });
-    else sources[i] = { table: y.table, leaked: sources[i]!.leaked + y.leaked, rehashed: sources[i]!.rehashed + y.rehashed, sample: firstById(sources[i]!.sample, y.sample, PASSWORD_SAMPLE, (v) => v) };
+    else sources[i] = { table: y.table, leaked: sources[i]!.leaked + y.leaked, rehashed: sources[i]!.rehashed + y.rehashed, sample: firstById(sources[i]!.sample, y.sample, PASSWORD_SAMPLE, (v) => v.id) };
   }
   const list = (k: keyof UserCounts['lists']) => firstById(a.lists[k], b.lists[k], READINESS_LIST_LIMIT, (v) => v.id);
   const count = (k: keyof UserCounts['counts']) => a.counts[k] + b.counts[k];
@@ -139,17 +139,14 @@ export function mergeUsers(a: UserCounts, b: UserCounts): UserCounts {
   };
 }
 
-/**
- * The `passwords` check from the users' sum (its plaintext sources in plan order: every chunk lists them so);
- * `accepted`: the werkzeug check of each source's sample, by target id, in id order.
- */
-export function renderPasswordCheck(u: UserCounts, accepted: readonly { table: string; id: number; accepted: boolean }[]): CheckResult {
+/** The `passwords` check from the users' sum (its plaintext sources in plan order: every chunk lists them so). */
+export function renderPasswordCheck(u: UserCounts): CheckResult {
   const problems: string[] = [];
   let rehashed = 0;
   for (const s of u.sources) {
     rehashed += s.rehashed;
     if (s.leaked) problems.push(`${s.leaked} users of ${s.table} hold their legacy plaintext password`);
-    for (const x of accepted.filter((a) => a.table === s.table)) if (!x.accepted) problems.push(`user ${x.id}: the new hash does not accept the legacy password`);
+    for (const x of s.sample) if (!x.accepted) problems.push(`user ${x.id}: the new hash does not accept the legacy password`);
   }
   const data = { hashed: u.hashed, needReset: u.needReset, rehashed };
   return {

@@ -91,9 +91,9 @@ export async function summaryCounts(client: pg.ClientBase, schema: string, plan:
 
 /**
  * Users of an id range: who has a hash the application can check, who cannot log in (the readiness lists), and
- * per source with legacy plaintext passwords, who still holds it and who was rehashed (and the first of those).
+ * per source with legacy plaintext passwords, who still holds it and who was rehashed (the first `want` of those checked with werkzeug).
  */
-export async function userCounts(client: pg.ClientBase, run: EngineRun, plan: Plan, ctx: MappingContext, range: KeyRange): Promise<UserCounts> {
+export async function userCounts(client: pg.ClientBase, run: EngineRun, plan: Plan, ctx: MappingContext, range: KeyRange, want: (table: string) => number): Promise<UserCounts> {
   const users = qualified(run.targetSchema, 'user');
   const lim = READINESS_LIST_LIMIT;
   const params = new Params();
@@ -114,7 +114,7 @@ export async function userCounts(client: pg.ClientBase, run: EngineRun, plan: Pl
   const row = r.rows[0];
   const list = (v: unknown) => ((v ?? []) as { id: string | number; username: unknown }[]).map((x) => ({ id: Number(x.id), username: String(x.username) }));
   const sources: PasswordSourceCount[] = [];
-  for (const s of plaintextSources(plan, ctx)) sources.push(await plaintextCounts(client, s.legacy, s.table, s.join, range));
+  for (const s of plaintextSources(plan, ctx)) sources.push(await plaintextCounts(client, s.legacy, s.table, s.join, range, want(s.table)));
   return {
     hashed: Number(row.hashed), needReset: Number(row.reset_n), sources,
     lists: { usersNeedingPasswordReset: list(row.reset), usersNotVerified: list(row.unverified), dispatchersWithoutArea: list(row.no_area) },
@@ -122,8 +122,8 @@ export async function userCounts(client: pg.ClientBase, run: EngineRun, plan: Pl
   };
 }
 
-/** One plaintext source's users of an id range: still holding the legacy password, rehashed, and the first rehashed ones. */
-async function plaintextCounts(client: pg.ClientBase, legacy: string, table: string, join: string, range: KeyRange): Promise<PasswordSourceCount> {
+/** One plaintext source's users of an id range: still holding the legacy password, rehashed, and the first `want` rehashed ones checked with werkzeug. */
+async function plaintextCounts(client: pg.ClientBase, legacy: string, table: string, join: string, range: KeyRange, want: number): Promise<PasswordSourceCount> {
   const params = new Params();
   const ids = idRange(range, params);
   const plain = await client.query(
@@ -133,7 +133,11 @@ async function plaintextCounts(client: pg.ClientBase, legacy: string, table: str
             (array_agg(id ORDER BY id) FILTER (WHERE rehashed))[1:${PASSWORD_SAMPLE_SIZE}] AS sample FROM x`,
     params.values,
   );
-  return { table, leaked: Number(plain.rows[0].leaked), rehashed: Number(plain.rows[0].rehashed), sample: ((plain.rows[0].sample ?? []) as string[]).map(Number) };
+  const first = ((plain.rows[0].sample ?? []) as string[]).slice(0, Math.max(want, 0));
+  // A sample of rehashed passwords must log in with the legacy password (werkzeug check), the checks at once (libuv's thread pool).
+  const rows = first.length ? (await client.query(`SELECT u.id, u.password_hash AS hash, ${legacy} AS plain ${join} WHERE u.id = ANY($1::bigint[]) ORDER BY u.id`, [first])).rows : [];
+  const accepted = await Promise.all(rows.map((row) => checkPasswordWerkzeug(row.hash, row.plain)));
+  return { table, leaked: Number(plain.rows[0].leaked), rehashed: Number(plain.rows[0].rehashed), sample: rows.map((row, i) => ({ id: Number(row.id), accepted: accepted[i]! })) };
 }
 
 function plaintextSources(plan: Plan, ctx: MappingContext): { table: string; legacy: string; join: string }[] {
@@ -143,17 +147,4 @@ function plaintextSources(plan: Plan, ctx: MappingContext): { table: string; leg
     if (!pw?.source || !s.key) return [];
     return [{ table: s.table, legacy: `s.${id(pw.source)}::text`, join: `FROM ${qualified(ctx.sourceSchema, s.table)} s JOIN ${users} u ON u.id = ${targetIdExpr(s, ctx)}` }];
   });
-}
-
-/** A sample of rehashed passwords must log in with the legacy password (werkzeug check), the checks at once (libuv's thread pool). */
-export async function checkPasswordSample(client: pg.ClientBase, plan: Plan, ctx: MappingContext, sample: readonly { table: string; ids: number[] }[]): Promise<{ table: string; id: number; accepted: boolean }[]> {
-  const out: { table: string; id: number; accepted: boolean }[] = [];
-  for (const s of plaintextSources(plan, ctx)) {
-    const ids = sample.find((x) => x.table === s.table)?.ids ?? [];
-    if (ids.length === 0) continue;
-    const rows = (await client.query(`SELECT u.id, u.password_hash AS hash, ${s.legacy} AS plain ${s.join} WHERE u.id = ANY($1::bigint[]) ORDER BY u.id`, [ids.map(String)])).rows;
-    const accepted = await Promise.all(rows.map((row) => checkPasswordWerkzeug(row.hash, row.plain)));
-    rows.forEach((row, i) => out.push({ table: s.table, id: Number(row.id), accepted: accepted[i]! }));
-  }
-  return out;
 }
