@@ -152,8 +152,12 @@ describe('Verify as resumable work items', () => {
       expect(users.length).toBeGreaterThan(0);
       await c.query(`UPDATE tracetrack."user" SET password_hash = (SELECT password_hash FROM tracetrack."user" WHERE id <> $1 AND password_hash LIKE 'scrypt:%' ORDER BY id LIMIT 1) WHERE id = $1`, [users[0].id]);
       await c.query(`UPDATE tracetrack."user" SET password_hash = $2 WHERE id = $1`, [users.at(-1).id, users.at(-1).plain]);
+      // A scan moved to another existing parent (its foreign key holds): the checksum, which resolves references through the target row, must see it.
+      const moved = (await c.query(`UPDATE tracetrack.scan SET parent_bag_id = (SELECT min(id) FROM tracetrack.bag WHERE type = 'parent' AND id <> (SELECT parent_bag_id FROM tracetrack.scan WHERE id = (SELECT min(id) FROM tracetrack.scan WHERE parent_bag_id IS NOT NULL)))
+                                      WHERE id = (SELECT min(id) FROM tracetrack.scan WHERE parent_bag_id IS NOT NULL) RETURNING id`)).rows[0].id;
       const broken = await verifyRun({ ...o, sizes: WHOLE });
       const failed = new Map(broken.checks.filter((x) => !x.passed).map((x) => [x.name, x.detail]));
+      expect(failed.get('checksum:scan:scan')).toMatch(new RegExp(`differing keys e\\.g\\. ${moved}(,|$)`));
       expect(failed.get('orphans:scan.user_id')).toMatch(/^1 scan rows reference a missing user \(ids [0-9]+\)$/);
       expect(failed.get('derived:bill.linked_parent_count')).toMatch(/^1 rows differ from the rule .*, e\.g\. ids [0-9]+: run the finalize step again$/);
       expect(failed.get('passwords')).toMatch(/^1 users of user hold their legacy plaintext password; user [0-9]+: the new hash does not accept the legacy password/);

@@ -1,6 +1,6 @@
 import type { ColumnMapping, DerivedLinkPlan, SourcePlan, TablePlan } from '../plan';
 import { SECRET_COLUMNS, UNIQUE_KEYS, type TargetTable } from '../rules';
-import { TRANSFORMS, type PasswordHashes } from '../transforms';
+import { CHECKSUM_TARGET_ROW, TRANSFORMS, type PasswordHashes } from '../transforms';
 import { escapeIdentifier as id, escapeLiteral as lit, Params, qualified, type SqlQuery } from './ident';
 import { asBigint, inTargetTerms, keyExpr, offsetOf, plus, runTimeParam, targetIdExpr, timestampExpr, type MappingContext } from './values';
 
@@ -165,6 +165,16 @@ export function buildMappingSelect(
   }
   if (table.target === 'link') b.problems.push(`CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END`);
   b.where.push(...rangeWhere(source, range, params));
+  // Checksum mode: references are resolved through the target row where it holds them (transforms.ts refSql).
+  if (ctx.mode === 'checksum' && source.columns.some((m) => m.kind === 'ref' && includedColumn(m, source) && m.source)) {
+    // The target rows of the key range only (ids are key + offset): unbounded, the join hashed the whole target table per chunk.
+    const t = CHECKSUM_TARGET_ROW;
+    const off = offsetOf(ctx, source.table);
+    const bounds = source.key && range && !isKeySet(range)
+      ? [range.lo === null ? null : `${t}.id > ${params.add(range.lo + off, 'bigint')}`, range.hi === null ? null : `${t}.id <= ${params.add(range.hi + off, 'bigint')}`].filter((x) => x !== null)
+      : [];
+    b.joins.unshift(`LEFT JOIN ${qualified(ctx.targetSchema, table.target)} ${t} ON ${[`${t}.id = ${targetIdExpr(source, ctx)}`, ...bounds].join(' AND ')}`);
+  }
   const from = fromClause(source, ctx);
   const inner = `SELECT ${b.level1.join(',\n    ')}\n  FROM ${from}\n  ${b.joins.join('\n  ')}${b.where.length ? `\n  WHERE ${b.where.join(' AND ')}` : ''}`;
   const problems = b.problems.length ? `COALESCE(${b.problems.join(',\n    ')})` : 'NULL::text';
