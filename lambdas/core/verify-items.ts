@@ -181,6 +181,18 @@ export interface RejectedLinks {
   readonly bills: { readonly count: number; readonly list: number[] };
 }
 
+/**
+ * Refuses an item planned by an earlier version (whole-table orphans, summaries and users items, without id
+ * ranges): an execution upgraded mid-way and redriven plans Verify again instead of mixing the two forms.
+ */
+export function assertCurrentItem(spec: VerifyItemSpec, result: ItemResult | null): void {
+  const oldSpec = (spec.kind === 'orphans' || spec.kind === 'users' || spec.kind === 'summaries') && (!('lo' in spec) || (spec.kind === 'summaries' && !spec.table));
+  const oldResult = result !== null && ((result.kind === 'orphans' && !('orphans' in result)) || (result.kind === 'summaries' && !('summaries' in result)) || (result.kind === 'users' && !('sources' in result)));
+  if (oldSpec || oldResult) {
+    throw new InputError(`Verification item "${spec.kind}" was planned by an earlier version of the migration (checks over whole tables, without id ranges). Run Verify again from PlanVerify.`);
+  }
+}
+
 /** An item's result so far plus one more chunk of a target-range item (null: its first). */
 export function mergeTargetRange(a: ItemResult | null, b: ItemResult): ItemResult {
   if (!a) return b;

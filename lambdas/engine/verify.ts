@@ -10,6 +10,7 @@ import { supportsTypedRowHash, type CheckResult, type VerificationResult } from 
 import {
   assembleVerification,
   describeItem,
+  assertCurrentItem,
   EMPTY_RANGE_RESULT,
   itemRef,
   mergeRange,
@@ -237,6 +238,7 @@ export async function runVerifyItem(o: ItemOptions, ref: string): Promise<{ done
       if (!row || row.round !== parsed.round) {
         throw new InputError(`Verification item ${ref} of run ${o.run.runId} belongs to a verification that was started again since (the current one is ${row?.round ?? 'gone'}). Run Verify again from PlanVerify.`);
       }
+      assertCurrentItem(row.spec, row.result);
       if (row.done) return { done: true, label: describeItem(row.spec), ran: false };
       if (chunks > 0 && (Date.now() >= o.deadline || o.shouldStop?.())) return { done: false, label: describeItem(row.spec), ran: false };
       const started = Date.now();
@@ -266,6 +268,7 @@ export async function assembleRun(o: VerifyOptions, round: string): Promise<Asse
   }
   const fingerprints = rows[0].options?.fingerprints === true;
   const items = rows.map((row) => ({ spec: row.spec, result: row.result }));
+  for (const i of items) assertCurrentItem(i.spec, i.result);
   const result = assembleVerification({
     runId: run.runId,
     bucketWidth: Number(rows[0].sizes.bucketWidth),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EMPTY_RANGE_RESULT, mergeRange, nextChunk, nextTargetChunk, parseItemRef, itemRef, planUnitRanges, resolveVerifySizes, type RangeResult } from '../../lambdas/core/verify-items';
+import { assertCurrentItem, EMPTY_RANGE_RESULT, mergeRange, nextChunk, nextTargetChunk, parseItemRef, itemRef, planUnitRanges, resolveVerifySizes, type RangeResult } from '../../lambdas/core/verify-items';
 
 const sizes = resolveVerifySizes({ bucketWidth: 10, itemKeys: 40, chunkKeys: 20, maxItemsPerUnit: 3 });
 
@@ -59,6 +59,14 @@ describe('verification items', () => {
     [{ lo: 39, hi: 79 }, null, 75, 100, { range: { lo: 39, hi: 79 }, last: true }],
   ])('nextTargetChunk(%j, cursor %j, next id %j, max %j) → %j', (item, cursor, next, max, chunk) => {
     expect(nextTargetChunk(item, cursor, next, max, sizes)).toEqual(chunk);
+  });
+
+  it('refuses items an earlier version planned over whole tables (a redrive after an upgrade plans Verify again)', () => {
+    expect(() => assertCurrentItem({ kind: 'summaries' } as never, null)).toThrow(/earlier version.*PlanVerify/);
+    expect(() => assertCurrentItem({ kind: 'orphans', table: 'scan' } as never, null)).toThrow(/earlier version/);
+    expect(() => assertCurrentItem({ kind: 'users', lo: null, hi: null }, { kind: 'users', check: {} } as never)).toThrow(/earlier version/);
+    expect(() => assertCurrentItem({ kind: 'summaries', table: 'bag', lo: null, hi: 99 }, { kind: 'summaries', summaries: [] })).not.toThrow();
+    expect(() => assertCurrentItem({ kind: 'sequences' }, null)).not.toThrow();
   });
 
   it('names items as <round>/<number>', () => {
