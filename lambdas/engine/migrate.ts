@@ -4,7 +4,7 @@ import type { Plan, SourcePlan, TablePlan } from '../core/planner';
 import { TARGET_ORDER } from '../core/rules';
 import { plaintextPasswordSql } from '../core/sql/values';
 import { PENDING_PASSWORD_HASH } from '../core/transforms';
-import { defersPasswordHashing, parsePasswordsStep, planFinalizeJobs, type FinalizeJob } from '../core/work-graph';
+import { defersPasswordHashing, offsetNeedsMaxKey, parsePasswordsStep, planFinalizeJobs, type FinalizeJob } from '../core/work-graph';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
@@ -167,7 +167,8 @@ async function maxKey(client: pg.ClientBase, schema: string, source: SourcePlan)
 /**
  * Before any row moves: id offsets for merged sources (persistent, so reruns reuse them), the id
  * map, QR codes that collide after folding, and which bags are parents or children in the data.
- * One transaction with its checkpoint.
+ * One transaction with its checkpoint. A source's largest key is read only where a later offset uses it
+ * (offsetNeedsMaxKey), so that cross-database, prepare waits for the staging of no other source.
  */
 async function prepare(o: StepOptions): Promise<StepResult> {
   const { client, run, plan } = o;
@@ -183,11 +184,11 @@ async function prepare(o: StepOptions): Promise<StepResult> {
     const offsetTable = qualified(schema, '_migration_id_offset');
     for (const table of plan.tables) {
       let next = 0;
-      for (const source of table.sources) {
+      for (const [i, source] of table.sources.entries()) {
         const off = table.merged || !source.key ? next : 0;
         await client.query(`INSERT INTO ${offsetTable} (source_table, target_table, id_offset) VALUES ($1, $2, $3) ON CONFLICT (source_table) DO NOTHING`, [source.table, table.target, off]);
         const stored = (await client.query(`SELECT id_offset FROM ${offsetTable} WHERE source_table = $1`, [source.table])).rows[0].id_offset;
-        next = Math.max(next, Number(stored) + (await maxKey(client, readSchema, source)));
+        if (offsetNeedsMaxKey(table, i)) next = Math.max(next, Number(stored) + (await maxKey(client, readSchema, source)));
       }
       for (const derived of table.derivedLinks) {
         await client.query(`INSERT INTO ${offsetTable} (source_table, target_table, id_offset) VALUES ($1, 'link', $2) ON CONFLICT (source_table) DO NOTHING`, [derivedSourceName(derived), next]);

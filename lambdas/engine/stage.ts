@@ -4,12 +4,14 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { renderCreateTable } from '../core/backup-ddl';
 import { MigrationBatchError, MigrationError } from '../core/errors';
 import type { Plan } from '../core/planner';
+import { STAGE_STEP, stagedTables, stageStep } from '../core/work-graph';
 import { escapeIdentifier as id, qualified } from '../core/sql/ident';
 import { applyCopySettings } from '../io/backup';
 import { readTableInfo } from '../io/catalog';
+import type { TableInfo } from '../core/catalog';
 import { toMigrationError, withTransaction } from '../io/pg';
 import type { EngineRun, StepResult } from './migrate';
-import { claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
+import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
 
 /**
  * The cross-database path: the source tables the plan reads are streamed with COPY from the source
@@ -31,22 +33,35 @@ export interface StageOptions {
   readonly onProgress?: (p: { source: string; rows: number; batchNo: number }) => void;
 }
 
-const STEP = 'stage';
+const STEP = STAGE_STEP;
 
-export function stagedTables(plan: Plan): string[] {
-  return [...new Set(plan.tables.flatMap((t) => t.sources.map((s) => s.table)))];
+/**
+ * One source table (the workflow's `stage:<table>` item, core/work-graph.ts): copied in checkpointed key-range
+ * batches, then ANALYZEd in the transaction of its completion checkpoint, so the steps that read it (they wait for
+ * this item) get plans from statistics. A cursor when out of time; a redrive of a staged table does nothing.
+ */
+export async function runStageTableStep(o: StageOptions, name: string): Promise<StepResult> {
+  const schema = o.run.targetSchema;
+  const done = await lastCheckpoint(o.target, schema, o.run.runId, STEP, name);
+  if (done?.batchNo === COMPLETE) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
+  const totals = { copied: 0, batches: 0 };
+  const cursor = await stageTable(o, name, totals);
+  if (cursor) return { done: false, cursor, migrated: totals.copied, rejected: 0, batches: totals.batches };
+  return { done: true, cursor: null, migrated: totals.copied, rejected: 0, batches: totals.batches };
 }
 
+/** The whole-run `stage` item of executions planned by an earlier version: every table, one after another. */
 export async function runStageStep(o: StageOptions): Promise<StepResult> {
   const { target, run, plan } = o;
   const schema = run.targetSchema;
   const done = await lastCheckpoint(target, schema, run.runId, STEP, STEP_DONE_SOURCE);
   if (done?.batchNo === COMPLETE) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
-  await target.query(`CREATE SCHEMA IF NOT EXISTS ${id(stagingSchema(schema))}`);
   const totals = { copied: 0, batches: 0 };
   for (const name of stagedTables(plan)) {
-    const cursor = await stageTable(o, name, totals);
-    if (cursor) return { done: false, cursor, migrated: totals.copied, rejected: 0, batches: totals.batches };
+    const r = await runStageTableStep(o, name);
+    totals.copied += r.migrated;
+    totals.batches += r.batches;
+    if (!r.done) return { done: false, cursor: r.cursor, migrated: totals.copied, rejected: 0, batches: totals.batches };
   }
   await withTransaction(target, async () => {
     await claimCheckpoint(target, schema, run.runId, STEP, STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null });
@@ -55,42 +70,81 @@ export async function runStageStep(o: StageOptions): Promise<StepResult> {
   return { done: true, cursor: null, migrated: totals.copied, rejected: 0, batches: totals.batches };
 }
 
+/**
+ * The staging table (and schema), created under a lock: the staging items start side by side, and an item may
+ * run twice at once (a retry beside a running invocation); the later one waits for the commit and finds them.
+ */
+async function createStagingTable(target: pg.ClientBase, schema: string, info: TableInfo): Promise<void> {
+  const stage = stagingSchema(schema);
+  await withTransaction(target, async () => {
+    await target.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:stage:${schema}`]);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS ${id(stage)}`);
+    const exists = await target.query('SELECT to_regclass($1) IS NOT NULL AS ok', [qualified(stage, info.name)]);
+    if (!exists.rows[0].ok) await target.query(renderCreateTable(info, stage));
+  });
+}
+
+/**
+ * Refuses a step whose source tables are not all staged: the work graph orders the items so that this never
+ * happens; were it wrong, the step would read a partial copy and migrate too few rows without a word.
+ */
+export async function assertStaged(target: pg.ClientBase, run: EngineRun, step: string, tables: readonly string[]): Promise<void> {
+  const r = await target.query<{ source_table: string }>(
+    `SELECT source_table FROM ${qualified(run.targetSchema, '_migration_checkpoint')} WHERE run_id = $1 AND step = $2 AND source_table = ANY($3::text[]) AND batch_no = ${COMPLETE}`,
+    [run.runId, STEP, [...tables]],
+  );
+  const staged = new Set(r.rows.map((x) => x.source_table));
+  const missing = tables.filter((t) => !staged.has(t));
+  if (missing.length) {
+    throw new MigrationBatchError(
+      `Step "${step}" of run ${run.runId} reads ${missing.map((t) => JSON.stringify(t)).join(', ')}, which ${missing.length > 1 ? 'are' : 'is'} not yet staged in "${stagingSchema(run.targetSchema)}" (internal error: the work graph runs ${missing.map(stageStep).join(', ')} first). Nothing was written. Redrive the execution.`,
+    );
+  }
+}
+
 /** Copies one source table into the staging schema in checkpointed key-range batches; a cursor when out of time. */
 async function stageTable(o: StageOptions, name: string, totals: { copied: number; batches: number }): Promise<string | null> {
   const { source, target, run, plan } = o;
   const schema = run.targetSchema;
-  const stage = stagingSchema(schema);
   const info = await readTableInfo(source, run.sourceSchema, name);
-  const exists = await target.query('SELECT to_regclass($1) IS NOT NULL AS ok', [qualified(stage, name)]);
-  if (!exists.rows[0].ok) await target.query(renderCreateTable(info, stage));
+  await createStagingTable(target, schema, info);
   const plannedSource = plan.tables.flatMap((t) => t.sources).find((s) => s.table === name);
   const key = plannedSource?.key ?? null;
   // A table without a primary key may have rows without an id: the first batch copies them too.
   const nullKeys = plannedSource?.keyStrategy === 'id-column';
+  const started = Date.now();
   for (;;) {
     const last = await lastCheckpoint(target, schema, run.runId, STEP, name);
-    if (last?.batchNo === COMPLETE) break;
+    if (last?.batchNo === COMPLETE) return null;
     if (totals.batches > 0 && Date.now() >= o.deadline) return `stage:${name}:${last?.keyHi ?? ''}`;
     const batchNo = (last?.batchNo ?? 0) + 1;
     const lo = key ? last?.keyHi ?? null : null;
     const hi = key ? await nextStageHi(o, name, key, lo) : null;
-    if ((key && hi === null && (last || !nullKeys)) || (!key && last)) {
-      await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
-      break;
-    }
+    if ((key && hi === null && (last || !nullKeys)) || (!key && last)) break;
     const where = key ? stageWhere(key, lo, hi, nullKeys) : '';
     const rows = await copyBatch(o, name, info.columns.map((c) => id(c.name)).join(', '), where, { batchNo, lo, hi });
     if (rows < 0) continue;
     totals.copied += rows;
     totals.batches++;
     o.onProgress?.({ source: name, rows, batchNo });
-    if (!key || hi === null) {
-      await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: null, keyHi: null });
-      break;
-    }
+    if (!key || hi === null) break;
   }
-  await target.query(`ANALYZE ${qualified(stage, name)}`);
+  await completeStagedTable(o, name, (Date.now() - started) / 1000);
   return null;
+}
+
+/** The table's completion checkpoint, its statistics and its record in the run: one transaction (a redrive finds it done). */
+async function completeStagedTable(o: StageOptions, name: string, seconds: number): Promise<void> {
+  const { target, run } = o;
+  const schema = run.targetSchema;
+  await withTransaction(target, async () => {
+    if (!(await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: null, keyHi: null }))) return;
+    await target.query(`ANALYZE ${qualified(stagingSchema(schema), name)}`);
+    const totals = (await checkpointTotals(target, schema, run.runId)).find((t) => t.step === STEP && t.source === name);
+    await recordStep(target, schema, run.runId, `migrate:${stageStep(name)}`, {
+      status: 'done', finishedAt: new Date().toISOString(), schema: stagingSchema(schema), rows: totals?.migrated ?? 0, batches: totals?.batches ?? 0, seconds: totals?.seconds ?? seconds,
+    });
+  });
 }
 
 async function nextStageHi(o: StageOptions, name: string, key: string, lo: number | null): Promise<number | null> {
