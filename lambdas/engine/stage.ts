@@ -37,8 +37,7 @@ const STEP = STAGE_STEP;
 
 /**
  * One source table (the workflow's `stage:<table>` item, core/work-graph.ts): copied in checkpointed key-range
- * batches, then ANALYZEd in the transaction of its completion checkpoint, so the steps that read it (they wait for
- * this item) get plans from statistics. A cursor when out of time; a redrive of a staged table does nothing.
+ * batches, then vacuumed and analysed before its completion checkpoint (completeStagedTable). A cursor when out of time; a redrive of a staged table does nothing.
  */
 export async function runStageTableStep(o: StageOptions, name: string): Promise<StepResult> {
   const schema = o.run.targetSchema;
@@ -80,7 +79,10 @@ async function createStagingTable(target: pg.ClientBase, schema: string, info: T
     await target.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:stage:${schema}`]);
     await target.query(`CREATE SCHEMA IF NOT EXISTS ${id(stage)}`);
     const exists = await target.query('SELECT to_regclass($1) IS NOT NULL AS ok', [qualified(stage, info.name)]);
-    if (!exists.rows[0].ok) await target.query(renderCreateTable(info, stage));
+    if (exists.rows[0].ok) return;
+    await target.query(renderCreateTable(info, stage));
+    // Vacuumed and analysed once, when complete: autovacuum would scan it again and again while it fills.
+    await target.query(`ALTER TABLE ${qualified(stage, info.name)} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)`);
   });
 }
 
@@ -133,13 +135,18 @@ async function stageTable(o: StageOptions, name: string, totals: { copied: numbe
   return null;
 }
 
-/** The table's completion checkpoint, its statistics and its record in the run: one transaction (a redrive finds it done). */
+/**
+ * A staged table is vacuumed and analysed before its completion checkpoint (a redrive after a crash in between
+ * vacuums again, a no-op): the steps that read it (they wait for this item) then find statistics for their
+ * plans, hint bits set and the visibility map filled, instead of setting hint bits on the migration's critical
+ * path while autovacuum competes with them. Autovacuum stays off on staging tables (createStagingTable).
+ */
 async function completeStagedTable(o: StageOptions, name: string, seconds: number): Promise<void> {
   const { target, run } = o;
   const schema = run.targetSchema;
+  await target.query(`VACUUM (ANALYZE) ${qualified(stagingSchema(schema), name)}`);
   await withTransaction(target, async () => {
     if (!(await claimCheckpoint(target, schema, run.runId, STEP, name, { batchNo: COMPLETE, keyLo: null, keyHi: null }))) return;
-    await target.query(`ANALYZE ${qualified(stagingSchema(schema), name)}`);
     const totals = (await checkpointTotals(target, schema, run.runId)).find((t) => t.step === STEP && t.source === name);
     await recordStep(target, schema, run.runId, `migrate:${stageStep(name)}`, {
       status: 'done', finishedAt: new Date().toISOString(), schema: stagingSchema(schema), rows: totals?.migrated ?? 0, batches: totals?.batches ?? 0, seconds: totals?.seconds ?? seconds,
