@@ -11,7 +11,8 @@ import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
  * `prepare` (id offsets, id map, QR renames, bag roles) comes before every table, the deferred password
  * hashing after its table, and `finalize` after everything. Cross-database, each source table the plan
  * reads is staged by its own item (`stage:<table>`), and a step waits only for the staging of the source
- * tables it reads (stepReads: the plan's sources), so that staging scan runs beside prepare, user and bag.
+ * tables it reads (stepReads: the plan's sources), so that only what prepare reads (shape A: bag) is staged
+ * before it, and the rest (scan, bill_bag, ...) beside it.
  *
  * The workflow runs the graph in waves: wave n holds items whose dependencies all lie in waves before n
  * (its longest path from a root, or as late as possible for an item only the last one waits for), and one Map runs the items of a wave concurrently, up to
@@ -27,7 +28,7 @@ export interface WorkItem {
   readonly after: readonly string[];
   /** Run as early as the dependencies allow, even where only the last items wait for it. */
   readonly early?: boolean;
-  /** Run as late as the items that wait for it allow (in the wave just before the first of them): staging. */
+  /** Staging: run in the first wave of the other items, or in the wave just before the first item that waits for it, if earlier. */
   readonly late?: boolean;
 }
 
@@ -110,7 +111,7 @@ function prepareReads(plan: Pick<Plan, 'tables'>): string[] {
 
 /**
  * The work items of a plan, with their dependencies. `stage` (cross-database): one staging item per source
- * table, listed last (a wave's Map starts its items in order, up to the concurrency: the migration's first).
+ * table, listed last and largest first (a wave's Map starts its items in order, up to the concurrency).
  */
 export function planWorkItems(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: { readonly stage?: boolean } = {}): WorkItem[] {
   const steps = [...plan.steps];
@@ -130,7 +131,10 @@ export function planWorkItems(plan: Pick<Plan, 'steps'> & { readonly tables?: Pl
     else if (step === 'finalize') items.push({ step, after: [...steps.filter((s) => s !== 'finalize'), ...staged.map(stageStep)] });
     else items.push({ step, after: [...base(present), ...tables, ...staged.map(stageStep)] });
   }
-  return [...items, ...staged.map((t) => ({ step: stageStep(t), after: [], late: true }))];
+  // The largest first: a wave's Map starts its items in order, and the longest should not start last.
+  const rows = (t: string) => Math.max(0, ...(plan.tables ?? []).flatMap((x) => x.sources).filter((s) => s.table === t).map((s) => s.rowEstimate));
+  const bySize = [...staged].sort((a, b) => rows(b) - rows(a) || (a < b ? -1 : a > b ? 1 : 0));
+  return [...items, ...bySize.map((t) => ({ step: stageStep(t), after: [], late: true }))];
 }
 
 function base(present: ReadonlySet<string>): string[] {
@@ -164,10 +168,13 @@ export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
     const ds = dependants.get(item.step)!;
     if (!item.early && ds.length > 0 && ds.every(isSink)) level.set(item.step, Math.min(...ds.map((d) => level.get(d)!)) - 1);
   }
-  // Staging runs as late as its readers allow: beside the steps before them, not in a first wave of its own.
+  // Staging runs in the first wave of the migration's own items (beside prepare, whose one connection leaves a core
+  // idle), or earlier where that wave reads it; not all of it in a first wave of its own, nor beside bag, whose
+  // wave the first hashing part already fills.
+  const firstWave = Math.min(...items.filter((i) => !i.late).map((i) => level.get(i.step)!));
   for (const item of items) {
     const ds = dependants.get(item.step)!;
-    if (item.late && ds.length > 0) level.set(item.step, Math.min(...ds.map((d) => level.get(d)!)) - 1);
+    if (item.late && ds.length > 0) level.set(item.step, Math.max(0, Math.min(firstWave, ...ds.map((d) => level.get(d)! - 1))));
   }
   const waves: string[][] = [];
   for (const item of items) (waves[level.get(item.step)!] ??= []).push(item.step);
