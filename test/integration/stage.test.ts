@@ -71,3 +71,17 @@ describe('cross-database staging as work items', () => {
     expect(scans.rows[0].n).toBe(0);
   });
 });
+
+describe('cross-database staging formats', () => {
+  it('copies a table with a user-defined type (an enum array) as text, the others in binary, and the staged copies verify', async () => {
+    const src = await createTestDatabase('stge');
+    const tgt = await createTestDatabase('stgf');
+    await loadFixture(src.url, 'a');
+    // The same enum in both databases (the staging table is created with the source's column types), with different OIDs.
+    for (const url of [src.url, tgt.url]) await withTestClient(url, (c) => c.query(`CREATE TYPE public.tag_kind AS ENUM ('fragile', 'urgent')`));
+    await withTestClient(src.url, (c) => c.query(`ALTER TABLE bag ADD COLUMN tags public.tag_kind[]; UPDATE bag SET tags = ARRAY['urgent', 'fragile']::public.tag_kind[] WHERE id % 2 = 0`));
+    await runTasks(taskDeps(store.current, src.url, tgt.url), { runId: 'fmt-1', batchSize: 4 });
+    const run = await withTestClient(tgt.url, (c) => c.query(`SELECT status, verification->>'passed' AS passed FROM tracetrack._migration_run WHERE run_id = 'fmt-1'`));
+    expect(run.rows[0]).toEqual({ status: 'completed', passed: 'true' });
+  });
+});
