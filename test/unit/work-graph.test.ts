@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defersPasswordHashing, parsePasswordsStep, planFinalizeJobs, planWaves, planWorkItems, resolveWaves } from '../../lambdas/core/work-graph';
+import { defersPasswordHashing, parseIndexesStep, parsePasswordsStep, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, withEarlyIndexItems } from '../../lambdas/core/work-graph';
 import { TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 
 describe('the migration work graph', () => {
@@ -27,13 +27,16 @@ describe('the migration work graph', () => {
   });
 
   it.each([
-    // The first hashing part beside bag, the second beside scan.
+    // The first hashing part beside bag, the second beside scan; the indexes of bag and bill beside scan too
+    // (user's wait for finalize: the second hashing part writes users in that wave).
     [['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords:1/2', 'passwords:2/2', 'finalize'], false,
-      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'passwords:2/2'], ['finalize']]],
+      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'passwords:2/2', 'indexes:bag', 'indexes:bill'], ['finalize']]],
     [['prepare', 'user', 'bag', 'link', 'scan', 'promotionrequest', 'audit_log', 'finalize'], true,
-      [['stage'], ['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log'], ['finalize']]],
+      [['stage'], ['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log', 'indexes:user', 'indexes:bag'], ['finalize']]],
     // A plan without users: bags depend on prepare only.
-    [['prepare', 'bag', 'scan', 'finalize'], false, [['prepare'], ['bag'], ['scan'], ['finalize']]],
+    [['prepare', 'bag', 'scan', 'finalize'], false, [['prepare'], ['bag'], ['scan', 'indexes:bag'], ['finalize']]],
+    // Nothing loads after bag: its indexes stay in finalize rather than add a wave.
+    [['prepare', 'bag', 'finalize'], false, [['prepare'], ['bag'], ['finalize']]],
   ])('groups %j into waves (stage: %s)', (steps, stage, waves) => {
     expect(planWaves({ steps }, { stage })).toEqual(waves);
   });
@@ -45,6 +48,17 @@ describe('the migration work graph', () => {
     const waveOf = new Map(waves.flatMap((w, i) => w.map((s) => [s, i] as const)));
     for (const item of items) for (const d of item.after) expect(waveOf.get(d)!).toBeLessThan(waveOf.get(item.step)!);
     expect(waves.flat().sort()).toEqual(['stage', ...steps].sort());
+  });
+
+  it('builds a table\'s indexes early only after every item that writes the table, and finalize waits for them', () => {
+    const items = withEarlyIndexItems(planWorkItems({ steps: ['prepare', 'user', 'bag', 'link', 'scan', 'passwords:1/2', 'finalize'] }));
+    const after = Object.fromEntries(items.map((i) => [i.step, [...i.after].sort()]));
+    // passwords:1/2 writes users beside bag, so user's indexes come after it (in the wave of scan).
+    expect(after['indexes:user']).toEqual(['passwords:1/2', 'user']);
+    expect(after['indexes:bag']).toEqual(['bag']);
+    expect(after.finalize).toEqual(expect.arrayContaining(['indexes:user', 'indexes:bag']));
+    expect(items.map((i) => i.step)).not.toContain('indexes:scan');
+    expect([parseIndexesStep('indexes:bag'), parseIndexesStep('indexes:nope'), parseIndexesStep('bag')]).toEqual(['bag', null, null]);
   });
 
   it.each([
