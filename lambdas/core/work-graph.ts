@@ -183,7 +183,37 @@ export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
 
 /** The waves of a plan (what Analyse hands the workflow). */
 export function planWaves(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: { readonly stage?: boolean } = {}): string[][] {
-  return resolveWaves(planWorkItems(plan, options)).waves.map((w) => [...w]);
+  return resolveWaves(withEarlyIndexItems(planWorkItems(plan, options))).waves.map((w) => [...w]);
+}
+
+/** The steps that build a table's indexes before finalize (engine/migrate.ts runIndexesStep). */
+export const INDEXES_STEP = 'indexes';
+
+/** The table of an `indexes:<table>` step, null for any other step. */
+export function parseIndexesStep(step: string): TargetTable | null {
+  const t = step.startsWith(`${INDEXES_STEP}:`) ? step.slice(INDEXES_STEP.length + 1) : null;
+  return t !== null && isTargetTable(t) ? t : null;
+}
+
+/**
+ * The indexes of a table whose rows are all in before the last loading wave (bag, beside the scan load that
+ * references it) are built in that wave, by an `indexes:<table>` item after every item that writes the table,
+ * instead of in finalize after the wave: the build fills the cores the wave leaves idle once its shorter loads
+ * end. Only where it adds no wave (an item that would, is left to finalize), and with nothing else writing the
+ * table meanwhile (CREATE INDEX locks out writers). Finalize builds whatever is missing (IF NOT EXISTS).
+ */
+export function withEarlyIndexItems(items: readonly WorkItem[]): WorkItem[] {
+  const finalize = items.find((i) => i.step === 'finalize');
+  if (!finalize) return [...items];
+  const { waves } = resolveWaves(items);
+  const levelOf = new Map(waves.flatMap((w, l) => w.map((step) => [step, l] as const)));
+  const lastLoad = levelOf.get('finalize')! - 1;
+  const writers = (t: TargetTable) => items.filter((i) => i.step === t || (t === 'user' && parsePasswordsStep(i.step))).map((i) => i.step);
+  const early: WorkItem[] = items
+    .filter((i) => isTargetTable(i.step) && TARGET_TABLE_DDL[i.step].indexes.length > 0)
+    .filter((i) => Math.max(...writers(i.step as TargetTable).map((w) => levelOf.get(w)!)) < lastLoad)
+    .map((i) => ({ step: `${INDEXES_STEP}:${i.step}`, after: writers(i.step as TargetTable) }));
+  return [...items.filter((i) => i !== finalize), ...early, { ...finalize, after: [...finalize.after, ...early.map((e) => e.step)] }];
 }
 
 function unique(xs: readonly string[]): string[] {

@@ -4,6 +4,7 @@ import { CutoverError, InputError, PermissionError, VerificationFailedError } fr
 import { parseMappingFile, type MappingOverrides } from '../core/mapping-file';
 import { renderPlanText, type Plan } from '../core/planner';
 import { escapeIdentifier, qualified } from '../core/sql/ident';
+import { deferredUniqueKeyTables } from '../core/sql/mapping';
 import { renderFailures, type VerificationResult } from '../core/verify';
 import type {
   AnalyseResult,
@@ -273,7 +274,7 @@ async function loadPlan(c: pg.ClientBase, run: RunContext): Promise<Plan> {
 export async function createSchemaTask(event: RunEvent, deps: TaskDeps): Promise<void> {
   const { run } = event;
   await withTarget(deps, run, async (c) => {
-    await createTargetTables(c, run.targetSchema);
+    await createTargetTables(c, run.targetSchema, deferredUniqueKeyTables(await loadPlan(c, run), run.live === true));
     await recordStep(c, run.targetSchema, run.runId, 'create-schema', { status: 'done', at: new Date().toISOString() });
   });
 }

@@ -3,7 +3,7 @@ import type { Catalog, ColumnInfo, TableInfo } from '../../lambdas/core/catalog'
 import { EMPTY_OVERRIDES } from '../../lambdas/core/mapping-file';
 import { planMigration, type Plan } from '../../lambdas/core/planner';
 import {
-  defersPasswordHashing, offsetNeedsMaxKey, parsePasswordsStep, parseStageStep, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, stepReads,
+  defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, stepReads, withEarlyIndexItems,
 } from '../../lambdas/core/work-graph';
 import { TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 
@@ -55,13 +55,16 @@ describe('the migration work graph', () => {
   });
 
   it.each([
-    // The first hashing part beside bag, the second beside scan.
+    // The first hashing part beside bag, the second beside scan; the indexes of bag and bill beside scan too
+    // (user's wait for finalize: the second hashing part writes users in that wave).
     [['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords:1/2', 'passwords:2/2', 'finalize'], false,
-      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'passwords:2/2'], ['finalize']]],
+      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'passwords:2/2', 'indexes:bag', 'indexes:bill'], ['finalize']]],
     [['prepare', 'user', 'bag', 'link', 'scan', 'promotionrequest', 'audit_log', 'finalize'], true,
-      [['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log'], ['finalize']]],
+      [['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log', 'indexes:user', 'indexes:bag'], ['finalize']]],
     // A plan without users: bags depend on prepare only.
-    [['prepare', 'bag', 'scan', 'finalize'], false, [['prepare'], ['bag'], ['scan'], ['finalize']]],
+    [['prepare', 'bag', 'scan', 'finalize'], false, [['prepare'], ['bag'], ['scan', 'indexes:bag'], ['finalize']]],
+    // Nothing loads after bag: its indexes stay in finalize rather than add a wave.
+    [['prepare', 'bag', 'finalize'], false, [['prepare'], ['bag'], ['finalize']]],
   ])('groups %j into waves (stage: %s)', (steps, stage, waves) => {
     expect(planWaves({ steps }, { stage })).toEqual(waves);
   });
@@ -131,6 +134,17 @@ describe('the migration work graph', () => {
 
   it.each([['stage:scan', 'scan'], ['stage:bill_bag', 'bill_bag'], ['stage', null], ['stage:', null], ['scan', null]])('reads the staged table of %s', (step, t) => {
     expect(parseStageStep(step)).toBe(t);
+  });
+
+  it('builds a table\'s indexes early only after every item that writes the table, and finalize waits for them', () => {
+    const items = withEarlyIndexItems(planWorkItems({ steps: ['prepare', 'user', 'bag', 'link', 'scan', 'passwords:1/2', 'finalize'] }));
+    const after = Object.fromEntries(items.map((i) => [i.step, [...i.after].sort()]));
+    // passwords:1/2 writes users beside bag, so user's indexes come after it (in the wave of scan).
+    expect(after['indexes:user']).toEqual(['passwords:1/2', 'user']);
+    expect(after['indexes:bag']).toEqual(['bag']);
+    expect(after.finalize).toEqual(expect.arrayContaining(['indexes:user', 'indexes:bag']));
+    expect(items.map((i) => i.step)).not.toContain('indexes:scan');
+    expect([parseIndexesStep('indexes:bag'), parseIndexesStep('indexes:nope'), parseIndexesStep('bag')]).toEqual(['bag', null, null]);
   });
 
   it.each([
