@@ -1,3 +1,7 @@
+/**
+ * The local S3-compatible server (s3rver with a safe filesystem store). startLocalS3 (lib/runner/local-s3.ts)
+ * runs this file in a child process of its own; `serveLocalS3` serves in the calling process.
+ */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';

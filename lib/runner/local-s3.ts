@@ -94,7 +94,9 @@ export async function startLocalS3(options: LocalS3Options): Promise<LocalS3> {
     addKeyPair: (accessKeyId, secretAccessKey) => addKeyPair(child, accessKeyId, secretAccessKey),
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
-        child.channel?.ref();
+        // Referenced again until it has exited: else the caller's event loop could empty while the child stops,
+        // and the process end on its own with status 0 before the caller sets its exit code.
+        child.ref();
         child.send('stop', (err) => err && child.kill('SIGKILL'));
       }
       await exited;

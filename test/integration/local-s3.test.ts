@@ -41,6 +41,19 @@ describe('local S3 server', () => {
     rmSync(directory, { recursive: true, force: true });
   });
 
+  it('keeps its caller alive until it has stopped: what the caller does after stop() happens (the CLI sets its exit code there)', async () => {
+    const directory = mkdtempSync(join(tmpdir(), 'tracetrack-local-s3-'));
+    const script = `require('./lib/runner/local-s3').startLocalS3({ directory: ${JSON.stringify(directory)}, buckets: [] }).then((s) => s.stop()).then(() => console.log('after stop'));`;
+    const out = await new Promise<string>((resolve) => {
+      let text = '';
+      const p = spawn(process.execPath, ['--import', 'tsx', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      p.stdout!.on('data', (d) => (text += String(d)));
+      p.on('close', () => resolve(text));
+    });
+    expect(out).toContain('after stop');
+    rmSync(directory, { recursive: true, force: true });
+  });
+
   it('ends when the process that started it is killed with SIGKILL', async () => {
     const directory = mkdtempSync(join(tmpdir(), 'tracetrack-local-s3-'));
     const script = `require('./lib/runner/local-s3').startLocalS3({ directory: ${JSON.stringify(directory)}, buckets: [] }).then((s) => { console.log('PID ' + s.pid); setInterval(() => {}, 1000); });`;
