@@ -178,6 +178,10 @@ function serveForParent(): void {
     closing ??= (server ? server.close() : Promise.resolve()).catch(() => undefined).then(() => process.exit(0));
   };
   process.on('disconnect', stop);
+  // Ctrl-C reaches the whole process group: the parent decides when the server stops (its cleanup calls stop,
+  // in-flight uploads finish first), as when the server ran inside it.
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => undefined);
   process.on('message', (m: 'stop' | { addKeyPair?: { accessKeyId: string; secretAccessKey: string } }) => {
     if (m === 'stop') stop();
     else if (m.addKeyPair) {
