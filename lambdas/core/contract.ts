@@ -89,7 +89,7 @@ export interface FinalizeBackupResult { readonly manifestKey: string; readonly t
 
 export interface AnalyseResult {
   readonly planKey: string;
-  /** Migration steps in one foreign-key order: [`stage`,] `prepare`, one per target table, [`passwords`,] `finalize`. */
+  /** Migration steps in one dependency order: [`stage:<table>` per source table,] `prepare`, one per target table, [`passwords:i/n`,] `finalize`. */
   readonly steps: string[];
   /** The same steps as a dependency graph in waves (core/work-graph.ts): every dependency of a step is in an earlier wave. */
   readonly waves: string[][];

@@ -71,7 +71,11 @@ function timeOf(rec: Record<string, unknown>): number | null {
 export function resolveTimeline(steps: Record<string, unknown>, migrateOrder: readonly string[] = []): TimelineEntry[] {
   const names = Object.keys(steps).filter((k) => k !== 'failed' && k !== 'abandoned');
   const order = [...WORKFLOW_ORDER, ...migrateOrder.map((s) => `migrate:${s}`), ...TAIL_ORDER];
-  const rank = (n: string) => (order.indexOf(n) < 0 ? order.length - TAIL_ORDER.length : order.indexOf(n));
+  // Cross-database staging items (`migrate:stage:<table>`) sit where the whole-run `migrate:stage` did.
+  const rank = (n: string) => {
+    const i = order.indexOf(n.startsWith('migrate:stage:') ? 'migrate:stage' : n);
+    return i < 0 ? order.length - TAIL_ORDER.length : i;
+  };
   names.sort((a, b) => rank(a) - rank(b));
   const out: { step: string; end: number; seconds: number }[] = [];
   let prevEnd: number | null = null;

@@ -1,4 +1,6 @@
-import type { Plan, SourcePlan } from './plan';
+import type { Plan, SourcePlan, TablePlan } from './plan';
+import { bagRoleSourceTables, bagRolesNeeded } from './sql/bag-roles';
+import { tableUnits } from './sql/mapping';
 import { TARGET_TABLE_DDL } from './sql/target-ddl';
 import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
 
@@ -6,8 +8,11 @@ import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
  * The migration as a dependency graph of work items, derived from the plan and from the target's
  * foreign keys (data, TARGET_TABLE_DDL), never from a hard-coded list: a table's step waits for the
  * steps of the tables it references (its batches resolve those references against the rows they wrote),
- * `prepare` (id offsets, id map, QR renames, bag roles) comes before every table, `stage` (cross-database)
- * before `prepare`, the deferred password hashing after its table, and `finalize` after everything.
+ * `prepare` (id offsets, id map, QR renames, bag roles) comes before every table, the deferred password
+ * hashing after its table, and `finalize` after everything. Cross-database, each source table the plan
+ * reads is staged by its own item (`stage:<table>`), and a step waits only for the staging of the source
+ * tables it reads (stepReads: the plan's sources), so that only what prepare reads (shape A: bag) is staged
+ * before it, and the rest (scan, bill_bag, ...) beside it.
  *
  * The workflow runs the graph in waves: wave n holds items whose dependencies all lie in waves before n
  * (its longest path from a root, or as late as possible for an item only the last one waits for), and one Map runs the items of a wave concurrently, up to
@@ -23,6 +28,8 @@ export interface WorkItem {
   readonly after: readonly string[];
   /** Run as early as the dependencies allow, even where only the last items wait for it. */
   readonly early?: boolean;
+  /** Staging: run in the first wave of the other items, or in the wave just before the first item that waits for it, if earlier. */
+  readonly late?: boolean;
 }
 
 export interface WorkGraph {
@@ -54,26 +61,84 @@ export function parsePasswordsStep(step: string): { readonly part: number; reado
   return part >= 1 && part <= parts ? { part, parts } : null;
 }
 
-/** The work items of a plan, with their dependencies. `stage`: the cross-database staging step comes first. */
-export function planWorkItems(plan: Pick<Plan, 'steps'>, options: { readonly stage?: boolean } = {}): WorkItem[] {
-  const steps = options.stage ? ['stage', ...plan.steps] : [...plan.steps];
+/** The cross-database staging item of one source table (engine/stage.ts). */
+export const STAGE_STEP = 'stage';
+
+export function stageStep(table: string): string {
+  return `${STAGE_STEP}:${table}`;
+}
+
+/** The source table of a staging item (`stage:scan` → scan), null for any other step (also the whole-run `stage` of earlier versions). */
+export function parseStageStep(step: string): string | null {
+  return step.startsWith(`${STAGE_STEP}:`) && step.length > STAGE_STEP.length + 1 ? step.slice(STAGE_STEP.length + 1) : null;
+}
+
+/** Every source table the plan reads, in plan order: what a cross-database run stages. */
+export function stagedTables(plan: Pick<Plan, 'tables'>): string[] {
+  return unique(plan.tables.flatMap((t) => t.sources.map((s) => s.table)));
+}
+
+/**
+ * Whether `prepare` needs the largest key of a table's source `index`: only where it moves an offset that
+ * is used, that of a later source (merged, or without a key) or of the table's derived links. Elsewhere the
+ * offset is 0 whatever the key, so prepare need not wait for (or read) that source.
+ */
+export function offsetNeedsMaxKey(table: Pick<TablePlan, 'sources' | 'merged' | 'derivedLinks'>, index: number): boolean {
+  return table.derivedLinks.length > 0 || table.sources.slice(index + 1).some((s) => table.merged || !s.key);
+}
+
+/** The source tables a migration step reads (through the staging schema when cross-database). */
+export function stepReads(plan: Pick<Plan, 'tables'>, step: string): string[] {
+  if (step === 'prepare') return prepareReads(plan);
+  const passwords = parsePasswordsStep(step);
+  const table = plan.tables.find((t) => t.target === (passwords ? 'user' : step));
+  if (!table || (!passwords && !isTargetTable(step))) return [];
+  return unique(passwords ? table.sources.map((s) => s.table) : tableUnits(plan, table).map((u) => u.source.table));
+}
+
+/** What `prepare` (engine/migrate.ts) reads: the keys its offsets need, the merged sources (id map), the bag sources (QR codes, roles). */
+function prepareReads(plan: Pick<Plan, 'tables'>): string[] {
+  const out: string[] = [];
+  for (const table of plan.tables) {
+    table.sources.forEach((s, i) => {
+      if (offsetNeedsMaxKey(table, i) || (table.merged && s.key)) out.push(s.table);
+    });
+  }
+  const bag = plan.tables.find((t) => t.target === 'bag');
+  if (bag) out.push(...bag.sources.map((s) => s.table), ...(bagRolesNeeded(plan) ? bagRoleSourceTables(plan) : []));
+  return unique(out);
+}
+
+/**
+ * The work items of a plan, with their dependencies. `stage` (cross-database): one staging item per source
+ * table, listed last and largest first (a wave's Map starts its items in order, up to the concurrency).
+ */
+export function planWorkItems(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: { readonly stage?: boolean } = {}): WorkItem[] {
+  const steps = [...plan.steps];
   const present = new Set(steps);
-  const base = steps.filter((s) => s === 'stage' || s === 'prepare');
   const tables = steps.filter(isTargetTable);
+  const staged = options.stage ? stagedTables({ tables: plan.tables ?? [] }) : [];
+  const reads = (step: string) => (options.stage ? stepReads({ tables: plan.tables ?? [] }, step).map(stageStep) : []);
   const items: WorkItem[] = [];
   for (const step of steps) {
-    if (step === 'stage') items.push({ step, after: [] });
-    else if (step === 'prepare') items.push({ step, after: present.has('stage') ? ['stage'] : [] });
+    if (step === 'prepare') items.push({ step, after: reads(step) });
     else if (isTargetTable(step)) {
       const refs = TARGET_TABLE_DDL[step].foreignKeys.map((fk) => fk.ref).filter((r) => r !== step && present.has(r));
-      items.push({ step, after: unique([...base, ...refs]) });
+      items.push({ step, after: unique([...base(present), ...refs, ...reads(step)]) });
     } else if (parsePasswordsStep(step)) {
-      items.push({ step, after: [...base, ...(present.has('user') ? ['user'] : [])], ...(parsePasswordsStep(step)!.part === 1 ? { early: true } : {}) });
+      items.push({ step, after: [...base(present), ...(present.has('user') ? ['user'] : []), ...reads(step)], ...(parsePasswordsStep(step)!.part === 1 ? { early: true } : {}) });
     }
-    else if (step === 'finalize') items.push({ step, after: steps.filter((s) => s !== 'finalize') });
-    else items.push({ step, after: [...base, ...tables] });
+    else if (step === 'finalize') items.push({ step, after: [...steps.filter((s) => s !== 'finalize'), ...staged.map(stageStep)] });
+    else items.push({ step, after: [...base(present), ...tables, ...staged.map(stageStep)] });
   }
-  return items;
+  // The largest first: a wave's Map starts its items in order, and the longest should not start last.
+  const rows = (t: string) => Math.max(0, ...(plan.tables ?? []).flatMap((x) => x.sources).filter((s) => s.table === t).map((s) => s.rowEstimate));
+  const bySize = [...staged].sort((a, b) => rows(b) - rows(a) || (a < b ? -1 : a > b ? 1 : 0));
+  return [...items, ...bySize.map((t) => ({ step: stageStep(t), after: [], late: true }))];
+}
+
+function base(present: ReadonlySet<string>): string[] {
+  return present.has('prepare') ? ['prepare'] : [];
 }
 
 /** Groups the items into waves by their longest path from a root; refuses a cycle or an unknown dependency. */
@@ -103,14 +168,52 @@ export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
     const ds = dependants.get(item.step)!;
     if (!item.early && ds.length > 0 && ds.every(isSink)) level.set(item.step, Math.min(...ds.map((d) => level.get(d)!)) - 1);
   }
+  // Staging runs in the first wave of the migration's own items (beside prepare, whose one connection leaves a core
+  // idle), or earlier where that wave reads it; not all of it in a first wave of its own, nor beside bag, whose
+  // wave the first hashing part already fills.
+  const firstWave = Math.min(...items.filter((i) => !i.late).map((i) => level.get(i.step)!));
+  for (const item of items) {
+    const ds = dependants.get(item.step)!;
+    if (item.late && ds.length > 0) level.set(item.step, Math.max(0, Math.min(firstWave, ...ds.map((d) => level.get(d)! - 1))));
+  }
   const waves: string[][] = [];
   for (const item of items) (waves[level.get(item.step)!] ??= []).push(item.step);
   return { items, waves: waves.filter((w) => w.length > 0) };
 }
 
 /** The waves of a plan (what Analyse hands the workflow). */
-export function planWaves(plan: Pick<Plan, 'steps'>, options: { readonly stage?: boolean } = {}): string[][] {
-  return resolveWaves(planWorkItems(plan, options)).waves.map((w) => [...w]);
+export function planWaves(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: { readonly stage?: boolean } = {}): string[][] {
+  return resolveWaves(withEarlyIndexItems(planWorkItems(plan, options))).waves.map((w) => [...w]);
+}
+
+/** The steps that build a table's indexes before finalize (engine/migrate.ts runIndexesStep). */
+export const INDEXES_STEP = 'indexes';
+
+/** The table of an `indexes:<table>` step, null for any other step. */
+export function parseIndexesStep(step: string): TargetTable | null {
+  const t = step.startsWith(`${INDEXES_STEP}:`) ? step.slice(INDEXES_STEP.length + 1) : null;
+  return t !== null && isTargetTable(t) ? t : null;
+}
+
+/**
+ * The indexes of a table whose rows are all in before the last loading wave (bag, beside the scan load that
+ * references it) are built in that wave, by an `indexes:<table>` item after every item that writes the table,
+ * instead of in finalize after the wave: the build fills the cores the wave leaves idle once its shorter loads
+ * end. Only where it adds no wave (an item that would, is left to finalize), and with nothing else writing the
+ * table meanwhile (CREATE INDEX locks out writers). Finalize builds whatever is missing (IF NOT EXISTS).
+ */
+export function withEarlyIndexItems(items: readonly WorkItem[]): WorkItem[] {
+  const finalize = items.find((i) => i.step === 'finalize');
+  if (!finalize) return [...items];
+  const { waves } = resolveWaves(items);
+  const levelOf = new Map(waves.flatMap((w, l) => w.map((step) => [step, l] as const)));
+  const lastLoad = levelOf.get('finalize')! - 1;
+  const writers = (t: TargetTable) => items.filter((i) => i.step === t || (t === 'user' && parsePasswordsStep(i.step))).map((i) => i.step);
+  const early: WorkItem[] = items
+    .filter((i) => isTargetTable(i.step) && TARGET_TABLE_DDL[i.step].indexes.length > 0)
+    .filter((i) => Math.max(...writers(i.step as TargetTable).map((w) => levelOf.get(w)!)) < lastLoad)
+    .map((i) => ({ step: `${INDEXES_STEP}:${i.step}`, after: writers(i.step as TargetTable) }));
+  return [...items.filter((i) => i !== finalize), ...early, { ...finalize, after: [...finalize.after, ...early.map((e) => e.step)] }];
 }
 
 function unique(xs: readonly string[]): string[] {

@@ -1,10 +1,10 @@
 import type pg from 'pg';
 import { MigrationBatchError, MigrationError, PlanError } from '../core/errors';
 import type { Plan, SourcePlan, TablePlan } from '../core/planner';
-import { TARGET_ORDER } from '../core/rules';
+import { TARGET_ORDER, type TargetTable } from '../core/rules';
 import { plaintextPasswordSql } from '../core/sql/values';
 import { PENDING_PASSWORD_HASH } from '../core/transforms';
-import { defersPasswordHashing, parsePasswordsStep, planFinalizeJobs, type FinalizeJob } from '../core/work-graph';
+import { defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, planFinalizeJobs, type FinalizeJob } from '../core/work-graph';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
@@ -25,7 +25,7 @@ import {
 } from '../core/sql/mapping';
 import { bagRoleRefs, bagRolesNeeded, renderBagRefsFill, renderBagRoleSets } from '../core/sql/bag-roles';
 import { renderComputeSummaries } from '../core/sql/derived';
-import { renderAnalyze, renderCreateTables, renderForeignKeys, renderIndexes, renderResetSequence, renderValidateForeignKeys, WORK_TABLES } from '../core/sql/target-ddl';
+import { renderAnalyze, renderCreateTables, renderForeignKeys, renderIndexes, renderResetSequence, renderUniqueKeys, renderValidateForeignKeys, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
 import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, ensureInternalTables, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
 
@@ -90,11 +90,16 @@ function outOfTime(o: StepOptions): boolean {
   return Date.now() >= o.deadline || (o.shouldStop?.() ?? false);
 }
 
-/** Creates the eight target tables (keys and checks only; indexes and FKs come after the load). */
-export async function createTargetTables(client: pg.ClientBase, schema: string): Promise<void> {
+/**
+ * Creates the eight target tables (keys and checks only; indexes and FKs come after the load). The tables in
+ * `deferUniqueKeys` (deferredUniqueKeyTables) get their unique keys in finalize; every other table has them
+ * before its load, also one created earlier without them.
+ */
+export async function createTargetTables(client: pg.ClientBase, schema: string, deferUniqueKeys: readonly TargetTable[] = []): Promise<void> {
   await withTransaction(client, async () => {
     await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:${schema}`]);
-    for (const sql of renderCreateTables(schema)) await client.query(sql);
+    for (const sql of renderCreateTables(schema, deferUniqueKeys)) await client.query(sql);
+    for (const table of TARGET_ORDER.filter((t) => !deferUniqueKeys.includes(t))) for (const sql of renderUniqueKeys(schema, table)) await client.query(sql);
   });
 }
 
@@ -131,6 +136,8 @@ export async function runMigrateStep(o: StepOptions, step: string): Promise<Step
   if (step === 'finalize') return finalize(o);
   const passwordsPart = parsePasswordsStep(step);
   if (passwordsPart) return runPasswordsStep(o, step, passwordsPart);
+  const indexed = parseIndexesStep(step);
+  if (indexed) return runIndexesStep(o, step, indexed);
   const table = o.plan.tables.find((t) => t.target === step);
   if (!table) throw new MigrationBatchError(`Step "${step}" is not in the plan of run ${o.run.runId} (steps: ${o.plan.steps.join(', ')}).`);
   return migrateTable(o, table);
@@ -167,7 +174,8 @@ async function maxKey(client: pg.ClientBase, schema: string, source: SourcePlan)
 /**
  * Before any row moves: id offsets for merged sources (persistent, so reruns reuse them), the id
  * map, QR codes that collide after folding, and which bags are parents or children in the data.
- * One transaction with its checkpoint.
+ * One transaction with its checkpoint. A source's largest key is read only where a later offset uses it
+ * (offsetNeedsMaxKey), so that cross-database, prepare waits for the staging of no other source.
  */
 async function prepare(o: StepOptions): Promise<StepResult> {
   const { client, run, plan } = o;
@@ -183,11 +191,11 @@ async function prepare(o: StepOptions): Promise<StepResult> {
     const offsetTable = qualified(schema, '_migration_id_offset');
     for (const table of plan.tables) {
       let next = 0;
-      for (const source of table.sources) {
+      for (const [i, source] of table.sources.entries()) {
         const off = table.merged || !source.key ? next : 0;
         await client.query(`INSERT INTO ${offsetTable} (source_table, target_table, id_offset) VALUES ($1, $2, $3) ON CONFLICT (source_table) DO NOTHING`, [source.table, table.target, off]);
         const stored = (await client.query(`SELECT id_offset FROM ${offsetTable} WHERE source_table = $1`, [source.table])).rows[0].id_offset;
-        next = Math.max(next, Number(stored) + (await maxKey(client, readSchema, source)));
+        if (offsetNeedsMaxKey(table, i)) next = Math.max(next, Number(stored) + (await maxKey(client, readSchema, source)));
       }
       for (const derived of table.derivedLinks) {
         await client.query(`INSERT INTO ${offsetTable} (source_table, target_table, id_offset) VALUES ($1, 'link', $2) ON CONFLICT (source_table) DO NOTHING`, [derivedSourceName(derived), next]);
@@ -544,6 +552,26 @@ async function finalize(o: StepOptions): Promise<StepResult> {
   return { done: true, cursor: null, migrated: 0, rejected: 0, batches };
 }
 
+/** A table's unique keys (where the load did without them) and secondary indexes: IF NOT EXISTS, so finalize can run them again. */
+function tableIndexSql(schema: string, table: TargetTable): string[] {
+  return [...renderUniqueKeys(schema, table), ...renderIndexes(schema, table)];
+}
+
+/** `indexes:<table>` (withEarlyIndexItems): the table's indexes in one transaction, done with its checkpoint. */
+async function runIndexesStep(o: StepOptions, step: string, table: TargetTable): Promise<StepResult> {
+  const started = Date.now();
+  await withTransaction(o.client, async () => {
+    await tuneBatchTransaction(o.client);
+    if (!(await claimCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, 'indexes', { batchNo: 1, keyLo: null, keyHi: null }))) return;
+    for (const sql of tableIndexSql(o.run.targetSchema, table)) await o.client.query(sql);
+    await completeCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, 'indexes', 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
+    await markStepDone(o, step);
+  }).catch((err) => {
+    throw toMigrationError(err, `Building the indexes of ${table} (step ${step})`);
+  });
+  return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 1 };
+}
+
 /** One finalize job in its own transaction on `client`, with its checkpoint (a job done meanwhile is skipped). */
 async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: FinalizeJob, offsets: Record<string, number>): Promise<void> {
   const { run } = o;
@@ -558,7 +586,7 @@ async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: Finali
       // HOT chains, and PostgreSQL then marks the new index unusable for every snapshot older than this
       // transaction (pg_index.indcheckxmin) — with one long transaction anywhere on the server, the application's
       // exact qr_id lookups would read the whole bag table after cutover.
-      for (const sql of renderIndexes(schema, table)) await client.query(sql);
+      for (const sql of tableIndexSql(schema, table)) await client.query(sql);
       const tablePlan = o.plan.tables.find((t) => t.target === table);
       const summaries = tablePlan ? renderComputeSummaries(schema, tablePlan, offsets) : null;
       if (summaries) await client.query(summaries);

@@ -6,7 +6,7 @@ import { escapeIdentifier as id, qualified } from '../core/sql/ident';
 import { sourceFrom, tableUnits, targetIdExpr, translatedRefExpr, type KeyRange, type MappingContext, type TableUnit } from '../core/sql/mapping';
 import { renderComputeSummaries } from '../core/sql/derived';
 import { renderResetSequence } from '../core/sql/target-ddl';
-import { parsePasswordsStep } from '../core/work-graph';
+import { parseIndexesStep, parsePasswordsStep, parseStageStep } from '../core/work-graph';
 import { toMigrationError, withTransaction } from '../io/pg';
 import { hashPlaintextPasswords, insertUnitBatch, loadOffsets, tuneBatchTransaction, type StepOptions, type StepResult } from './migrate';
 import { claimCheckpoint, completeCheckpoint, COMPLETE, lastCheckpoint, recordStep } from './runs';
@@ -50,8 +50,8 @@ function outOfTime(o: StepOptions): boolean {
 export async function runRetryStep(o: StepOptions, step: string, retry: RetryRound): Promise<StepResult> {
   const name = roundStep(retry.round, step);
   const done = await lastCheckpoint(o.client, o.run.targetSchema, o.run.runId, name, STEP_DONE_SOURCE);
-  // The round's user batches hash their plaintext inline: its `passwords` steps have nothing to do.
-  if (done?.batchNo === COMPLETE || step === 'prepare' || step === 'stage' || parsePasswordsStep(step) !== null) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
+  // The round's user batches hash their plaintext inline: its `passwords` steps have nothing to do; the indexes are there.
+  if (done?.batchNo === COMPLETE || step === 'prepare' || step === 'stage' || parseStageStep(step) !== null || parsePasswordsStep(step) !== null || parseIndexesStep(step) !== null) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
   if (step === 'finalize') return finalizeRound(o, retry);
   const table = o.plan.tables.find((t) => t.target === step);
   if (!table) throw new MigrationBatchError(`Step "${step}" is not in the plan of run ${o.run.runId} (steps: ${o.plan.steps.join(', ')}).`);

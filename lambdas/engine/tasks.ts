@@ -4,6 +4,7 @@ import { CutoverError, InputError, PermissionError, VerificationFailedError } fr
 import { parseMappingFile, type MappingOverrides } from '../core/mapping-file';
 import { renderPlanText, type Plan } from '../core/planner';
 import { escapeIdentifier, qualified } from '../core/sql/ident';
+import { deferredUniqueKeyTables } from '../core/sql/mapping';
 import { renderFailures, type VerificationResult } from '../core/verify';
 import type {
   AnalyseResult,
@@ -32,7 +33,7 @@ import { writeLegacyJsonBackup } from '../io/legacy-json-backup';
 import { readTableInfo, readTableNames } from '../io/catalog';
 import { assertSourceReadable, assertTargetWritable } from '../io/privileges';
 import { resolveExecutionInput } from '../core/execution-input';
-import { planWaves } from '../core/work-graph';
+import { parseStageStep, planWaves, stagedTables, stageStep, stepReads } from '../core/work-graph';
 import { connect, describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
@@ -56,7 +57,7 @@ import { runRetryStep, startRetryRound } from './retry-rejects';
 import { assertNoOtherCapture, captureStatus, installCapture, readCapture } from './capture';
 import { catchUp } from './catchup';
 import { cutoverRun } from './cutover';
-import { compareStaged, dropStaging, runStageStep, stagingSchema } from './stage';
+import { assertStaged, compareStaged, dropStaging, runStageStep, runStageTableStep, stagingSchema } from './stage';
 
 /**
  * The workflow's tasks as plain functions over their dependencies. Lambda handlers and the local
@@ -251,7 +252,7 @@ export async function analyseTask(event: RunEvent, deps: TaskDeps): Promise<Anal
   }
   deps.log?.(`Analyse: ${plan.tables.length} target tables from ${plan.tables.flatMap((t) => t.sources).length} source tables; ${plan.warnings.length} warnings`);
   for (const w of plan.warnings) deps.log?.(`  warning: ${w}`);
-  const steps = run.crossDatabase ? ['stage', ...plan.steps] : plan.steps;
+  const steps = run.crossDatabase ? [...stagedTables(plan).map(stageStep), ...plan.steps] : plan.steps;
   const waves = planWaves(plan, { stage: run.crossDatabase });
   return { planKey, steps, waves, waveCount: waves.length, decisions: plan.decisions.length, warnings: plan.warnings.length };
 }
@@ -273,7 +274,7 @@ async function loadPlan(c: pg.ClientBase, run: RunContext): Promise<Plan> {
 export async function createSchemaTask(event: RunEvent, deps: TaskDeps): Promise<void> {
   const { run } = event;
   await withTarget(deps, run, async (c) => {
-    await createTargetTables(c, run.targetSchema);
+    await createTargetTables(c, run.targetSchema, deferredUniqueKeyTables(await loadPlan(c, run), run.live === true));
     await recordStep(c, run.targetSchema, run.runId, 'create-schema', { status: 'done', at: new Date().toISOString() });
   });
 }
@@ -283,10 +284,15 @@ export async function migrateStepTask(event: MigrateStepEvent, deps: TaskDeps): 
   const deadline = Date.now() + deps.timeBudgetMs;
   return withTarget(deps, run, async (c) => {
     const plan = await loadPlan(c, run);
-    if (step === 'stage') {
-      const r = await withClient(await deps.source(), (src) => runStageStep({ source: src, target: c, run: engineRun(run), plan, deadline }));
+    const staged = parseStageStep(step);
+    if (staged !== null || step === 'stage') {
+      const r = await withClient(await deps.source(), (src) => {
+        const o = { source: src, target: c, run: engineRun(run), plan, deadline };
+        return staged !== null ? runStageTableStep(o, staged) : runStageStep(o);
+      });
       return { step, done: r.done, cursor: r.cursor, migrated: r.migrated, rejected: 0, batches: r.batches };
     }
+    if (run.crossDatabase) await assertStaged(c, engineRun(run), step, stepReads(plan, step));
     const target = await deps.target();
     const options = {
       client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run),

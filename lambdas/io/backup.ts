@@ -44,6 +44,39 @@ export class HashingCounter extends Transform {
   }
 }
 
+/**
+ * Bytes a COPY stream is gathered into before hashing and gzip. PostgreSQL sends COPY data in 8 KB
+ * socket writes, so the stream arrived in chunks of a few KB; per chunk, the hash, gzip's threadpool
+ * round trip and each stream stage cost main-thread time (zlib's processChunk/processCallback and GC were
+ * the largest items of the backup's CPU profile). Bounded: one buffer of this size per part being written.
+ */
+export const COPY_CHUNK_BYTES = 256 * 1024;
+
+/** Passes bytes through in chunks of at least `size` bytes (the last one smaller). */
+export class Coalescer extends Transform {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  constructor(private readonly size = COPY_CHUNK_BYTES) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= this.size) this.flushPending();
+    cb();
+  }
+  override _flush(cb: TransformCallback): void {
+    this.flushPending();
+    cb();
+  }
+  private flushPending(): void {
+    if (this.pendingBytes === 0) return;
+    this.push(this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes));
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+}
+
 class ByteCounter extends Transform {
   bytes = 0;
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -313,7 +346,7 @@ async function writePart(input: BackupTableOptions & {
         kmsKeyId: input.kmsKeyId,
         produce: async (body) => {
           const copy = client.query(copyTo(`COPY (SELECT * FROM ${source}${filter}) TO STDOUT`));
-          await pipeline(copy, hasher, createGzip({ level: GZIP_LEVEL }), compressed, body);
+          await pipeline(copy, new Coalescer(), hasher, createGzip({ level: GZIP_LEVEL, chunkSize: COPY_CHUNK_BYTES }), compressed, body);
           rowCount = copy.rowCount;
         },
       });

@@ -127,7 +127,7 @@ const TRANSIENT_S3 = new Set([
   'ServiceUnavailable', 'TimeoutError', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN',
 ]);
 
-/** S3 error code of the local server's own disk failures (LOCAL_STORAGE_ERROR_CODE in lib/runner/local-s3.ts). */
+/** S3 error code of the local server's own disk failures (LOCAL_STORAGE_ERROR_CODE in lib/runner/local-s3-server.ts). */
 const LOCAL_STORAGE_FAILURE = 'LocalStorageFailure';
 
 export function isStorageError(err: unknown): boolean {

@@ -1,34 +1,27 @@
-import { createHash } from 'node:crypto';
-import { createWriteStream, mkdirSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-// s3rver ships no types.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const S3rver = require('s3rver') as new (options: Record<string, unknown>) => {
-  run(): Promise<{ port: number; address: string }>;
-  close(): Promise<void>;
-  store: unknown;
-  context: { store: unknown };
-};
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const FilesystemStore = require('s3rver/lib/stores/filesystem') as new (directory: string) => {
-  getResourcePath(bucket: string, key: string | undefined, resource: string): string;
-  putMetadata(bucket: string, key: string, metadata: Record<string, unknown>, md5?: string): Promise<void>;
-};
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const S3Error = require('s3rver/lib/models/error') as new (code: string, message: string, detail?: Record<string, string>) => Error & { status: number; expose: boolean };
+import { pathToFileURL } from 'node:url';
 import { findFreePort } from './embedded-postgres';
+import type { LocalS3ServerOptions } from './local-s3-server';
 
 /**
  * A local S3-compatible server (s3rver) on loopback, storing objects under `directory`. It checks
  * request signatures against its fixed key pair: connect with `createS3Client({ endpoint, localServer: true })`.
+ *
+ * It runs in a child process (lib/runner/local-s3-server.ts), as S3 runs elsewhere in production: its HTTP
+ * parsing, MD5s and disk writes no longer share the caller's thread with the backup's COPY parsing,
+ * SHA-256 and gzip (in-process, they made a table's backup 1.3–1.7× slower; README "Backup speed").
+ * The child ends with its parent (the IPC channel closes when the parent dies, SIGKILL included).
  */
 export interface LocalS3 {
   readonly endpoint: string;
   readonly port: number;
   readonly directory: string;
+  /** The server's process id. */
+  readonly pid: number;
+  /** Makes the server accept one more key pair besides its built-in one (s3rver checks every signature). */
+  addKeyPair(accessKeyId: string, secretAccessKey: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -39,141 +32,74 @@ export interface LocalS3Options {
   readonly port?: number;
 }
 
-/**
- * The S3 error code the local server answers with when its own disk fails (HTTP 507, which the SDK does
- * not retry); `toStorageError` turns it into a LocalStorageError naming the path.
- */
-export const LOCAL_STORAGE_ERROR_CODE = 'LocalStorageFailure';
+const SERVER = path.join(__dirname, `local-s3-server${path.extname(__filename)}`);
 
-/** Write failures of the server's directory that waiting will not fix. */
-const LOCAL_IO_CODES = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM', 'EIO', 'EFBIG', 'EMFILE', 'ENFILE']);
-
-function localFailure(err: unknown, fallbackPath: string): Error {
-  const e = err as NodeJS.ErrnoException;
-  if (!e?.code || !LOCAL_IO_CODES.has(e.code)) return err as Error;
-  const failure = new S3Error(LOCAL_STORAGE_ERROR_CODE, `${e.code} writing ${e.path ?? fallbackPath}: ${e.message}`);
-  // Koa sends the error's own status and, with expose, its message.
-  failure.status = 507;
-  failure.expose = true;
-  return failure;
+/** Node flags for the child: run from TypeScript source (tsx, as the CLI is), or plain when compiled. */
+function childExecArgv(): string[] {
+  return SERVER.endsWith('.ts') ? ['--import', pathToFileURL(require.resolve('tsx')).href] : [];
 }
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const ALLOWED_METADATA = (require('s3rver/lib/models/object') as { ALLOWED_METADATA: string[] }).ALLOWED_METADATA;
-
-function tempName(file: string): string {
-  return `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+function waitForListening(child: ChildProcess, stderr: () => string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
+      reject(new Error(`The local S3 server exited before it listened (${signal ?? `exit ${code}`}): ${stderr().trim().slice(-2000)}`));
+    child.once('exit', onExit);
+    child.once('error', reject);
+    child.on('message', (m: { listening?: number; failed?: string }) => {
+      if (m.listening === undefined && m.failed === undefined) return;
+      child.off('exit', onExit);
+      if (m.failed !== undefined) reject(new Error(`The local S3 server did not start: ${m.failed}`));
+      else resolve();
+    });
+  });
 }
 
-async function atomicWrite(file: string, data: string): Promise<void> {
-  const tmp = tempName(file);
-  try {
-    await writeFile(tmp, data);
-    await rename(tmp, file);
-  } catch (err) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
-  }
-}
-
-/**
- * s3rver's filesystem store with its writes made safe: upstream pipes the request body into a file
- * stream without an 'error' listener, so a full disk (ENOSPC) crashed the whole process with an
- * unhandled 'error' event. Here a write resolves when the file is written and rejects on its error,
- * and local I/O failures of every write become LOCAL_STORAGE_ERROR_CODE responses.
- */
-class SafeFilesystemStore extends FilesystemStore {
-  constructor(root: string) {
-    super(root);
-    const self = this as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-    for (const method of ['putMetadata', 'initiateUpload', 'putObjectMultipart', 'copyObject', 'putSubresource', 'putBucket', 'deleteObject']) {
-      const original = self[method]!.bind(this);
-      self[method] = async (...args: unknown[]) => {
-        try {
-          return await original(...args);
-        } catch (err) {
-          throw localFailure(err, root);
-        }
-      };
-    }
-  }
-
-  /**
-   * Object metadata written whole or not at all (temp file + rename): upstream writes it in place, and a
-   * process killed mid-write left a truncated JSON file that failed every later read of the object with
-   * HTTP 500 (seen in the SIGKILL-during-backup test).
-   */
-  override async putMetadata(bucket: string, key: string, metadata: Record<string, unknown>, md5?: string): Promise<void> {
-    const json = Object.fromEntries(Object.entries(metadata ?? {}).filter(([k]) => ALLOWED_METADATA.includes(k) || k.startsWith('x-amz-meta-')));
-    if (md5) await atomicWrite(this.getResourcePath(bucket, key, 'object.md5'), md5);
-    await atomicWrite(this.getResourcePath(bucket, key, 'metadata.json'), JSON.stringify(json, null, 2));
-  }
-
-  /** Streams into a temp file renamed into place when complete: a killed write never leaves a partial object. */
-  private async writeStreamed(file: string, content: Readable | Buffer): Promise<{ size: number; md5: string }> {
-    const tmp = tempName(file);
-    try {
-      await mkdir(path.dirname(file), { recursive: true });
-      const md5 = createHash('md5');
-      let size = 0;
-      if (Buffer.isBuffer(content)) {
-        md5.update(content);
-        size = content.length;
-        await pipeline(async function* () { yield content; }, createWriteStream(tmp));
-      } else {
-        const count = new Transform({
-          transform(chunk: Buffer, _enc, callback) {
-            md5.update(chunk);
-            size += chunk.length;
-            callback(null, chunk);
-          },
-        });
-        await pipeline(content, count, createWriteStream(tmp));
-      }
-      await rename(tmp, file);
-      return { size, md5: md5.digest('hex') };
-    } catch (err) {
-      await rm(tmp, { force: true }).catch(() => undefined);
-      throw localFailure(err, file);
-    }
-  }
-
-  async putObject(object: { bucket: string; key: string; metadata: Record<string, unknown>; content: Readable | Buffer }): Promise<{ size: number; md5: string }> {
-    const file = this.getResourcePath(object.bucket, object.key, 'object');
-    const r = await this.writeStreamed(file, object.content);
-    await this.putMetadata(object.bucket, object.key, object.metadata, r.md5);
-    return r;
-  }
-
-  async putPart(bucket: string, uploadId: string, partNumber: number, content: Readable): Promise<{ size: number; md5: string }> {
-    const file = path.join(this.getResourcePath(bucket, undefined, 'uploads'), uploadId, String(partNumber));
-    const r = await this.writeStreamed(file, content);
-    try {
-      await atomicWrite(`${file}.md5`, r.md5);
-    } catch (err) {
-      throw localFailure(err, `${file}.md5`);
-    }
-    return r;
-  }
+function addKeyPair(child: ChildProcess, accessKeyId: string, secretAccessKey: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: { keyPairAdded?: string }) => {
+      if (m.keyPairAdded !== accessKeyId) return;
+      child.off('message', onMessage);
+      child.channel?.unref();
+      resolve();
+    };
+    child.on('message', onMessage);
+    child.channel?.ref();
+    child.send({ addKeyPair: { accessKeyId, secretAccessKey } }, (err) => err && reject(err));
+  });
 }
 
 export async function startLocalS3(options: LocalS3Options): Promise<LocalS3> {
   mkdirSync(options.directory, { recursive: true, mode: 0o700 });
   const port = options.port ?? (await findFreePort());
-  const server = new S3rver({
-    port,
-    address: '127.0.0.1',
-    silent: true,
-    directory: options.directory,
-    configureBuckets: (options.buckets ?? []).map((name) => ({ name })),
-    resetOnClose: false,
-  });
-  server.store = server.context.store = new SafeFilesystemStore(options.directory);
-  await server.run();
+  const serverOptions: LocalS3ServerOptions = { directory: options.directory, buckets: options.buckets ?? [], port };
+  const child = fork(SERVER, [JSON.stringify(serverOptions)], { execArgv: childExecArgv(), stdio: ['ignore', 'ignore', 'pipe', 'ipc'], serialization: 'json' });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr = (stderr + String(d)).slice(-8000)));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    await waitForListening(child, () => stderr);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  // The parent may exit while the server runs (the CLI ends with it; the 'disconnect' handler stops it).
+  child.unref();
+  child.channel?.unref();
+  (child.stderr as unknown as { unref?: () => void }).unref?.();
   return {
     endpoint: `http://127.0.0.1:${port}`,
     port,
     directory: options.directory,
-    stop: () => server.close(),
+    pid: child.pid!,
+    addKeyPair: (accessKeyId, secretAccessKey) => addKeyPair(child, accessKeyId, secretAccessKey),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        // Referenced again until it has exited: else the caller's event loop could empty while the child stops,
+        // and the process end on its own with status 0 before the caller sets its exit code.
+        child.ref();
+        child.send('stop', (err) => err && child.kill('SIGKILL'));
+      }
+      await exited;
+    },
   };
 }

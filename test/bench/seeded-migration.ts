@@ -7,6 +7,7 @@ import { createTargetTables, runMigrateStep } from '../../lambdas/engine/migrate
 import { ensureInternalTables, recordRun, updateRun } from '../../lambdas/engine/runs';
 import { hashPasswords } from '../../lambdas/io/password';
 import { planWaves } from '../../lambdas/core/work-graph';
+import { deferredUniqueKeyTables } from '../../lambdas/core/sql/mapping';
 
 /**
  * A whole in-process migration of a shape-A database seeded at `scale`, on an embedded PostgreSQL of its own
@@ -28,7 +29,8 @@ export async function withSeededMigration<T>(
       await ensureInternalTables(c, run.targetSchema);
       const rec = await recordRun(c, run.targetSchema, run);
       await updateRun(c, run.targetSchema, run.runId, { plan });
-      await createTargetTables(c, run.targetSchema);
+      // As CreateSchema does (a bulk run): bag and link without their unique keys until finalize.
+      await createTargetTables(c, run.targetSchema, deferredUniqueKeyTables(plan, false));
       const stepSeconds: Record<string, number> = {};
       // The work graph as the workflow runs it: wave after wave, up to `concurrency` items at once, each on its own connection.
       const openClient = async () => {

@@ -66,7 +66,7 @@ describe('the function bundles', () => {
     // Both secrets name the test database (source and target in one database, the usual case).
     const secrets = await startLocalSecretsManager({ [BUNDLED_SECRET_ARNS.source]: rdsSecretOf(db.url), [BUNDLED_SECRET_ARNS.target]: rdsSecretOf(db.url) });
     // Every function signs S3 requests with a key of its own (s3rver checks them), recorded by the front.
-    for (const fn of Object.values(bundles.functions)) registerTestS3Credentials({ accessKeyId: functionAccessKeyId(fn), secretAccessKey: FUNCTION_SECRET_ACCESS_KEY });
+    for (const fn of Object.values(bundles.functions)) await registerTestS3Credentials(s3, { accessKeyId: functionAccessKeyId(fn), secretAccessKey: FUNCTION_SECRET_ACCESS_KEY });
     const front = await startRecordingS3Front(s3.endpoint, '');
     try {
       await loadFixture(db.url, 'a');

@@ -44,7 +44,7 @@ let work: string;
 
 beforeAll(async () => {
   s3 = await startTestS3();
-  credentials = registerTestS3Credentials();
+  credentials = await registerTestS3Credentials(s3);
   front = await startRecordingS3Front(s3.endpoint, credentials.accessKeyId);
   db = await createTestDatabase('clis3');
   await loadFixture(db.url, 'a');

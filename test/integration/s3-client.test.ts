@@ -41,7 +41,7 @@ async function readError(client: ReturnType<typeof createS3Client>): Promise<Err
 
 describe('createS3Client', () => {
   it('signs with the environment\'s credentials for an endpoint (a key s3rver knows works, another is refused)', async () => {
-    const good = registerTestS3Credentials();
+    const good = await registerTestS3Credentials(s3);
     const env = useEnv({ AWS_ACCESS_KEY_ID: good.accessKeyId, AWS_SECRET_ACCESS_KEY: good.secretAccessKey });
     const client = createS3Client({ endpoint: s3.endpoint, env });
     expect(await readObjectText(client, s3.bucket, 'runs/x/none.json')).toBeNull();

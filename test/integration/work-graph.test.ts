@@ -5,6 +5,7 @@ import { TARGET_TABLES } from '../../lambdas/core/rules';
 import { PENDING_PASSWORD_HASH } from '../../lambdas/core/transforms';
 import { planWaves } from '../../lambdas/core/work-graph';
 import { analyseSource, assertPlan } from '../../lambdas/engine/analyse';
+import { deferredUniqueKeyTables } from '../../lambdas/core/sql/mapping';
 import { createTargetTables, runMigrateStep, type EngineRun, type StepOptions } from '../../lambdas/engine/migrate';
 import { ensureInternalTables, recordRun, updateRun } from '../../lambdas/engine/runs';
 import { verifyRun } from '../../lambdas/engine/verify';
@@ -49,6 +50,17 @@ async function dumpTargets(c: pg.ClientBase): Promise<Record<string, string[]>> 
   return out;
 }
 
+/** The unique indexes of the target tables (constraints included), with their definitions, and the unique constraints. */
+async function uniqueKeys(c: pg.ClientBase): Promise<string[]> {
+  const idx = await c.query(
+    `SELECT pg_get_indexdef(x.indexrelid) AS def FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid
+      WHERE x.indisunique AND t.relnamespace = $1::regnamespace AND t.relname = ANY($2) ORDER BY 1`,
+    [SCHEMA, TARGET_TABLES],
+  );
+  const con = await c.query(`SELECT conrelid::regclass::text || ' ' || conname AS def FROM pg_constraint WHERE contype IN ('u', 'p') AND connamespace = $1::regnamespace ORDER BY 1`, [SCHEMA]);
+  return [...idx.rows.map((r) => r.def as string), ...con.rows.map((r) => r.def as string)];
+}
+
 /** The workflow's shape in-process: waves in order, up to `concurrency` items at once, each item twice at once, on zero budgets. */
 async function runGraph(url: string, concurrency: number): Promise<{ plan: Plan; run: EngineRun; extraConnections: number }> {
   const c = await connected(url);
@@ -60,7 +72,8 @@ async function runGraph(url: string, concurrency: number): Promise<{ plan: Plan;
     await ensureInternalTables(c, SCHEMA);
     const rec = await recordRun(c, SCHEMA, base);
     await updateRun(c, SCHEMA, base.runId, { plan });
-    await createTargetTables(c, SCHEMA);
+    // As CreateSchema does: the tables whose batches cannot collide on a unique key get their keys in finalize.
+    await createTargetTables(c, SCHEMA, deferredUniqueKeyTables(plan, false));
     const run = { ...base, runTime: rec.runTime };
     const openClient = async () => {
       extraConnections++;
@@ -102,6 +115,10 @@ describe('the work graph run in parallel', () => {
         const { plan, run } = await runGraph(parallel.url, 4);
         expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/2', 'passwords:2/2']));
         expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
+        // The unique keys built after the load (bag, link) are those of tables created with them.
+        expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link']);
+        expect(await uniqueKeys(p)).toEqual(await uniqueKeys(s));
+        expect((await uniqueKeys(p)).filter((d) => /idx_bag_qr_id_unique_ci|uq_parent_child|link_child_bag_id_unique/.test(d))).toHaveLength(5);
         // Each key range once: no batch of any step claimed twice, and the hashing step wrote each pending row once.
         const twice = await p.query(`SELECT step, source_table, key_lo FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND batch_no > 0 GROUP BY 1, 2, 3 HAVING count(*) > 1`);
         expect(twice.rows).toEqual([]);
@@ -130,33 +147,59 @@ describe('the work graph run in parallel', () => {
     }
   }, 120_000);
 
+  /** Shape A migrated up to finalize on `db`, with the tables created as CreateSchema creates them. */
+  async function migratedButFinalize(c: pg.ClientBase, url: string, runId: string, openedCount: { n: number }): Promise<StepOptions> {
+    const base: EngineRun = { runId, sourceSchema: 'public', targetSchema: SCHEMA, runTime: '2026-01-01T00:00:00', batchSize: 1000 };
+    const { plan } = await analyseSource(c, { sourceSchema: 'public', targetSchema: SCHEMA });
+    await ensureInternalTables(c, SCHEMA);
+    const rec = await recordRun(c, SCHEMA, base);
+    await updateRun(c, SCHEMA, base.runId, { plan });
+    await createTargetTables(c, SCHEMA, deferredUniqueKeyTables(plan, false));
+    const o: StepOptions = {
+      client: c, run: { ...base, runTime: rec.runTime }, plan, deadline: Date.now() + 600_000, hashPasswords: (p) => hashPasswords(p), concurrency: 3,
+      openClient: async () => {
+        openedCount.n++;
+        const extra = await connected(url);
+        return { client: extra, close: () => extra.end() };
+      },
+    };
+    for (const step of plan.steps.filter((x) => x !== 'finalize')) while (!(await runMigrateStep(o, step)).done);
+    return o;
+  }
+
   it('finalize builds its indexes and validates its foreign keys on several connections at once', async () => {
     const db = await createTestDatabase('wgf');
     try {
       await loadFixture(db.url, 'a');
       const c = await connected(db.url);
       try {
-        const base: EngineRun = { runId: 'fin', sourceSchema: 'public', targetSchema: SCHEMA, runTime: '2026-01-01T00:00:00', batchSize: 1000 };
-        const { plan } = await analyseSource(c, { sourceSchema: 'public', targetSchema: SCHEMA });
-        await ensureInternalTables(c, SCHEMA);
-        const rec = await recordRun(c, SCHEMA, base);
-        await updateRun(c, SCHEMA, base.runId, { plan });
-        await createTargetTables(c, SCHEMA);
-        let opened = 0;
-        const o: StepOptions = {
-          client: c, run: { ...base, runTime: rec.runTime }, plan, deadline: Date.now() + 600_000, hashPasswords: (p) => hashPasswords(p), concurrency: 3,
-          openClient: async () => {
-            opened++;
-            const extra = await connected(db.url);
-            return { client: extra, close: () => extra.end() };
-          },
-        };
-        for (const step of plan.steps.filter((x) => x !== 'finalize')) while (!(await runMigrateStep(o, step)).done);
+        const opened = { n: 0 };
+        const o = await migratedButFinalize(c, db.url, 'fin', opened);
         expect((await runMigrateStep(o, 'finalize')).done).toBe(true);
         // Three connections at most: the step's own and two more.
-        expect(opened).toBe(2);
+        expect(opened.n).toBe(2);
         const jobs = await c.query(`SELECT source_table FROM ${q('_migration_checkpoint')} WHERE run_id = 'fin' AND step = 'finalize' AND source_table <> '*' ORDER BY 1`);
         expect(jobs.rows.map((r) => r.source_table)).toContain('validate:scan');
+      } finally {
+        await c.end();
+      }
+    } finally {
+      await db.drop();
+    }
+  }, 120_000);
+
+  it('a duplicate QR code in a table whose unique keys wait for finalize makes finalize fail, naming the key (never dropped quietly)', async () => {
+    const db = await createTestDatabase('wgu');
+    try {
+      await loadFixture(db.url, 'a');
+      const c = await connected(db.url);
+      try {
+        const o = await migratedButFinalize(c, db.url, 'uniq', { n: 0 });
+        // As if a collision had got past prepare: a second bag with another bag's QR code in other letter case.
+        await c.query(`INSERT INTO ${q('bag')} (id, qr_id, type) SELECT 900000, lower(qr_id), type FROM ${q('bag')} ORDER BY id LIMIT 1`);
+        const err = await runMigrateStep(o, 'finalize').then(() => null, (e: Error) => e);
+        expect(err?.message).toMatch(/Finalizing bag .*idx_bag_qr_id_unique_ci/s);
+        expect((await c.query(`SELECT count(*)::int AS n FROM ${q('bag')} WHERE id = 900000`)).rows[0].n).toBe(1);
       } finally {
         await c.end();
       }

@@ -13,6 +13,8 @@ export interface TestS3 {
   readonly s3: S3Client;
   readonly bucket: string;
   readonly endpoint: string;
+  /** See LocalS3.addKeyPair. */
+  addKeyPair(accessKeyId: string, secretAccessKey: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -26,6 +28,7 @@ export async function startTestS3(): Promise<TestS3> {
     s3,
     bucket,
     endpoint: server.endpoint,
+    addKeyPair: (id, secret) => server.addKeyPair(id, secret),
     async stop() {
       s3.destroy();
       await server.stop();
@@ -39,12 +42,11 @@ export async function startTestS3(): Promise<TestS3> {
  * signature against its account registry): lets a test sign with credentials from the environment
  * and see a wrong key refused (InvalidAccessKeyId), as an authenticating S3-compatible server does.
  */
-export function registerTestS3Credentials(
+export async function registerTestS3Credentials(
+  s3: TestS3,
   credentials = { accessKeyId: `AKIATEST${randomBytes(6).toString('hex').toUpperCase()}`, secretAccessKey: randomBytes(20).toString('base64') },
-): { accessKeyId: string; secretAccessKey: string } {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { DUMMY_ACCOUNT } = require('s3rver/lib/models/account') as { DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void } };
-  DUMMY_ACCOUNT.createKeyPair(credentials.accessKeyId, credentials.secretAccessKey);
+): Promise<{ accessKeyId: string; secretAccessKey: string }> {
+  await s3.addKeyPair(credentials.accessKeyId, credentials.secretAccessKey);
   return credentials;
 }
 

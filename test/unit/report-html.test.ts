@@ -51,4 +51,13 @@ describe('report.html (pure rendering)', () => {
       { step: 'verify', start: 15, seconds: 5 },
     ]);
   });
+
+  it('orders the cross-database staging items where staging runs, before prepare', () => {
+    const t = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
+    const timeline = resolveTimeline(
+      { 'create-schema': { at: t(1) }, 'migrate:prepare': { finishedAt: t(4), seconds: 1 }, 'migrate:stage:bag': { finishedAt: t(3), seconds: 2 }, 'migrate:finalize': { finishedAt: t(9), seconds: 1 } },
+      ['prepare', 'bag', 'finalize'],
+    );
+    expect(timeline.map((e) => e.step)).toEqual(['create-schema', 'migrate:stage:bag', 'migrate:prepare', 'migrate:finalize']);
+  });
 });

@@ -1,6 +1,34 @@
 import { describe, expect, it } from 'vitest';
-import { defersPasswordHashing, parsePasswordsStep, planFinalizeJobs, planWaves, planWorkItems, resolveWaves } from '../../lambdas/core/work-graph';
+import type { Catalog, ColumnInfo, TableInfo } from '../../lambdas/core/catalog';
+import { EMPTY_OVERRIDES } from '../../lambdas/core/mapping-file';
+import { planMigration, type Plan } from '../../lambdas/core/planner';
+import {
+  defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, stepReads, withEarlyIndexItems,
+} from '../../lambdas/core/work-graph';
 import { TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
+
+/** Hand-built legacy catalogs (as in planner.test.ts): pure, no database. */
+function table(name: string, columns: (string | [string, string])[], rowEstimate = 10): TableInfo {
+  const col = (spec: string | [string, string], ordinal: number): ColumnInfo => {
+    const [n, udt] = typeof spec === 'string' ? [spec, spec === 'id' || spec.endsWith('_id') ? 'int4' : 'text'] : spec;
+    return { name: n, dataType: udt, udtName: udt, nullable: n !== 'id', defaultExpr: null, ordinal };
+  };
+  return { schema: 'public', name, columns: columns.map((c, i) => col(c, i + 1)), primaryKey: ['id'], foreignKeys: [], rowEstimate, hasRows: true, minKey: 1, maxKey: 10 };
+}
+const ts = (n: string): [string, string] => [n, 'timestamp'];
+const SHAPE_A = [
+  table('user', ['id', 'name', 'email', 'password', 'role', 'area', ts('created_at')], 10),
+  table('bag', ['id', 'qr_code', 'bag_name', ['children_count', 'int4'], 'parent_bag_id', 'owner_id', 'area', 'weight', 'status', ts('created_at')], 1000),
+  table('scan', ['id', ts('created_at'), 'parent_id', 'child_id', 'scanner_id'], 3000),
+  table('bill', ['id', 'bill_id', 'description', ['bag_count', 'int4'], 'status', 'created_by_id', ts('created_at')], 50),
+  table('bill_bag', ['id', 'bill_id', 'bag_id', ts('created_at')], 1000),
+];
+const planOf = (...tables: TableInfo[]): Plan => {
+  const catalog: Catalog = { schema: 'public', serverVersion: '16.0', tables };
+  const p = planMigration(catalog, { targetSchema: 'tracetrack', overrides: { ...EMPTY_OVERRIDES } });
+  expect(p.problems).toEqual([]);
+  return p;
+};
 
 describe('the migration work graph', () => {
   it('derives the dependencies from the target foreign keys: a table waits for the tables it references', () => {
@@ -27,24 +55,96 @@ describe('the migration work graph', () => {
   });
 
   it.each([
-    // The first hashing part beside bag, the second beside scan.
+    // The first hashing part beside bag, the second beside scan; the indexes of bag and bill beside scan too
+    // (user's wait for finalize: the second hashing part writes users in that wave).
     [['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords:1/2', 'passwords:2/2', 'finalize'], false,
-      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'passwords:2/2'], ['finalize']]],
+      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'passwords:2/2', 'indexes:bag', 'indexes:bill'], ['finalize']]],
     [['prepare', 'user', 'bag', 'link', 'scan', 'promotionrequest', 'audit_log', 'finalize'], true,
-      [['stage'], ['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log'], ['finalize']]],
+      [['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log', 'indexes:user', 'indexes:bag'], ['finalize']]],
     // A plan without users: bags depend on prepare only.
-    [['prepare', 'bag', 'scan', 'finalize'], false, [['prepare'], ['bag'], ['scan'], ['finalize']]],
+    [['prepare', 'bag', 'scan', 'finalize'], false, [['prepare'], ['bag'], ['scan', 'indexes:bag'], ['finalize']]],
+    // Nothing loads after bag: its indexes stay in finalize rather than add a wave.
+    [['prepare', 'bag', 'finalize'], false, [['prepare'], ['bag'], ['finalize']]],
   ])('groups %j into waves (stage: %s)', (steps, stage, waves) => {
     expect(planWaves({ steps }, { stage })).toEqual(waves);
   });
 
-  it('every dependency of an item is in an earlier wave', () => {
-    const steps = ['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'promotionrequest', 'audit_log', 'passwords:1/2', 'passwords:2/2', 'finalize'];
-    const items = planWorkItems({ steps }, { stage: true });
-    const { waves } = resolveWaves(items);
-    const waveOf = new Map(waves.flatMap((w, i) => w.map((s) => [s, i] as const)));
-    for (const item of items) for (const d of item.after) expect(waveOf.get(d)!).toBeLessThan(waveOf.get(item.step)!);
-    expect(waves.flat().sort()).toEqual(['stage', ...steps].sort());
+  it.each([
+    ['shape A', () => planOf(...SHAPE_A)],
+    ['shapes A and E merged', () => planOf(...SHAPE_A, table('users', ['id', 'username', 'email', 'password_hash', 'role']), table('bags', ['id', 'qr_code', 'customer_name', 'weight', 'status', 'parent_bag_id', 'is_parent']))],
+  ])('every dependency of an item is in an earlier wave, cross-database too (%s)', (_, planFn) => {
+    const plan = planFn();
+    for (const stage of [false, true]) {
+      const items = planWorkItems(plan, { stage });
+      const { waves } = resolveWaves(items);
+      const waveOf = new Map(waves.flatMap((w, i) => w.map((s) => [s, i] as const)));
+      for (const item of items) for (const d of item.after) expect(waveOf.get(d)!).toBeLessThan(waveOf.get(item.step)!);
+      const staged = stage ? [...new Set(plan.tables.flatMap((t) => t.sources.map((x) => `stage:${x.table}`)))] : [];
+      expect(waves.flat().sort()).toEqual([...plan.steps, ...staged].sort());
+    }
+  });
+
+  it('cross-database: each source table is staged by its own item, and a step waits only for the staging of what it reads', () => {
+    const plan = planOf(...SHAPE_A);
+    const items = planWorkItems(plan, { stage: true });
+    const after = Object.fromEntries(items.map((i) => [i.step, [...i.after].filter((d) => d.startsWith('stage:')).sort()]));
+    // prepare reads the bags only (QR codes, bag roles from bag.parent_bag_id); every id is kept, so no offset needs a max key.
+    expect(after.prepare).toEqual(['stage:bag']);
+    expect(after.user).toEqual(['stage:user']);
+    expect(after.bag).toEqual(['stage:bag']);
+    expect(after.link).toEqual(['stage:bag']); // links derived from bag.parent_bag_id
+    expect(after.scan).toEqual(['stage:scan']);
+    expect(after.bill_bag).toEqual(['stage:bill_bag']);
+    for (const p of plan.steps.filter((s) => parsePasswordsStep(s))) expect(after[p]).toEqual(['stage:user']);
+    expect(after.finalize).toEqual(['stage:bag', 'stage:bill', 'stage:bill_bag', 'stage:scan', 'stage:user']);
+    // Only what prepare reads is staged before it; the rest beside it (prepare's one connection leaves a core idle).
+    const waves = planWaves(plan, { stage: true });
+    const waveOf = (s: string) => waves.findIndex((w) => w.includes(s));
+    expect(waves[0]).toEqual(['stage:bag']);
+    // ... the largest first (row estimates), so that the longest does not start last.
+    expect(waves[1]).toEqual(['prepare', 'stage:scan', 'stage:bill_bag', 'stage:bill', 'stage:user']);
+    for (const s of waves.flat().filter((x) => parseStageStep(x))) {
+      const readers = items.filter((i) => i.after.includes(s)).map((i) => waveOf(i.step));
+      expect(waveOf(s)).toBe(Math.min(waveOf('prepare'), Math.min(...readers) - 1));
+    }
+    // In a wave the migration's own items come first (the Map starts them in order, up to the concurrency).
+    expect(waves[1]!.findIndex((x) => parseStageStep(x))).toBeGreaterThan(waves[1]!.indexOf('prepare'));
+  });
+
+  it('cross-database, merged sources: prepare waits for the sources its id map and offsets read', () => {
+    const plan = planOf(...SHAPE_A, table('users', ['id', 'username', 'email', 'password_hash', 'role']), table('bags', ['id', 'qr_code', 'customer_name', 'weight', 'status', 'parent_bag_id', 'is_parent']));
+    expect(plan.tables.find((t) => t.target === 'bag')!.merged).toBe(true);
+    expect(stepReads(plan, 'prepare').sort()).toEqual(['bag', 'bags', 'user', 'users']);
+    expect(stepReads(plan, 'bag').sort()).toEqual(['bag', 'bags']);
+    expect(stepReads(plan, 'finalize')).toEqual([]);
+  });
+
+  it.each([
+    // [sources (key or null), merged, derived links, needs per source]
+    [['id'], false, 0, [false]],
+    [['id', 'id'], true, 0, [true, false]],
+    [['id', null], false, 0, [true, false]],
+    [[null, 'id'], false, 0, [false, false]],
+    [['id'], false, 1, [true]],
+    [[], false, 1, []],
+  ] as const)('prepare needs the max key of sources %j (merged %s, %i derived links): %j', (keys, merged, derived, needs) => {
+    const table = { sources: keys.map((key) => ({ key })), merged, derivedLinks: Array.from({ length: derived }, () => ({})) } as unknown as Parameters<typeof offsetNeedsMaxKey>[0];
+    expect(keys.map((_, i) => offsetNeedsMaxKey(table, i))).toEqual(needs);
+  });
+
+  it.each([['stage:scan', 'scan'], ['stage:bill_bag', 'bill_bag'], ['stage', null], ['stage:', null], ['scan', null]])('reads the staged table of %s', (step, t) => {
+    expect(parseStageStep(step)).toBe(t);
+  });
+
+  it('builds a table\'s indexes early only after every item that writes the table, and finalize waits for them', () => {
+    const items = withEarlyIndexItems(planWorkItems({ steps: ['prepare', 'user', 'bag', 'link', 'scan', 'passwords:1/2', 'finalize'] }));
+    const after = Object.fromEntries(items.map((i) => [i.step, [...i.after].sort()]));
+    // passwords:1/2 writes users beside bag, so user's indexes come after it (in the wave of scan).
+    expect(after['indexes:user']).toEqual(['passwords:1/2', 'user']);
+    expect(after['indexes:bag']).toEqual(['bag']);
+    expect(after.finalize).toEqual(expect.arrayContaining(['indexes:user', 'indexes:bag']));
+    expect(items.map((i) => i.step)).not.toContain('indexes:scan');
+    expect([parseIndexesStep('indexes:bag'), parseIndexesStep('indexes:nope'), parseIndexesStep('bag')]).toEqual(['bag', null, null]);
   });
 
   it.each([

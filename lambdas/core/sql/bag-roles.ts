@@ -1,4 +1,4 @@
-import type { Plan } from '../planner';
+import type { ColumnMapping, Plan, SourcePlan } from '../plan';
 import { escapeIdentifier as id, qualified } from './ident';
 import { sourceFrom, translatedRefExpr } from './mapping';
 import type { MappingContext } from './values';
@@ -23,30 +23,39 @@ export interface BagRoleRef {
 
 const ROLE_TABLE: Readonly<Record<BagRole, string>> = { p: '_mig_bag_parent', c: '_mig_bag_child' };
 
-export function bagRolesNeeded(plan: Plan): boolean {
+export function bagRolesNeeded(plan: Pick<Plan, 'tables'>): boolean {
   const bag = plan.tables.find((t) => t.target === 'bag');
   return bag !== undefined && bag.sources.some((s) => !s.impliedBagType);
 }
 
-export function bagRoleRefs(plan: Plan, ctx: MappingContext): BagRoleRef[] {
-  const out: BagRoleRef[] = [];
+/** Every source column that references a bag as a parent or as a child, with its source. */
+function bagRoleColumns(plan: Pick<Plan, 'tables'>): { source: SourcePlan; role: BagRole; ref: ColumnMapping }[] {
+  const out: { source: SourcePlan; role: BagRole; ref: ColumnMapping }[] = [];
   for (const table of plan.tables.filter((t) => t.target === 'bag' || t.target === 'link')) {
     for (const s of table.sources) {
       const parent = s.columns.find((c) => (c.target === 'parent_id' || c.target === 'parent_bag_id') && c.source);
       const child = s.columns.find((c) => c.target === 'child_bag_id' && c.source);
-      for (const [role, ref] of [['p', parent], ['c', child]] as const) {
-        if (!ref) continue;
-        const key = s.key ? `s.${id(s.key)}::bigint` : 'NULL::bigint';
-        out.push({
-          sourceTable: s.table,
-          role,
-          select: (keys) =>
-            `SELECT ${key} AS source_key, ${translatedRefExpr(ref, ctx)} AS target_id FROM ${sourceFrom(s, ctx)} WHERE s.${id(ref.source!)} IS NOT NULL${keys && s.key ? ` AND s.${id(s.key)} = ANY(${keys})` : ''}`,
-        });
-      }
+      for (const [role, ref] of [['p', parent], ['c', child]] as const) if (ref) out.push({ source: s, role, ref });
     }
   }
   return out;
+}
+
+/** The source tables the roles are read from (what `prepare` waits for: core/work-graph.ts). */
+export function bagRoleSourceTables(plan: Pick<Plan, 'tables'>): string[] {
+  return [...new Set(bagRoleColumns(plan).map((c) => c.source.table))];
+}
+
+export function bagRoleRefs(plan: Plan, ctx: MappingContext): BagRoleRef[] {
+  return bagRoleColumns(plan).map(({ source: s, role, ref }) => {
+    const key = s.key ? `s.${id(s.key)}::bigint` : 'NULL::bigint';
+    return {
+      sourceTable: s.table,
+      role,
+      select: (keys?: string) =>
+        `SELECT ${key} AS source_key, ${translatedRefExpr(ref, ctx)} AS target_id FROM ${sourceFrom(s, ctx)} WHERE s.${id(ref.source!)} IS NOT NULL${keys && s.key ? ` AND s.${id(s.key)} = ANY(${keys})` : ''}`,
+    };
+  });
 }
 
 /** Bulk: the sets of parents and children, from every source row (prepare). */

@@ -203,6 +203,8 @@ export function buildDerivedLinkSelect(
   ctx: MappingContext,
   params: Params,
   range: KeySelection | null,
+  /** The plan also reads link tables: their rows may already link this child (checked per row, by the link table's unique key). */
+  withLinkTables = true,
 ): { text: string; columns: string[] } {
   const derivedOffset = ctx.offsets[derivedSourceName(link)] ?? 0;
   const childId = targetIdExpr(bagSource, ctx);
@@ -211,12 +213,13 @@ export function buildDerivedLinkSelect(
   const bag = qualified(ctx.targetSchema, 'bag');
   // Candidates are migrated bags with a parent reference (a rejected child is already accounted for).
   const where = [`s.${id(link.parentColumn)} IS NOT NULL`, ...rangeWhere(bagSource, range, params), `rc.id IS NOT NULL`];
-  // Derived only where no link row of a link table already says so.
-  where.push(`NOT EXISTS (SELECT 1 FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.parent_bag_id = ${parentRaw} AND l.id <> ${derivedOffset} + ${childId})`);
+  // Derived only where no link row of a link table already says so. Without link tables the only link rows are
+  // derived ones, one per child bag and with the id that this row has: no other row can hold the child.
+  if (withLinkTables) where.push(`NOT EXISTS (SELECT 1 FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.parent_bag_id = ${parentRaw} AND l.id <> ${derivedOffset} + ${childId})`);
   const inner = `SELECT s.${id(link.key)}::bigint AS _key, ${derivedOffset} + ${childId} AS id,
     rp.id::bigint AS parent_bag_id, rc.id::bigint AS child_bag_id, ${runTimeParam(ctx, params)} AS created_at, ${parentRaw} AS _rp,
     s.${id(link.parentColumn)}::bigint AS _vp, (s.${id(link.key)}::bigint)::text AS _rkey,
-    (SELECT l.parent_bag_id FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.id <> ${derivedOffset} + ${childId} LIMIT 1) AS _other_parent
+    ${withLinkTables ? `(SELECT l.parent_bag_id FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.id <> ${derivedOffset} + ${childId} LIMIT 1)` : 'NULL::bigint'} AS _other_parent
   FROM ${fromClause(bagSource, ctx)}
   LEFT JOIN ${bag} rc ON rc.id = ${childId}
   LEFT JOIN ${bag} rp ON rp.id = ${parentRaw}
@@ -266,9 +269,24 @@ export function tableUnits(plan: { readonly tables: readonly TablePlan[] }, tabl
   return units;
 }
 
+/**
+ * The target tables whose unique keys wait until after the load (finalize builds them, from sorted data, instead of
+ * the load keeping them up row by row): every unit of the table is known not to collide on them (`mayConflict`
+ * false), so no batch needs them to detect a duplicate, and no batch reads the table by them. A collision that got
+ * through after all makes the finalize step fail, naming the key, instead of passing unnoticed.
+ */
+export function deferredUniqueKeyTables(plan: { readonly tables: readonly TablePlan[] }, live: boolean): TargetTable[] {
+  return plan.tables
+    .filter((t) => {
+      const units = tableUnits(plan, t, live);
+      return units.length > 0 && units.every((u) => u.mayConflict === false);
+    })
+    .map((t) => t.target);
+}
+
 /** The unit's mapping SELECT over one key range (null: the whole source). */
 export function buildUnitSelect(table: TablePlan, unit: TableUnit, ctx: MappingContext, params: Params, range: KeySelection | null, passwords: PasswordHashes | null = null): { text: string; columns: string[] } {
-  return unit.derived ? buildDerivedLinkSelect(unit.derived, unit.source, ctx, params, range) : buildMappingSelect(table, unit.source, ctx, params, range, passwords);
+  return unit.derived ? buildDerivedLinkSelect(unit.derived, unit.source, ctx, params, range, table.sources.length > 0) : buildMappingSelect(table, unit.source, ctx, params, range, passwords);
 }
 
 /** Target ids of a unit are `unitOffset + source key`. */
@@ -356,7 +374,8 @@ export function buildBatchInsert(options: BatchInsertOptions, params: Params): S
   const label = params.add(options.sourceLabel);
   const rowJson = options.source ? rejectRowJson(options.sourceSchema, options.source) : 'NULL::jsonb';
   // Tables with unique keys: conflicting rows are skipped (ON CONFLICT) and rejected with the key's
-  // name; the lowest id wins. Tables without: a plain insert (ids already present are filtered out).
+  // name; the lowest id wins. Tables without: a plain insert (ids already present are filtered out), which
+  // inserts every row it is given or fails, so only the rows with a reason are rejected.
   const unique = options.mayConflict ?? UNIQUE_KEYS[target].length > 0;
   const text = `WITH m AS MATERIALIZED (${mapping.text}),
 pre AS (
@@ -374,8 +393,8 @@ rej AS (
   INSERT INTO ${qualified(options.targetSchema, '_migration_reject')} (run_id, target_table, source_table, source_key, reason, row_data)
   SELECT ${run}, ${lit(target)}, ${label}, m._rkey, COALESCE(m._reject, ${conflictReason(target, options.targetSchema)}), ${rowJson}
   FROM m
-  WHERE m._reject IS NOT NULL
-     OR (NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = m.id) AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = m.id))
+  WHERE m._reject IS NOT NULL${unique ? `
+     OR (NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = m.id) AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = m.id))` : ''}
   ON CONFLICT (run_id, source_table, source_key) DO NOTHING
   RETURNING 1
 )

@@ -243,12 +243,12 @@ const SQL_TYPES: Readonly<Record<TargetColumn['type'], string>> = {
   serial: 'SERIAL PRIMARY KEY', integer: 'INTEGER', varchar: 'VARCHAR', text: 'TEXT', boolean: 'BOOLEAN', timestamp: 'TIMESTAMP', float8: 'DOUBLE PRECISION',
 };
 
-function renderColumn(c: TargetColumn): string {
+function renderColumn(c: TargetColumn, withUnique = true): string {
   return [
     escapeIdentifier(c.name),
     `${SQL_TYPES[c.type]}${c.maxLength ? `(${c.maxLength})` : ''}`,
     c.notNull ? 'NOT NULL' : '',
-    c.unique ? 'UNIQUE' : '',
+    c.unique && withUnique ? 'UNIQUE' : '',
     c.default ? `DEFAULT ${c.default}` : '',
     c.check ? `${c.checkName ? `CONSTRAINT ${escapeIdentifier(c.checkName)} ` : ''}CHECK (${c.check})` : '',
   ].filter(Boolean).join(' ');
@@ -259,22 +259,52 @@ export function targetColumn(table: TargetTable, column: string): TargetColumn |
   return TARGET_TABLE_DDL[table].columns.find((c) => c.name === column);
 }
 
-/** The column list of a CREATE TABLE. */
-export function renderColumns(table: TargetTable): string {
+const UNIQUE_CONSTRAINT = /^CONSTRAINT (\S+) UNIQUE (\(.*\))$/;
+
+/** The column list of a CREATE TABLE; `withUnique` false: without the unique keys (renderUniqueKeys adds them). */
+export function renderColumns(table: TargetTable, withUnique = true): string {
   const ddl = TARGET_TABLE_DDL[table];
-  return [...ddl.columns.map(renderColumn), ...(ddl.constraints ?? [])].map((l) => `\n  ${l}`).join(',');
+  const constraints = (ddl.constraints ?? []).filter((c) => withUnique || !UNIQUE_CONSTRAINT.test(c));
+  return [...ddl.columns.map((c) => renderColumn(c, withUnique)), ...constraints].map((l) => `\n  ${l}`).join(',');
 }
 
-/** Phase 1: the schema and the eight tables with keys and checks. Idempotent. */
-export function renderCreateTables(schema: string): string[] {
+/**
+ * Phase 1: the schema and the eight tables with keys and checks. Idempotent. The tables in `deferUniqueKeys`
+ * get their unique keys after the load (renderUniqueKeys, in finalize): see deferredUniqueKeyTables.
+ */
+export function renderCreateTables(schema: string, deferUniqueKeys: readonly TargetTable[] = []): string[] {
   const out = [`CREATE SCHEMA IF NOT EXISTS ${escapeIdentifier(schema)}`];
-  for (const [table, ddl] of Object.entries(TARGET_TABLE_DDL)) {
-    out.push(`CREATE TABLE IF NOT EXISTS ${qualified(schema, table)} (${renderColumns(table as TargetTable)}\n)`);
-    for (const idx of ddl.indexes.filter((i) => i.unique)) {
-      out.push(`CREATE UNIQUE INDEX IF NOT EXISTS ${escapeIdentifier(idx.name)} ON ${qualified(schema, table)} ${idx.on}`);
-    }
+  for (const table of Object.keys(TARGET_TABLE_DDL) as TargetTable[]) {
+    const deferred = deferUniqueKeys.includes(table);
+    out.push(`CREATE TABLE IF NOT EXISTS ${qualified(schema, table)} (${renderColumns(table, !deferred)}\n)`);
+    if (!deferred) out.push(...renderUniqueIndexes(schema, table));
   }
   return out;
+}
+
+function renderUniqueIndexes(schema: string, table: TargetTable): string[] {
+  return TARGET_TABLE_DDL[table].indexes.filter((i) => i.unique)
+    .map((idx) => `CREATE UNIQUE INDEX IF NOT EXISTS ${escapeIdentifier(idx.name)} ON ${qualified(schema, table)} ${idx.on}`);
+}
+
+/**
+ * A table's unique keys, with the names CREATE TABLE gives them (a column's UNIQUE is `<table>_<column>_key`):
+ * in finalize, for a table created without them. Idempotent: a key already there (the table was created with
+ * its keys) is left alone.
+ */
+export function renderUniqueKeys(schema: string, table: TargetTable): string[] {
+  const ddl = TARGET_TABLE_DDL[table];
+  const constraints = [
+    ...ddl.columns.filter((c) => c.unique).map((c) => ({ name: `${table}_${c.name}_key`, columns: `(${escapeIdentifier(c.name)})` })),
+    ...(ddl.constraints ?? []).map((c) => UNIQUE_CONSTRAINT.exec(c)).filter((m) => m !== null).map((m) => ({ name: m[1]!, columns: m[2]! })),
+  ];
+  return [
+    ...constraints.map(({ name, columns }) => {
+      const add = `ALTER TABLE ${qualified(schema, table)} ADD CONSTRAINT ${escapeIdentifier(name)} UNIQUE ${columns}`;
+      return `DO $ddl$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = ${escapeLiteral(name)} AND conrelid = ${escapeLiteral(qualified(schema, table))}::regclass) THEN ${add}; END IF; END $ddl$`;
+    }),
+    ...renderUniqueIndexes(schema, table),
+  ];
 }
 
 /** Phase 3 (after the load): the secondary indexes of one table. Idempotent. */
