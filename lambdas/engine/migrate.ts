@@ -454,7 +454,7 @@ export async function hashPlaintextPasswords(
 /** Plaintext passwords per batch: about 1 s of scrypt on two threads, well inside a time budget. */
 export const PASSWORD_BATCH = 64;
 
-export async function runPasswordsStep(o: StepOptions, step: string, part: { part: number; parts: number }): Promise<StepResult> {
+export async function runPasswordsStep(o: StepOptions, step: string, part: { part: number; through: number; parts: number }): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const user = o.plan.tables.find((t) => t.target === 'user');
   for (const source of user?.sources ?? []) {
@@ -467,7 +467,7 @@ export async function runPasswordsStep(o: StepOptions, step: string, part: { par
 }
 
 /** One source's pending passwords, batch by batch; false when out of time. */
-async function hashSource(o: StepOptions, step: string, part: { part: number; parts: number }, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
+async function hashSource(o: StepOptions, step: string, part: { part: number; through: number; parts: number }, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
   const { client, run } = o;
   const schema = run.targetSchema;
   const ctx = mappingContext(run, o.readSchema ?? run.sourceSchema, {}, 'load');
@@ -481,9 +481,9 @@ async function hashSource(o: StepOptions, step: string, part: { part: number; pa
     const lo = last?.keyHi ?? null;
     const r = await client.query(
       `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col} AS p FROM ${sourceRowsFrom(source, ctx)}
-        WHERE ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL AND mod(mod(hashint8(${key}::bigint)::bigint, $2) + $2, $2) = $3${lo === null ? '' : ` AND ${key} > $4`}
+        WHERE ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL AND mod(mod(hashint8(${key}::bigint)::bigint, $2) + $2, $2) BETWEEN $3 AND $4${lo === null ? '' : ` AND ${key} > $5`}
         ORDER BY ${key} LIMIT $1`,
-      [PASSWORD_BATCH, part.parts, part.part - 1, ...(lo === null ? [] : [lo])],
+      [PASSWORD_BATCH, part.parts, part.part - 1, part.through - 1, ...(lo === null ? [] : [lo])],
     );
     if (r.rows.length === 0) {
       await claimCheckpoint(client, schema, run.runId, step, source.table, { batchNo: COMPLETE, keyLo: lo, keyHi: null });

@@ -113,7 +113,7 @@ describe('the work graph run in parallel', () => {
       try {
         await runEngine(s, { runId: 'graph', batchSize: 7 });
         const { plan, run } = await runGraph(parallel.url, 4);
-        expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/2', 'passwords:2/2']));
+        expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/3', 'passwords:2-3/3']));
         expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
         // The unique keys built after the load (bag, link) are those of tables created with them.
         expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link']);
@@ -126,10 +126,15 @@ describe('the work graph run in parallel', () => {
         const plaintext = await p.query(`SELECT count(*)::int AS n FROM ${q('user')} t JOIN public."user" s ON s.id = t.id WHERE t.password_hash <> s.password AND t.password_hash <> ''`);
         expect(hashed.rows[0].n).toBe(plaintext.rows[0].n);
         expect(plaintext.rows[0].n).toBeGreaterThan(0);
-        // Both parts hash some (the fixture's plaintext users would all fall in one part by parity of the id).
+        // Each part hashes exactly the plaintext users of its buckets (hash of the key mod 3: 0 for the first, 1-2 the second).
         const parts = await p.query(`SELECT step, sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%' GROUP BY 1 ORDER BY 1`);
-        expect(parts.rows.map((r) => r.step)).toEqual(['passwords:1/2', 'passwords:2/2']);
-        for (const r of parts.rows) expect(r.n).toBeGreaterThan(0);
+        const buckets = await p.query(
+          `SELECT count(*) FILTER (WHERE b = 0)::int AS first, count(*) FILTER (WHERE b > 0)::int AS rest
+             FROM (SELECT mod(mod(hashint8(t.id::bigint)::bigint, 3) + 3, 3) AS b FROM ${q('user')} t JOIN public."user" s ON s.id = t.id
+                    WHERE t.password_hash <> s.password AND t.password_hash <> '') x`,
+        );
+        expect(parts.rows.map((r) => [r.step, r.n])).toEqual([['passwords:1/3', buckets.rows[0].first], ['passwords:2-3/3', buckets.rows[0].rest]]);
+        expect(buckets.rows[0].rest).toBeGreaterThan(0);
         expect((await p.query(`SELECT count(*)::int AS n FROM ${q('user')} WHERE password_hash = $1`, [PENDING_PASSWORD_HASH])).rows[0].n).toBe(0);
         // Foreign keys added NOT VALID were all validated.
         const fks = await p.query(`SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::regnamespace ORDER BY 1`, [SCHEMA]);

@@ -3,7 +3,7 @@ import type { Catalog, ColumnInfo, TableInfo } from '../../lambdas/core/catalog'
 import { EMPTY_OVERRIDES } from '../../lambdas/core/mapping-file';
 import { planMigration, type Plan } from '../../lambdas/core/planner';
 import {
-  defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, stepReads, withEarlyIndexItems,
+  defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, passwordSteps, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, stepReads, withEarlyIndexItems,
 } from '../../lambdas/core/work-graph';
 import { TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 
@@ -148,9 +148,17 @@ describe('the migration work graph', () => {
   });
 
   it.each([
-    ['passwords:1/2', { part: 1, parts: 2 }], ['passwords:3/3', { part: 3, parts: 3 }], ['passwords:3/2', null], ['passwords', null], ['user', null],
+    ['passwords:1/2', { part: 1, through: 1, parts: 2 }], ['passwords:3/3', { part: 3, through: 3, parts: 3 }], ['passwords:2-3/3', { part: 2, through: 3, parts: 3 }], ['passwords:3-2/3', null], ['passwords:2-4/3', null], ['passwords:3/2', null], ['passwords', null], ['user', null],
   ])('reads the hashing part of %s', (step, part) => {
     expect(parsePasswordsStep(step)).toEqual(part);
+  });
+
+  it('names the hashing steps by their buckets: a third beside bag, two thirds beside scan', () => {
+    expect(passwordSteps()).toEqual(['passwords:1/3', 'passwords:2-3/3']);
+    expect(passwordSteps([1, 1])).toEqual(['passwords:1/2', 'passwords:2/2']);
+    expect(planWaves({ steps: ['prepare', 'user', 'bag', 'scan', ...passwordSteps(), 'finalize'] })).toEqual(
+      [['prepare'], ['user'], ['bag', 'passwords:1/3'], ['scan', 'passwords:2-3/3', 'indexes:bag'], ['finalize']],
+    );
   });
 
   it('refuses a cycle', () => {
