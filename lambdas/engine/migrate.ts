@@ -557,19 +557,31 @@ function tableIndexSql(schema: string, table: TargetTable): string[] {
   return [...renderUniqueKeys(schema, table), ...renderIndexes(schema, table)];
 }
 
-/** `indexes:<table>` (withEarlyIndexItems): the table's indexes in one transaction, done with its checkpoint. */
+/**
+ * `indexes:<table>` (withEarlyIndexItems): the table's indexes one statement at a time, each in its own transaction with
+ * its checkpoint (a table's many indexes need not fit one invocation: out of time, it returns a cursor and the next
+ * invocation goes on with the next index).
+ */
 async function runIndexesStep(o: StepOptions, step: string, table: TargetTable): Promise<StepResult> {
-  const started = Date.now();
-  await withTransaction(o.client, async () => {
-    await tuneBatchTransaction(o.client);
-    if (!(await claimCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, 'indexes', { batchNo: 1, keyLo: null, keyHi: null }))) return;
-    for (const sql of tableIndexSql(o.run.targetSchema, table)) await o.client.query(sql);
-    await completeCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, 'indexes', 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
-    await markStepDone(o, step);
-  }).catch((err) => {
-    throw toMigrationError(err, `Building the indexes of ${table} (step ${step})`);
-  });
-  return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 1 };
+  const schema = o.run.targetSchema;
+  const statements = tableIndexSql(schema, table);
+  const last = await lastCheckpoint(o.client, schema, o.run.runId, step, 'indexes');
+  let batches = 0;
+  for (let i = last?.batchNo ?? 0; i < statements.length; i++) {
+    if (batches > 0 && outOfTime(o)) return { done: false, cursor: `${step}:${i + 1}/${statements.length}`, migrated: 0, rejected: 0, batches };
+    const started = Date.now();
+    await withTransaction(o.client, async () => {
+      await tuneBatchTransaction(o.client);
+      if (!(await claimCheckpoint(o.client, schema, o.run.runId, step, 'indexes', { batchNo: i + 1, keyLo: i, keyHi: i + 1 }))) return;
+      await o.client.query(statements[i]!);
+      await completeCheckpoint(o.client, schema, o.run.runId, step, 'indexes', i + 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
+    }).catch((err) => {
+      throw toMigrationError(err, `Building the indexes of ${table} (step ${step}, statement ${i + 1} of ${statements.length})`);
+    });
+    batches++;
+  }
+  await withTransaction(o.client, () => markStepDone(o, step));
+  return { done: true, cursor: null, migrated: 0, rejected: 0, batches };
 }
 
 /** One finalize job in its own transaction on `client`, with its checkpoint (a job done meanwhile is skipped). */

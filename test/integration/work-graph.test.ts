@@ -6,6 +6,7 @@ import { PENDING_PASSWORD_HASH } from '../../lambdas/core/transforms';
 import { planWaves } from '../../lambdas/core/work-graph';
 import { analyseSource, assertPlan } from '../../lambdas/engine/analyse';
 import { deferredUniqueKeyTables } from '../../lambdas/core/sql/mapping';
+import { renderIndexes, renderUniqueKeys } from '../../lambdas/core/sql/target-ddl';
 import { createTargetTables, runMigrateStep, type EngineRun, type StepOptions } from '../../lambdas/engine/migrate';
 import { ensureInternalTables, recordRun, updateRun } from '../../lambdas/engine/runs';
 import { verifyRun } from '../../lambdas/engine/verify';
@@ -119,6 +120,9 @@ describe('the work graph run in parallel', () => {
         expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link']);
         expect(await uniqueKeys(p)).toEqual(await uniqueKeys(s));
         expect((await uniqueKeys(p)).filter((d) => /idx_bag_qr_id_unique_ci|uq_parent_child|link_child_bag_id_unique/.test(d))).toHaveLength(5);
+        // bag's indexes (an indexes:bag item beside scan) one statement per invocation on the zero budget, each checkpointed.
+        const indexBatches = await p.query(`SELECT count(*)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step = 'indexes:bag' AND source_table = 'indexes'`);
+        expect(indexBatches.rows[0].n).toBe(renderUniqueKeys(SCHEMA, 'bag').length + renderIndexes(SCHEMA, 'bag').length);
         // Each key range once: no batch of any step claimed twice, and the hashing step wrote each pending row once.
         const twice = await p.query(`SELECT step, source_table, key_lo FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND batch_no > 0 GROUP BY 1, 2, 3 HAVING count(*) > 1`);
         expect(twice.rows).toEqual([]);
