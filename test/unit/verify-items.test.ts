@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assertCurrentItem, EMPTY_RANGE_RESULT, mergeRange, nextChunk, nextTargetChunk, parseItemRef, itemRef, planUnitRanges, resolveVerifySizes, type RangeResult } from '../../lambdas/core/verify-items';
+import { assertCurrentItem, DEFAULT_VERIFY_SIZES, EMPTY_RANGE_RESULT, mergeRange, nextChunk, nextTargetChunk, parseItemRef, itemRef, planUnitRanges, resolveVerifySizes, type RangeResult } from '../../lambdas/core/verify-items';
 
 const sizes = resolveVerifySizes({ bucketWidth: 10, itemKeys: 40, chunkKeys: 20, maxItemsPerUnit: 3 });
 
@@ -72,5 +72,12 @@ describe('verification items', () => {
   it('names items as <round>/<number>', () => {
     expect(parseItemRef(itemRef('mk1abc', 12))).toEqual({ round: 'mk1abc', itemNo: 12 });
     expect(parseItemRef('12')).toBeNull();
+  });
+});
+
+describe('default verification sizes', () => {
+  it('plan at most 8 items per unit however big it is (the history of a 50 M-row run stays far from the limit), about 500,000 keys each below that', () => {
+    expect(planUnitRanges({ min: 1, max: 29_700_000 }, DEFAULT_VERIFY_SIZES)).toHaveLength(8);
+    expect(planUnitRanges({ min: 1, max: 3_000_000 }, DEFAULT_VERIFY_SIZES)).toHaveLength(7);
   });
 });
