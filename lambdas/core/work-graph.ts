@@ -48,7 +48,6 @@ export const PASSWORDS_STEP = 'passwords';
  * it at scale 1 (bag 5.1 s, passwords:1/2 8.1 s), while the last wave hides its share behind the scan load.
  */
 export const PASSWORD_SHARES: readonly number[] = [1, 2];
-export const PASSWORD_PARTS = PASSWORD_SHARES.length;
 
 /**
  * The plan's hashing steps: `passwords:<first>[-<last>]/<buckets>`, the buckets (hash of the key mod <buckets>, plus one)
@@ -64,8 +63,15 @@ export function passwordSteps(shares: readonly number[] = PASSWORD_SHARES): stri
   });
 }
 
+/** The buckets a hashing step takes: part..through (1-based) of `parts`. */
+export interface PasswordBuckets {
+  readonly part: number;
+  readonly through: number;
+  readonly parts: number;
+}
+
 /** The buckets of a hashing step (`passwords:2-3/3` → { part: 2, through: 3, parts: 3 }), null for any other step. */
-export function parsePasswordsStep(step: string): { readonly part: number; readonly through: number; readonly parts: number } | null {
+export function parsePasswordsStep(step: string): PasswordBuckets | null {
   const m = /^passwords:([0-9]+)(?:-([0-9]+))?\/([0-9]+)$/.exec(step);
   if (!m) return null;
   const part = Number(m[1]);

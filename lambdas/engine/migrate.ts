@@ -4,7 +4,7 @@ import type { Plan, SourcePlan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, type TargetTable } from '../core/rules';
 import { plaintextPasswordSql } from '../core/sql/values';
 import { PENDING_PASSWORD_HASH } from '../core/transforms';
-import { defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, planFinalizeJobs, type FinalizeJob } from '../core/work-graph';
+import { defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, planFinalizeJobs, type FinalizeJob, type PasswordBuckets } from '../core/work-graph';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
@@ -442,11 +442,11 @@ export async function hashPlaintextPasswords(
 // ---------------------------------------------------------------- passwords
 
 /**
- * The `passwords:<part>/<parts>` steps: the legacy plaintext passwords that the user batches left pending
+ * The `passwords:<part>[-<through>]/<parts>` steps: the legacy plaintext passwords that the user batches left pending
  * (PENDING_PASSWORD_HASH, see defersPasswordHashing) are hashed the werkzeug way (scrypt, random
- * 16-character salt, as in the batches) and written over the pending value, by key; part i of k takes the keys
- * whose hash (hashint8) mod k is i − 1: disjoint, so no key is hashed by two parts, and even where the legacy
- * plaintext rows have ids of one parity (the seeded data's do). They depend only on the `user` step, so their CPU time (~34 ms of scrypt per password) overlaps the bag/scan/link loads
+ * 16-character salt, as in the batches) and written over the pending value, by key; a step takes the keys whose
+ * hash (hashint8) mod <parts> is part − 1 to through − 1: disjoint, so no key is hashed by two steps, and even where
+ * the legacy plaintext rows have ids of one parity (the seeded data's do). They depend only on the `user` step, so their CPU time (~34 ms of scrypt per password) overlaps the bag/scan/link loads
  * instead of delaying them. Batches of PASSWORD_BATCH keys; each batch is one transaction with its
  * checkpoint, so a key is hashed into the target exactly once however invocations interleave or retry.
  */
@@ -454,7 +454,7 @@ export async function hashPlaintextPasswords(
 /** Plaintext passwords per batch: about 1 s of scrypt on two threads, well inside a time budget. */
 export const PASSWORD_BATCH = 64;
 
-export async function runPasswordsStep(o: StepOptions, step: string, part: { part: number; through: number; parts: number }): Promise<StepResult> {
+export async function runPasswordsStep(o: StepOptions, step: string, part: PasswordBuckets): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const user = o.plan.tables.find((t) => t.target === 'user');
   for (const source of user?.sources ?? []) {
@@ -467,7 +467,7 @@ export async function runPasswordsStep(o: StepOptions, step: string, part: { par
 }
 
 /** One source's pending passwords, batch by batch; false when out of time. */
-async function hashSource(o: StepOptions, step: string, part: { part: number; through: number; parts: number }, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
+async function hashSource(o: StepOptions, step: string, part: PasswordBuckets, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
   const { client, run } = o;
   const schema = run.targetSchema;
   const ctx = mappingContext(run, o.readSchema ?? run.sourceSchema, {}, 'load');
@@ -477,7 +477,7 @@ async function hashSource(o: StepOptions, step: string, part: { part: number; th
   for (;;) {
     const last = await lastCheckpoint(client, schema, run.runId, step, source.table);
     if (last?.batchNo === COMPLETE) return true;
-    if (totals.batches > 0 && (Date.now() >= o.deadline || (o.shouldStop?.() ?? false))) return false;
+    if (totals.batches > 0 && outOfTime(o)) return false;
     const lo = last?.keyHi ?? null;
     const r = await client.query(
       `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col} AS p FROM ${sourceRowsFrom(source, ctx)}

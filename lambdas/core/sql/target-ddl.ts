@@ -299,10 +299,7 @@ export function renderUniqueKeys(schema: string, table: TargetTable): string[] {
     ...(ddl.constraints ?? []).map((c) => UNIQUE_CONSTRAINT.exec(c)).filter((m) => m !== null).map((m) => ({ name: m[1]!, columns: m[2]! })),
   ];
   return [
-    ...constraints.map(({ name, columns }) => {
-      const add = `ALTER TABLE ${qualified(schema, table)} ADD CONSTRAINT ${escapeIdentifier(name)} UNIQUE ${columns}`;
-      return `DO $ddl$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = ${escapeLiteral(name)} AND conrelid = ${escapeLiteral(qualified(schema, table))}::regclass) THEN ${add}; END IF; END $ddl$`;
-    }),
+    ...constraints.map(({ name, columns }) => addConstraintIfMissing(schema, table, name, `UNIQUE ${columns}`)),
     ...renderUniqueIndexes(schema, table),
   ];
 }
@@ -318,10 +315,14 @@ export function renderIndexes(schema: string, table: TargetTable): string[] {
  * then checks the rows under a lock that lets the other tables' validations run beside it. Idempotent.
  */
 export function renderForeignKeys(schema: string, table: TargetTable, options: { notValid?: boolean } = { notValid: true }): string[] {
-  return TARGET_TABLE_DDL[table].foreignKeys.map((fk) => {
-    const add = `ALTER TABLE ${qualified(schema, table)} ADD CONSTRAINT ${escapeIdentifier(fk.name)} FOREIGN KEY (${escapeIdentifier(fk.column)}) REFERENCES ${qualified(schema, fk.ref)}(id)${fk.onDelete ? ` ON DELETE ${fk.onDelete}` : ''}${options.notValid ? ' NOT VALID' : ''}`;
-    return `DO $ddl$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = ${escapeLiteral(fk.name)} AND conrelid = ${escapeLiteral(qualified(schema, table))}::regclass) THEN ${add}; END IF; END $ddl$`;
-  });
+  return TARGET_TABLE_DDL[table].foreignKeys.map((fk) =>
+    addConstraintIfMissing(schema, table, fk.name, `FOREIGN KEY (${escapeIdentifier(fk.column)}) REFERENCES ${qualified(schema, fk.ref)}(id)${fk.onDelete ? ` ON DELETE ${fk.onDelete}` : ''}${options.notValid ? ' NOT VALID' : ''}`));
+}
+
+/** ALTER TABLE … ADD CONSTRAINT, unless the table already has a constraint of that name (idempotent DDL). */
+function addConstraintIfMissing(schema: string, table: TargetTable, name: string, definition: string): string {
+  const add = `ALTER TABLE ${qualified(schema, table)} ADD CONSTRAINT ${escapeIdentifier(name)} ${definition}`;
+  return `DO $ddl$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = ${escapeLiteral(name)} AND conrelid = ${escapeLiteral(qualified(schema, table))}::regclass) THEN ${add}; END IF; END $ddl$`;
 }
 
 /** The single-connection form (the bench's floor): indexes, then foreign keys checked as they are added. */
