@@ -11,7 +11,9 @@ import {
   buildUnitSelect,
   createdAtExpr,
   derivedSourceName,
+  duplicateCheckedTables,
   foldedQrExpr,
+  renderDuplicateKeyCheck,
   sourceFrom,
   sourceRowsFrom,
   targetIdExpr,
@@ -25,7 +27,7 @@ import {
 } from '../core/sql/mapping';
 import { bagRoleRefs, bagRolesNeeded, renderBagRefsFill, renderBagRoleSets } from '../core/sql/bag-roles';
 import { renderComputeSummaries } from '../core/sql/derived';
-import { renderAnalyze, renderCreateTables, renderForeignKeys, renderIndexes, renderResetSequence, renderUniqueKeys, renderValidateForeignKeys, WORK_TABLES } from '../core/sql/target-ddl';
+import { renderAnalyze, renderCreateTables, renderForeignKeys, renderIndexes, renderResetSequence, renderUniqueKeys, renderValidateForeignKeys, uniqueConstraints, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
 import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, ensureInternalTables, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
 
@@ -274,8 +276,10 @@ export async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: Ma
 async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const offsets = await loadOffsets(o.client, o.run.targetSchema);
+  const checked = duplicateCheckedTables(o.plan, o.run.live === true).includes(table.target);
+  const plain = checked && !(await uniqueKeysAtLoad(o, table, mappingContext(o.run, o.readSchema ?? o.run.sourceSchema, offsets, 'load')));
   for (const unit of tableUnits(o.plan, table, o.run.live === true)) {
-    const r = await migrateUnit(o, table, unit, offsets, totals);
+    const r = await migrateUnit(o, table, plain ? { ...unit, mayConflict: false } : unit, offsets, totals);
     if (!r.done) return { ...totals, done: false, cursor: r.cursor };
   }
   const extra: Record<string, unknown> = {};
@@ -292,6 +296,33 @@ async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResul
     throw toMigrationError(err, `Vacuuming ${table.target} after its step`);
   });
   return { ...totals, done: true, cursor: null };
+}
+
+/**
+ * Whether the batches of a duplicate-checked table (duplicateCheckedTables) load it with its unique keys, decided once
+ * before its first batch and recorded, in the same transaction, in the step's record (`uniqueKeysAtLoad`); the table's
+ * lock makes a second invocation wait for the first's decision and read it. True where the table already has its
+ * keys (created by an earlier version) or where two source rows share a key: then the keys are added now, on the
+ * empty table, and the batches skip and reject collisions. False: the batches are plain inserts; finalize builds the keys.
+ */
+async function uniqueKeysAtLoad(o: StepOptions, table: TablePlan, ctx: MappingContext): Promise<boolean> {
+  const { client, run } = o;
+  const schema = run.targetSchema;
+  const step = `migrate:${table.target}`;
+  const recorded = async () => (await client.query(`SELECT steps -> $2::text -> 'uniqueKeysAtLoad' AS v FROM ${qualified(schema, '_migration_run')} WHERE run_id = $1`, [run.runId, step])).rows[0]?.v;
+  const first = await recorded();
+  if (typeof first === 'boolean') return first;
+  return withTransaction(client, async () => {
+    await client.query(`LOCK TABLE ${qualified(schema, table.target)} IN SHARE ROW EXCLUSIVE MODE`);
+    const again = await recorded();
+    if (typeof again === 'boolean') return again;
+    const names = uniqueConstraints(table.target).map((c) => c.name);
+    const present = await client.query(`SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND conname = ANY($2::text[])`, [qualified(schema, table.target), names]);
+    const atLoad = (present.rowCount ?? 0) > 0 || Boolean((await client.query(renderDuplicateKeyCheck(table, ctx))).rows[0].duplicate);
+    if (atLoad) for (const sql of renderUniqueKeys(schema, table.target)) await client.query(sql);
+    await recordStep(client, schema, run.runId, step, { uniqueKeysAtLoad: atLoad });
+    return atLoad;
+  });
 }
 
 /** bag.parent_id was loaded as read; a parent that was never migrated becomes NULL (link rows say why). */

@@ -62,6 +62,12 @@ async function uniqueKeys(c: pg.ClientBase): Promise<string[]> {
   return [...idx.rows.map((r) => r.def as string), ...con.rows.map((r) => r.def as string)];
 }
 
+/** The decision of a duplicate-checked table's step: loaded with its unique keys (true) or without them (false). */
+async function uniqueKeysAtLoad(c: pg.ClientBase, runId: string, table: string): Promise<unknown> {
+  const r = await c.query(`SELECT steps -> $2::text -> 'uniqueKeysAtLoad' AS v FROM ${q('_migration_run')} WHERE run_id = $1`, [runId, `migrate:${table}`]);
+  return r.rows[0]?.v ?? null;
+}
+
 /** The workflow's shape in-process: waves in order, up to `concurrency` items at once, each item twice at once, on zero budgets. */
 async function runGraph(url: string, concurrency: number): Promise<{ plan: Plan; run: EngineRun; extraConnections: number }> {
   const c = await connected(url);
@@ -117,7 +123,9 @@ describe('the work graph run in parallel', () => {
         expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/3', 'passwords:2-3/3']));
         expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
         // The unique keys built after the load (bag, link) are those of tables created with them.
-        expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link']);
+        expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link', 'bill_bag']);
+        // bill_bag has no two rows with the same bill and bag: its batches were plain inserts, its key built in finalize.
+        expect(await uniqueKeysAtLoad(p, run.runId, 'bill_bag')).toBe(false);
         expect(await uniqueKeys(p)).toEqual(await uniqueKeys(s));
         expect((await uniqueKeys(p)).filter((d) => /idx_bag_qr_id_unique_ci|uq_parent_child|link_child_bag_id_unique/.test(d))).toHaveLength(5);
         // bag's indexes (an indexes:bag item beside scan) one statement per invocation on the zero budget, each checkpointed.
@@ -144,6 +152,43 @@ describe('the work graph run in parallel', () => {
         const fks = await p.query(`SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::regnamespace ORDER BY 1`, [SCHEMA]);
         expect(fks.rows.length).toBeGreaterThan(0);
         expect(fks.rows.filter((r) => !r.convalidated)).toEqual([]);
+        const verdict = await verifyRun({ client: p, run, plan });
+        expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
+      } finally {
+        await s.end();
+        await p.end();
+      }
+    } finally {
+      await sequential.drop();
+      await parallel.drop();
+    }
+  }, 120_000);
+
+  it('bill_bag rows with the same bill and bag: the key is there from the first batch, the lowest key kept and the others rejected, as one at a time', async () => {
+    const sequential = await createTestDatabase('wds');
+    const parallel = await createTestDatabase('wdp');
+    try {
+      // 13 repeats 9's pair in the same batch (keys 8-14 at batch size 7), 14 repeats 2's in a later batch.
+      const duplicates = `INSERT INTO public.bill_bag (id, bill_id, bag_id, created_at) VALUES (13, 9, 9, '2024-02-01 10:00:00'), (14, 1, 2, '2024-02-01 10:01:00')`;
+      for (const db of [sequential, parallel]) {
+        await loadFixture(db.url, 'a');
+        const c = await connected(db.url);
+        await c.query(duplicates).finally(() => c.end());
+      }
+      const s = await connected(sequential.url);
+      const p = await connected(parallel.url);
+      try {
+        await runEngine(s, { runId: 'graph', batchSize: 7 });
+        const { plan, run } = await runGraph(parallel.url, 4);
+        expect(await uniqueKeysAtLoad(p, run.runId, 'bill_bag')).toBe(true);
+        expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
+        const kept = await p.query(`SELECT id FROM ${q('bill_bag')} WHERE id IN (2, 9, 13, 14) ORDER BY id`);
+        expect(kept.rows.map((r) => r.id)).toEqual([2, 9]);
+        const rejected = await p.query(`SELECT source_key, reason FROM ${q('_migration_reject')} WHERE source_table = 'bill_bag' AND source_key IN ('13', '14') ORDER BY 1`);
+        expect(rejected.rows).toEqual([
+          { source_key: '13', reason: 'duplicate bill/bag pair: 9/9 is already used by another row' },
+          { source_key: '14', reason: 'duplicate bill/bag pair: 1/2 is already used by another row' },
+        ]);
         const verdict = await verifyRun({ client: p, run, plan });
         expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
       } finally {

@@ -276,12 +276,51 @@ export function tableUnits(plan: { readonly tables: readonly TablePlan[] }, tabl
  * through after all makes the finalize step fail, naming the key, instead of passing unnoticed.
  */
 export function deferredUniqueKeyTables(plan: { readonly tables: readonly TablePlan[] }, live: boolean): TargetTable[] {
+  const checked = duplicateCheckedTables(plan, live);
   return plan.tables
     .filter((t) => {
       const units = tableUnits(plan, t, live);
-      return units.length > 0 && units.every((u) => u.mayConflict === false);
+      return units.length > 0 && (units.every((u) => u.mayConflict === false) || checked.includes(t.target));
     })
     .map((t) => t.target);
+}
+
+/**
+ * Tables whose unique keys are made of references only (bill_bag's bill/bag pair), in a run without capture: a mapped
+ * reference is its translated source value or NULL, so two rows can only collide on such a key where their translated
+ * source values do. The table's step looks for such a pair once, before its first batch (renderDuplicateKeyCheck):
+ * none (the usual case), and its batches are plain inserts and finalize builds the key, from sorted data, after the
+ * load; one, and the step adds the key before the first batch, whose batches then skip and reject the later rows of
+ * a pair as before. (At scale 1, 1,000,000 bill_bag rows: 1.6 s a 200,000-row batch with the key and ON CONFLICT, 0.7 s without.)
+ */
+export function duplicateCheckedTables(plan: { readonly tables: readonly TablePlan[] }, live: boolean): TargetTable[] {
+  if (live) return [];
+  return plan.tables
+    .filter((t) => t.sources.length > 0 && t.derivedLinks.length === 0 && UNIQUE_KEYS[t.target].length > 0)
+    .filter((t) => !tableUnits(plan, t, live).every((u) => u.mayConflict === false))
+    .filter((t) => UNIQUE_KEYS[t.target].every((k) => !k.expr && k.columns.every((c) => t.sources.every((s) => keyReference(s, c) !== null))))
+    .map((t) => t.target);
+}
+
+/** A source's mapping of a key column when it is a reference read from a source column (null otherwise). */
+function keyReference(source: SourcePlan, column: string): ColumnMapping | null {
+  const m = source.columns.find((x) => x.target === column);
+  return m && m.kind === 'ref' && m.source && !source.singleBag && includedColumn(m, source) ? m : null;
+}
+
+/**
+ * One row, `duplicate`: whether two source rows (with a usable id) of a duplicate-checked table have the same translated
+ * values of one of its unique keys (NULLs never collide: a unique key treats them as distinct).
+ */
+export function renderDuplicateKeyCheck(table: TablePlan, ctx: MappingContext): string {
+  const checks = UNIQUE_KEYS[table.target].map((key) => {
+    const names = key.columns.map((_, i) => `_k${i + 1}`);
+    const union = table.sources
+      .map((s) => `SELECT ${key.columns.map((c, i) => `${translatedRefExpr(keyReference(s, c)!, ctx)} AS ${names[i]}`).join(', ')} FROM ${sourceFrom(s, ctx)}`)
+      .join('\n      UNION ALL\n      ');
+    return `EXISTS (SELECT 1 FROM (\n      ${union}) k WHERE ${names.map((n) => `${n} IS NOT NULL`).join(' AND ')} GROUP BY ${names.join(', ')} HAVING count(*) > 1)`;
+  });
+  return `SELECT (${checks.join(' OR ')}) AS duplicate`;
 }
 
 /** The unit's mapping SELECT over one key range (null: the whole source). */

@@ -293,14 +293,18 @@ function renderUniqueIndexes(schema: string, table: TargetTable): string[] {
  * its keys) is left alone.
  */
 export function renderUniqueKeys(schema: string, table: TargetTable): string[] {
+  return [
+    ...uniqueConstraints(table).map(({ name, columns }) => addConstraintIfMissing(schema, table, name, `UNIQUE ${columns}`)),
+    ...renderUniqueIndexes(schema, table),
+  ];
+}
+
+/** A table's unique constraints (not its unique indexes), with the names CREATE TABLE gives them. */
+export function uniqueConstraints(table: TargetTable): { name: string; columns: string }[] {
   const ddl = TARGET_TABLE_DDL[table];
-  const constraints = [
+  return [
     ...ddl.columns.filter((c) => c.unique).map((c) => ({ name: `${table}_${c.name}_key`, columns: `(${escapeIdentifier(c.name)})` })),
     ...(ddl.constraints ?? []).map((c) => UNIQUE_CONSTRAINT.exec(c)).filter((m) => m !== null).map((m) => ({ name: m[1]!, columns: m[2]! })),
-  ];
-  return [
-    ...constraints.map(({ name, columns }) => addConstraintIfMissing(schema, table, name, `UNIQUE ${columns}`)),
-    ...renderUniqueIndexes(schema, table),
   ];
 }
 
