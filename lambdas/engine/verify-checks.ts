@@ -13,7 +13,7 @@ import {
   type TableUnit,
   type MappingContext,
 } from '../core/sql/mapping';
-import { TARGET_TABLE_DDL } from '../core/sql/target-ddl';
+import { indexedReference, TARGET_TABLE_DDL } from '../core/sql/target-ddl';
 import { compareBuckets, rowHashExpr, type Bucket, type BucketMismatch, type CheckResult } from '../core/verify';
 import type { RangeResult, RejectedLinks } from '../core/verify-items';
 import { READINESS_LIST_LIMIT } from '../core/verify-target-items';
@@ -267,9 +267,19 @@ export function orphanCheckNames(): string[] {
   return [...orphanRefs().map((r) => `orphans:${r.table}.${r.column}`), 'orphans:scan.bag'];
 }
 
-/** Target tables that hold a reference (each is one orphans item). */
+/** References checked by the values they hold (an index leads with them: `references` items), or else by the rows holding them (`orphans` items). */
+export function checkedByValue(r: { table: TargetTable; column: string }): boolean {
+  return indexedReference(r.table, r.column);
+}
+
+/** Target tables with a reference checked row by row, and scan (its scans naming no bag): one orphans item each. */
 export function referencingTables(): TargetTable[] {
-  return [...new Set([...orphanRefs().map((r) => r.table), 'scan' as TargetTable])];
+  return [...new Set([...orphanRefs().filter((r) => !checkedByValue(r)).map((r) => r.table), 'scan' as TargetTable])];
+}
+
+/** Target tables referenced by a reference checked by value: one references item each. */
+export function referencedTables(): TargetTable[] {
+  return [...new Set(orphanRefs().filter(checkedByValue).map((r) => r.ref))];
 }
 
 export async function sequenceChecks(client: pg.ClientBase, schema: string): Promise<CheckResult[]> {

@@ -15,7 +15,7 @@ import {
 } from '../core/verify-target-items';
 import { checkPasswordWerkzeug } from '../io/password';
 import type { EngineRun } from './migrate';
-import { orphanRefs } from './verify-checks';
+import { checkedByValue, orphanRefs } from './verify-checks';
 
 /**
  * The checks over target tables, each over one range of target ids (Verify's orphans, summaries and users
@@ -47,11 +47,31 @@ function bounds(col: string, r: TargetIdRange): string {
   return [r.lo === null ? 'TRUE' : `${col} > ${r.lo}`, r.hi === null ? 'TRUE' : `${col} <= ${r.hi}`].join(' AND ');
 }
 
-/** The orphans of the references one target table holds (and, for scans, those naming no bag), over an id range. */
+/**
+ * The orphans of the references into `ref` checked by value (verify-checks.ts checkedByValue), among the values in a range of
+ * `ref`'s ids: the values read in order from the index that leads with them, matched against `ref`'s primary key (a merge
+ * anti-join, both sides index-only where the pages are all-visible). Only a range with orphans reads their rows, for the first ids.
+ */
+export async function referenceOrphanCounts(client: pg.ClientBase, schema: string, ref: TargetTable, range: KeyRange): Promise<OrphanCount[]> {
+  const out: OrphanCount[] = [];
+  const q = (t: string) => qualified(schema, t);
+  for (const r of orphanRefs().filter((x) => x.ref === ref && checkedByValue(x))) {
+    const params = new Params();
+    const ids = idRange(range, params);
+    const col = `c.${id(r.column)}`;
+    const where = `${col} IS NOT NULL AND ${bounds(col, ids)} AND NOT EXISTS (SELECT 1 FROM ${q(r.ref)} p WHERE p.id = ${col})`;
+    const n = Number((await client.query(`SELECT count(*)::bigint AS n FROM ${q(r.table)} c WHERE ${where}`, params.values)).rows[0].n);
+    const sample = n === 0 ? [] : (await client.query(`SELECT c.id FROM ${q(r.table)} c WHERE ${where} ORDER BY c.id LIMIT ${SAMPLE}`, params.values)).rows.map((x) => Number(x.id));
+    out.push({ name: `orphans:${r.table}.${r.column}`, table: r.table, column: r.column, ref: r.ref, n, sample });
+  }
+  return out;
+}
+
+/** The orphans of the references one target table holds that are checked row by row (and, for scans, those naming no bag), over an id range. */
 export async function orphanCounts(client: pg.ClientBase, schema: string, table: TargetTable, range: KeyRange): Promise<OrphanCount[]> {
   const out: OrphanCount[] = [];
   const q = (t: string) => qualified(schema, t);
-  for (const r of orphanRefs().filter((x) => x.table === table)) {
+  for (const r of orphanRefs().filter((x) => x.table === table && !checkedByValue(x))) {
     const params = new Params();
     const ids = idRange(range, params);
     const res = await client.query(

@@ -39,12 +39,13 @@ import {
   keySpan,
   orphanCheckNames,
   rangeChunk,
+  referencedTables,
   referencingTables,
   rejectedLinks,
   sequenceChecks,
   unitsFor,
 } from './verify-checks';
-import { nextTargetIds, orphanCounts, summaryCounts, targetSpan, userCounts } from './verify-target-checks';
+import { nextTargetIds, orphanCounts, referenceOrphanCounts, summaryCounts, targetSpan, userCounts } from './verify-target-checks';
 
 /**
  * Verify (MIGRATION_SPEC.md §3) as work items: `planVerification` lists them (one per unit and key range of
@@ -108,7 +109,8 @@ async function planItems(o: VerifyOptions, sizes: VerifySizes): Promise<{ spec: 
     const ranges = planUnitRanges(span, targetRangeSizes(make({ lo: null, hi: null }), sizes));
     for (const r of ranges) out.push({ spec: make(r), weight: weight / ranges.length });
   };
-  for (const table of referencingTables()) await overIds(table, (r) => ({ kind: 'orphans', table, ...r }), rows(table) / 2);
+  for (const table of referencingTables()) await overIds(table, (r) => ({ kind: 'orphans', table, ...r }), rows(table) / 10);
+  for (const ref of referencedTables()) await overIds(ref, (r) => ({ kind: 'references', ref, ...r }), rows(ref));
   for (const table of o.plan.tables) out.push({ spec: { kind: 'extra', table: table.target }, weight: rowsOf(table) / 10 });
   await overIds('user', (r) => ({ kind: 'users', ...r }), rows('user') * 100);
   for (const table of ['bag', 'bill'] as const) if (planned.has(table)) await overIds(table, (r) => ({ kind: 'summaries', table, ...r }), table === 'bag' ? rows('bag') / 2 : rows('bill_bag') / 2);
@@ -216,6 +218,7 @@ async function targetRangeChunk(o: ItemOptions, row: ItemRow, spec: TargetRangeS
   const prev = row.chunks === 0 ? null : row.result;
   let chunk: ItemResult;
   if (spec.kind === 'orphans') chunk = { kind: 'orphans', orphans: await orphanCounts(client, run.targetSchema, spec.table, range), ...liveField };
+  else if (spec.kind === 'references') chunk = { kind: 'orphans', orphans: await referenceOrphanCounts(client, run.targetSchema, spec.ref, range), ...liveField };
   else if (spec.kind === 'summaries') chunk = { kind: 'summaries', summaries: await summaryCounts(client, run.targetSchema, plan, spec.table, ctx.offsets, range), ...liveField };
   else {
     // Each item checks its first three rehashed users per source with werkzeug; the sum keeps the first three of all (the single pass's).

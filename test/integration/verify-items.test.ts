@@ -143,6 +143,8 @@ describe('Verify as resumable work items', () => {
       // Breaks past the foreign keys (replica role): a scan of a missing user, in the last id range.
       await c.query(`SET session_replication_role = replica`);
       await c.query(`UPDATE tracetrack.scan SET user_id = 987654 WHERE id = (SELECT max(id) FROM tracetrack.scan)`);
+      // And a bill_bag row of a bag id below every bag's (references are checked by the values they hold, in ranges of bag ids).
+      const belowBags = (await c.query(`UPDATE tracetrack.bill_bag SET bag_id = -5 WHERE id = (SELECT min(id) FROM tracetrack.bill_bag) RETURNING id`)).rows[0].id;
       await c.query(`RESET session_replication_role`);
       // A parent's child count and a bill's total off by one; a scan that references no bag.
       await c.query(`UPDATE tracetrack.bag SET child_count = child_count + 1 WHERE id = (SELECT max(id) FROM tracetrack.bag WHERE type = 'parent')`);
@@ -159,6 +161,7 @@ describe('Verify as resumable work items', () => {
       const failed = new Map(broken.checks.filter((x) => !x.passed).map((x) => [x.name, x.detail]));
       expect(failed.get('checksum:scan:scan')).toMatch(new RegExp(`differing keys e\\.g\\. ${moved}(,|$)`));
       expect(failed.get('orphans:scan.user_id')).toMatch(/^1 scan rows reference a missing user \(ids [0-9]+\)$/);
+      expect(failed.get('orphans:bill_bag.bag_id')).toBe(`1 bill_bag rows reference a missing bag (ids ${belowBags})`);
       expect(failed.get('derived:bill.linked_parent_count')).toMatch(/^1 rows differ from the rule .*, e\.g\. ids [0-9]+: run the finalize step again$/);
       expect(failed.get('passwords')).toMatch(/^1 users of user hold their legacy plaintext password; user [0-9]+: the new hash does not accept the legacy password/);
       // A copied summary that disagrees is reported (readiness), not failed.

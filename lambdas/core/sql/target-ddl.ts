@@ -308,6 +308,19 @@ export function uniqueConstraints(table: TargetTable): { name: string; columns: 
   ];
 }
 
+/**
+ * Whether an index of the table (a unique constraint included) leads with the column: its values can be read in order
+ * from the index alone (Verify's references items). `parent_bag_id` of `(parent_bag_id, child_bag_id)`: yes; of `UPPER(qr_id)`: no.
+ */
+export function indexedReference(table: TargetTable, column: string): boolean {
+  const ddl = TARGET_TABLE_DDL[table];
+  const leading = [
+    ...ddl.indexes.map((i) => i.on),
+    ...uniqueConstraints(table).map((c) => c.columns),
+  ].map((on) => /^\(\s*"?([a-z_][a-z0-9_]*)"?\s*[,)]/.exec(on)?.[1] ?? null);
+  return leading.includes(column);
+}
+
 /** Phase 3 (after the load): the secondary indexes of one table. Idempotent. */
 export function renderIndexes(schema: string, table: TargetTable): string[] {
   return TARGET_TABLE_DDL[table].indexes.filter((i) => !i.unique)
