@@ -55,6 +55,10 @@ function bounds(col: string, r: TargetIdRange): string {
 export async function referenceOrphanCounts(client: pg.ClientBase, schema: string, ref: TargetTable, range: KeyRange): Promise<OrphanCount[]> {
   const out: OrphanCount[] = [];
   const q = (t: string) => qualified(schema, t);
+  // In the chunk's transaction only: over a wide range the planner hashes the referenced table and probes it with every
+  // row, which the cache misses make slow: 1.0 s for scan.child_bag_id at scale 1 against 0.21 s merged from both indexes
+  // (all six references into bag: 2.4 s against 0.76 s).
+  await client.query(`SELECT set_config('enable_hashjoin', 'off', true)`);
   for (const r of orphanRefs().filter((x) => x.ref === ref && checkedByValue(x))) {
     const params = new Params();
     const ids = idRange(range, params);
