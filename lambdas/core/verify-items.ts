@@ -49,7 +49,11 @@ export type VerifyItemSpec =
       readonly fingerprint: boolean;
     }
   | { readonly kind: 'extra'; readonly table: TargetTable }
-  | ({ readonly kind: 'orphans'; readonly table: TargetTable } & KeyRange)
+  /**
+   * The table's references checked row by row (the unindexed ones, and scans naming no bag); `byRow` marks the items
+   * planned since the indexed references moved to `references` items (an older item checked them all).
+   */
+  | ({ readonly kind: 'orphans'; readonly table: TargetTable; readonly byRow: true } & KeyRange)
   /**
    * The references into `ref` that an index of their table leads with (indexedReference), over ranges of the values they
    * hold, i.e. of `ref`'s ids: each range's rows are read from that index and matched against `ref`'s primary key in
@@ -198,10 +202,11 @@ export interface RejectedLinks {
  * ranges): an execution upgraded mid-way and redriven plans Verify again instead of mixing the two forms.
  */
 export function assertCurrentItem(spec: VerifyItemSpec, result: ItemResult | null): void {
-  const oldSpec = (spec.kind === 'orphans' || spec.kind === 'users' || spec.kind === 'summaries') && (!('lo' in spec) || (spec.kind === 'summaries' && !spec.table));
+  const oldSpec = ((spec.kind === 'orphans' || spec.kind === 'users' || spec.kind === 'summaries') && (!('lo' in spec) || (spec.kind === 'summaries' && !spec.table)))
+    || (spec.kind === 'orphans' && spec.byRow !== true);
   const oldResult = result !== null && ((result.kind === 'orphans' && !('orphans' in result)) || (result.kind === 'summaries' && !('summaries' in result)) || (result.kind === 'users' && !('sources' in result)));
   if (oldSpec || oldResult) {
-    throw new InputError(`Verification item "${spec.kind}" was planned by an earlier version of the migration (checks over whole tables, without id ranges). Run Verify again from PlanVerify.`);
+    throw new InputError(`Verification item "${spec.kind}" was planned by an earlier version of the migration (checks over whole tables or without references items). Run Verify again from PlanVerify.`);
   }
 }
 

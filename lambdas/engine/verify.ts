@@ -109,7 +109,7 @@ async function planItems(o: VerifyOptions, sizes: VerifySizes): Promise<{ spec: 
     const ranges = planUnitRanges(span, targetRangeSizes(make({ lo: null, hi: null }), sizes));
     for (const r of ranges) out.push({ spec: make(r), weight: weight / ranges.length });
   };
-  for (const table of referencingTables()) await overIds(table, (r) => ({ kind: 'orphans', table, ...r }), rows(table) / 10);
+  for (const table of referencingTables()) await overIds(table, (r) => ({ kind: 'orphans', table, byRow: true, ...r }), rows(table) / 10);
   for (const ref of referencedTables()) await overIds(ref, (r) => ({ kind: 'references', ref, ...r }), rows(ref));
   for (const table of o.plan.tables) out.push({ spec: { kind: 'extra', table: table.target }, weight: rowsOf(table) / 10 });
   await overIds('user', (r) => ({ kind: 'users', ...r }), rows('user') * 100);

@@ -64,6 +64,11 @@ describe('verification items', () => {
   it('refuses items an earlier version planned over whole tables (a redrive after an upgrade plans Verify again)', () => {
     expect(() => assertCurrentItem({ kind: 'summaries' } as never, null)).toThrow(/earlier version.*PlanVerify/);
     expect(() => assertCurrentItem({ kind: 'orphans', table: 'scan' } as never, null)).toThrow(/earlier version/);
+    // An orphans item over id ranges from before the references items checked every reference of its table: its chunks
+    // would now check only the unindexed ones, and the indexed ones would go unchecked.
+    expect(() => assertCurrentItem({ kind: 'orphans', table: 'bag', lo: null, hi: 99 } as never, null)).toThrow(/earlier version.*PlanVerify/);
+    expect(() => assertCurrentItem({ kind: 'orphans', table: 'bag', byRow: true, lo: null, hi: 99 }, null)).not.toThrow();
+    expect(() => assertCurrentItem({ kind: 'references', ref: 'bag', lo: null, hi: 99 }, null)).not.toThrow();
     expect(() => assertCurrentItem({ kind: 'users', lo: null, hi: null }, { kind: 'users', check: {} } as never)).toThrow(/earlier version/);
     expect(() => assertCurrentItem({ kind: 'summaries', table: 'bag', lo: null, hi: 99 }, { kind: 'summaries', summaries: [] })).not.toThrow();
     expect(() => assertCurrentItem({ kind: 'sequences' }, null)).not.toThrow();
