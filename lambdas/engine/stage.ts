@@ -240,8 +240,8 @@ export async function compareStaged(source: pg.ClientBase, target: pg.ClientBase
   const sumHash = (schema: string, t: string) =>
     `SELECT count(*)::bigint AS n, COALESCE(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS h FROM ${qualified(schema, t)} t`;
   for (const name of stagedTables(plan)) {
-    const a = (await source.query(sumHash(run.sourceSchema, name))).rows[0];
-    const b = (await target.query(sumHash(stage, name))).rows[0];
+    // Both sides at once: two servers (or two backends of one), each reading its own copy.
+    const [a, b] = (await Promise.all([source.query(sumHash(run.sourceSchema, name)), target.query(sumHash(stage, name))])).map((r) => r.rows[0]);
     out.push({ table: name, sourceRows: Number(a.n), stagedRows: Number(b.n), match: a.n === b.n && a.h === b.h });
   }
   return out;

@@ -72,6 +72,23 @@ describe('cross-database staging as work items', () => {
   });
 });
 
+describe('cross-database Verify compares the source with its staged copies', () => {
+  it('a source row changed after its table was staged fails staged:<table>, naming the table', async () => {
+    const src = await createTestDatabase('stgv');
+    const tgt = await createTestDatabase('stgw');
+    await loadFixture(src.url, 'a');
+    const d = taskDeps(store.current, src.url, tgt.url);
+    const { run } = await preflightTask({ input: { runId: 'drift-1', batchSize: 4 } }, d);
+    const analysis = await analyseTask({ run }, d);
+    await createSchemaTask({ run }, d);
+    await migrateAllSteps(run, analysis.steps, d);
+    await withTestClient(src.url, (c) => c.query(`UPDATE bill SET description = 'changed after staging' WHERE id = (SELECT min(id) FROM bill)`));
+    const err = await verifyTask({ run }, d).then(() => null, (e: Error) => e);
+    expect(err?.message).toMatch(/staged:bill: source has [0-9]+ rows, the staged copy [0-9]+, or their content differs/);
+    expect(err?.message).not.toMatch(/staged:bag:/);
+  });
+});
+
 describe('cross-database staging formats', () => {
   it('copies a table with a user-defined type (an enum array) as text, the others in binary, and the staged copies verify', async () => {
     const src = await createTestDatabase('stge');
