@@ -265,10 +265,24 @@ export interface FinalizeJob {
   readonly after: readonly string[];
 }
 
-export function planFinalizeJobs(): FinalizeJob[] {
-  const tables: FinalizeJob[] = TARGET_ORDER.map((t) => ({ name: t, kind: 'table', table: t, after: [] }));
+/**
+ * The jobs in the order they start when ready: the tables with the most rows first (their index builds and validations
+ * are the longest), so that the largest does not wait for a free connection while the small ones run. At scale 1 the
+ * scan table's job started 0.36 s after the others in TARGET_ORDER, and its validation last of five.
+ */
+export function planFinalizeJobs(plan: Pick<Plan, 'tables'> = { tables: [] }): FinalizeJob[] {
+  const order = [...TARGET_ORDER].sort((a, b) => tableRows(plan, b) - tableRows(plan, a));
+  const tables: FinalizeJob[] = order.map((t) => ({ name: t, kind: 'table', table: t, after: [] }));
   const fks: FinalizeJob = { name: 'foreign-keys', kind: 'foreign-keys', table: null, after: [...TARGET_ORDER] };
-  const validate: FinalizeJob[] = TARGET_ORDER.filter((t) => TARGET_TABLE_DDL[t].foreignKeys.length)
+  const validate: FinalizeJob[] = order.filter((t) => TARGET_TABLE_DDL[t].foreignKeys.length)
     .map((t) => ({ name: `validate:${t}`, kind: 'validate', table: t, after: [fks.name] }));
   return [...tables, fks, ...validate];
+}
+
+/** A target table's expected rows: its sources' estimates, and for links the bag rows they are derived from. */
+function tableRows(plan: Pick<Plan, 'tables'>, target: TargetTable): number {
+  const table = plan.tables.find((t) => t.target === target);
+  const bag = plan.tables.find((t) => t.target === 'bag');
+  const derived = (table?.derivedLinks ?? []).map((d) => bag?.sources.find((s) => s.table === d.fromSource)?.rowEstimate ?? 0);
+  return [...(table?.sources ?? []).map((s) => s.rowEstimate), ...derived].reduce((a, n) => a + Math.max(n, 0), 0);
 }

@@ -552,7 +552,7 @@ async function hashSource(o: StepOptions, step: string, part: PasswordBuckets, s
  */
 async function finalize(o: StepOptions): Promise<StepResult> {
   const offsets = await loadOffsets(o.client, o.run.targetSchema);
-  const jobs = planFinalizeJobs();
+  const jobs = planFinalizeJobs(o.plan);
   const done = new Set<string>();
   for (const job of jobs) {
     const cp = await lastCheckpoint(o.client, o.run.targetSchema, o.run.runId, 'finalize', job.name);

@@ -175,6 +175,22 @@ describe('the migration work graph', () => {
     for (const j of jobs.filter((x) => x.kind === 'validate')) expect(j.after).toEqual(['foreign-keys']);
   });
 
+  it('finalize starts the tables with the most rows first (derived links count their bag rows)', () => {
+    const source = (table: string, rowEstimate: number) => ({ table, rowEstimate });
+    const plan = {
+      tables: [
+        { target: 'user', sources: [source('users', 10)], derivedLinks: [] },
+        { target: 'bag', sources: [source('bags', 1_000)], derivedLinks: [] },
+        { target: 'link', sources: [], derivedLinks: [{ fromSource: 'bags' }] },
+        { target: 'scan', sources: [source('scans', 3_000)], derivedLinks: [] },
+        { target: 'bill_bag', sources: [source('bill_bags', 900)], derivedLinks: [] },
+      ],
+    } as never;
+    const jobs = planFinalizeJobs(plan);
+    expect(jobs.filter((j) => j.kind === 'table').map((j) => j.name).slice(0, 5)).toEqual(['scan', 'bag', 'link', 'bill_bag', 'user']);
+    expect(jobs.filter((j) => j.kind === 'validate').map((j) => j.name).slice(0, 3)).toEqual(['validate:scan', 'validate:bag', 'validate:link']);
+  });
+
   it.each([
     [false, { key: 'id', idStrategy: 'keep' }, true],
     [true, { key: 'id', idStrategy: 'keep' }, false],
