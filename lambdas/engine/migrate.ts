@@ -638,6 +638,10 @@ async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: Finali
     } else if (job.kind === 'foreign-keys') {
       for (const table of TARGET_ORDER) for (const sql of renderForeignKeys(schema, table)) await client.query(sql);
     } else {
+      // PostgreSQL checks the rows with one anti-join per key, planned with this transaction's settings: hashed, the
+      // referenced ids are probed once per row, with a cache miss each time; merged from the two indexes (the table's
+      // are built by now) they are read in order. Scan's three keys at scale 1: 2.1 s hashed, 0.6 s merged (kept demo DB).
+      await client.query(`SELECT set_config('enable_hashjoin', 'off', true)`);
       for (const sql of renderValidateForeignKeys(schema, job.table!)) await client.query(sql);
     }
     await completeCheckpoint(client, schema, run.runId, 'finalize', job.name, 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
