@@ -1,7 +1,7 @@
 #!/bin/bash
 # CPU accounting beside a bench run (README "Where the misses come from"):
 #   bash test/bench/cpu-sample.sh > cpu.txt &  npm run bench -- --scale 1; kill %1
-# Every 0.5 s one line: time, the machine's busy ticks (user+nice+system+irq+softirq+steal, cumulative, 1/100 s),
+# Bash builtins only (no process started per sample, so the sampler itself stays near 1 % of a core). Every 0.5 s one line: time, the machine's busy ticks (user+nice+system+irq+softirq+steal, cumulative, 1/100 s),
 # and the cumulative ticks of the live node processes (the CLI, its local S3 server). The difference of two lines at
 # the bench's timestamps (CreateSchema done … the last migrate step done, PlanVerify … Verify done, a floor's start …
 # its total) is the CPU that phase used, in hundredths of core-seconds; busy minus node is PostgreSQL's.
@@ -9,7 +9,7 @@ while true; do
   read -r _ u n s _ _ irq sirq st _ < /proc/stat
   nodet=0
   for f in /proc/[0-9]*/stat; do
-    line=$(cat "$f" 2>/dev/null) || continue
+    read -r line < "$f" 2>/dev/null || continue
     comm=${line#*(}; comm=${comm%%)*}
     [[ $comm == node* ]] || continue
     set -- ${line##*) }
