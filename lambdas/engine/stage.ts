@@ -237,10 +237,13 @@ async function copyBatch(o: StageOptions, name: string, copy: { cols: string; wh
 export async function compareStaged(source: pg.ClientBase, target: pg.ClientBase, run: EngineRun, plan: Plan) {
   const stage = stagingSchema(run.targetSchema);
   const out: { table: string; sourceRows: number; stagedRows: number; match: boolean }[] = [];
+  // PostgreSQL's 64-bit text hash (stable across versions and platforms: hash partitioning relies on it) of each row's
+  // text, summed: half the time of the first 64 bits of its md5 cast through bit(64) and numeric (scale 1: 1.6 s a side, against 3.4 s).
   const sumHash = (schema: string, t: string) =>
-    `SELECT count(*)::bigint AS n, COALESCE(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS h FROM ${qualified(schema, t)} t`;
+    `SELECT count(*)::bigint AS n, COALESCE(sum(hashtextextended(t::text, 0)), 0)::text AS h FROM ${qualified(schema, t)} t`;
   for (const name of stagedTables(plan)) {
-    // Both sides at once: two servers (or two backends of one), each reading its own copy.
+    // Both sides at once: two servers (or two backends of one), each reading its own copy (on one two-core server each
+    // query already runs with parallel workers, so there it gains little).
     const [a, b] = (await Promise.all([source.query(sumHash(run.sourceSchema, name)), target.query(sumHash(stage, name))])).map((r) => r.rows[0]);
     out.push({ table: name, sourceRows: Number(a.n), stagedRows: Number(b.n), match: a.n === b.n && a.h === b.h });
   }
