@@ -29,7 +29,7 @@ import { bagRoleRefs, bagRolesNeeded, renderBagRefsFill, renderBagRoleSets } fro
 import { renderComputeSummaries } from '../core/sql/derived';
 import { renderAnalyze, renderCreateTables, renderForeignKeys, renderIndexes, renderResetSequence, renderUniqueKeys, renderValidateForeignKeys, uniqueConstraints, WORK_TABLES } from '../core/sql/target-ddl';
 import { withTransaction, toMigrationError } from '../io/pg';
-import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, ensureInternalTables, lastCheckpoint, recordStep, STEP_DONE_SOURCE } from './runs';
+import { checkpointTotals, claimCheckpoint, completeCheckpoint, COMPLETE, ensureInternalTables, lastCheckpoint, readRun, recordStep, STEP_DONE_SOURCE } from './runs';
 
 /** What every migration step needs to know about its run. */
 export interface EngineRun {
@@ -309,7 +309,7 @@ async function uniqueKeysAtLoad(o: StepOptions, table: TablePlan, ctx: MappingCo
   const { client, run } = o;
   const schema = run.targetSchema;
   const step = `migrate:${table.target}`;
-  const recorded = async () => (await client.query(`SELECT steps -> $2::text -> 'uniqueKeysAtLoad' AS v FROM ${qualified(schema, '_migration_run')} WHERE run_id = $1`, [run.runId, step])).rows[0]?.v;
+  const recorded = async () => (await readRun(client, schema, run.runId))?.steps[step]?.uniqueKeysAtLoad;
   const first = await recorded();
   if (typeof first === 'boolean') return first;
   return withTransaction(client, async () => {

@@ -267,19 +267,17 @@ export function orphanCheckNames(): string[] {
   return [...orphanRefs().map((r) => `orphans:${r.table}.${r.column}`), 'orphans:scan.bag'];
 }
 
-/** References checked by the values they hold (an index leads with them: `references` items), or else by the rows holding them (`orphans` items). */
-export function checkedByValue(r: { table: TargetTable; column: string }): boolean {
-  return indexedReference(r.table, r.column);
-}
-
-/** Target tables with a reference checked row by row, and scan (its scans naming no bag): one orphans item each. */
+/**
+ * Target tables with a reference checked row by row (no index leads with it), and scan (its scans naming no bag): one
+ * orphans item each. A reference that an index leads with (indexedReference) is checked by the values it holds instead.
+ */
 export function referencingTables(): TargetTable[] {
-  return [...new Set([...orphanRefs().filter((r) => !checkedByValue(r)).map((r) => r.table), 'scan' as TargetTable])];
+  return [...new Set([...orphanRefs().filter((r) => !indexedReference(r.table, r.column)).map((r) => r.table), 'scan' as TargetTable])];
 }
 
-/** Target tables referenced by a reference checked by value: one references item each. */
+/** Target tables referenced by a reference that an index leads with: one references item each. */
 export function referencedTables(): TargetTable[] {
-  return [...new Set(orphanRefs().filter(checkedByValue).map((r) => r.ref))];
+  return [...new Set(orphanRefs().filter((r) => indexedReference(r.table, r.column)).map((r) => r.ref))];
 }
 
 export async function sequenceChecks(client: pg.ClientBase, schema: string): Promise<CheckResult[]> {
