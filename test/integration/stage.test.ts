@@ -13,6 +13,18 @@ const checkpoints = (url: string, runId: string) =>
   withTestClient(url, async (c) =>
     (await c.query(`SELECT step, source_table, batch_no, key_lo, key_hi, migrated, rejected FROM tracetrack._migration_checkpoint WHERE run_id = $1 ORDER BY 1, 2, 3`, [runId])).rows);
 
+/** Shape A in a source database of its own, a cross-database run into another, planned and its tables created (Preflight, Analyse, CreateSchema). */
+async function crossRunPlanned(names: [string, string], runId: string) {
+  const src = await createTestDatabase(names[0]);
+  const tgt = await createTestDatabase(names[1]);
+  await loadFixture(src.url, 'a');
+  const d = taskDeps(store.current, src.url, tgt.url);
+  const { run } = await preflightTask({ input: { runId, batchSize: 4 } }, d);
+  const analysis = await analyseTask({ run }, d);
+  await createSchemaTask({ run }, d);
+  return { src, tgt, d, run, analysis };
+}
+
 describe('cross-database staging as work items', () => {
   it('stages each table beside the steps that do not read it (one batch an invocation, each item twice at once), and a redrive changes nothing', async () => {
     const same = await createTestDatabase('stgs');
@@ -52,13 +64,7 @@ describe('cross-database staging as work items', () => {
   });
 
   it('refuses a step whose source tables are not staged yet, naming them, and writes nothing', async () => {
-    const src = await createTestDatabase('stgr');
-    const tgt = await createTestDatabase('stgq');
-    await loadFixture(src.url, 'a');
-    const d = taskDeps(store.current, src.url, tgt.url);
-    const { run } = await preflightTask({ input: { runId: 'early-1', batchSize: 4 } }, d);
-    const analysis = await analyseTask({ run }, d);
-    await createSchemaTask({ run }, d);
+    const { tgt, d, run, analysis } = await crossRunPlanned(['stgr', 'stgq'], 'early-1');
     for (const step of analysis.steps.filter((s) => s === 'stage:bag')) await runStepToEnd(run, step, d);
     await runStepToEnd(run, 'prepare', d);
     await runStepToEnd(run, 'stage:user', d);
@@ -74,13 +80,7 @@ describe('cross-database staging as work items', () => {
 
 describe('cross-database Verify compares the source with its staged copies', () => {
   it('a source row changed after its table was staged fails staged:<table>, naming the table', async () => {
-    const src = await createTestDatabase('stgv');
-    const tgt = await createTestDatabase('stgw');
-    await loadFixture(src.url, 'a');
-    const d = taskDeps(store.current, src.url, tgt.url);
-    const { run } = await preflightTask({ input: { runId: 'drift-1', batchSize: 4 } }, d);
-    const analysis = await analyseTask({ run }, d);
-    await createSchemaTask({ run }, d);
+    const { src, d, run, analysis } = await crossRunPlanned(['stgv', 'stgw'], 'drift-1');
     await migrateAllSteps(run, analysis.steps, d);
     await withTestClient(src.url, (c) => c.query(`UPDATE bill SET description = 'changed after staging' WHERE id = (SELECT min(id) FROM bill)`));
     const err = await verifyTask({ run }, d).then(() => null, (e: Error) => e);

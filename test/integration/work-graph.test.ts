@@ -108,97 +108,93 @@ async function runGraph(url: string, concurrency: number): Promise<{ plan: Plan;
   }
 }
 
+/**
+ * Shape A (plus `extra` SQL) in two databases: migrated one step at a time (runEngine) and as the parallel graph
+ * (runGraph, concurrency 4); `fn` gets a client on each and the graph's plan and run.
+ */
+async function sequentialAndParallel(names: [string, string], extra: string | null, fn: (o: { s: pg.Client; p: pg.Client; plan: Plan; run: EngineRun }) => Promise<void>): Promise<void> {
+  const sequential = await createTestDatabase(names[0]);
+  const parallel = await createTestDatabase(names[1]);
+  try {
+    for (const db of [sequential, parallel]) {
+      await loadFixture(db.url, 'a');
+      if (extra) {
+        const c = await connected(db.url);
+        await c.query(extra).finally(() => c.end());
+      }
+    }
+    const s = await connected(sequential.url);
+    const p = await connected(parallel.url);
+    try {
+      await runEngine(s, { runId: 'graph', batchSize: 7 });
+      const { plan, run } = await runGraph(parallel.url, 4);
+      await fn({ s, p, plan, run });
+    } finally {
+      await s.end();
+      await p.end();
+    }
+  } finally {
+    await sequential.drop();
+    await parallel.drop();
+  }
+}
+
 describe('the work graph run in parallel', () => {
   it('gives the target of the one-at-a-time run (shape A: concurrency 4, interleaved batches, every item twice at once)', async () => {
-    const sequential = await createTestDatabase('wgs');
-    const parallel = await createTestDatabase('wgp');
-    try {
-      await loadFixture(sequential.url, 'a');
-      await loadFixture(parallel.url, 'a');
-      const s = await connected(sequential.url);
-      const p = await connected(parallel.url);
-      try {
-        await runEngine(s, { runId: 'graph', batchSize: 7 });
-        const { plan, run } = await runGraph(parallel.url, 4);
-        expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/3', 'passwords:2-3/3']));
-        expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
-        // The unique keys built after the load (bag, link) are those of tables created with them.
-        expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link', 'bill_bag']);
-        // bill_bag has no two rows with the same bill and bag: its batches were plain inserts, its key built in finalize.
-        expect(await uniqueKeysAtLoad(p, run.runId, 'bill_bag')).toBe(false);
-        expect(await uniqueKeys(p)).toEqual(await uniqueKeys(s));
-        expect((await uniqueKeys(p)).filter((d) => /idx_bag_qr_id_unique_ci|uq_parent_child|link_child_bag_id_unique/.test(d))).toHaveLength(5);
-        // bag's indexes (an indexes:bag item beside scan) one statement per invocation on the zero budget, each checkpointed.
-        const indexBatches = await p.query(`SELECT count(*)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step = 'indexes:bag' AND source_table = 'indexes'`);
-        expect(indexBatches.rows[0].n).toBe(renderUniqueKeys(SCHEMA, 'bag').length + renderIndexes(SCHEMA, 'bag').length);
-        // Each key range once: no batch of any step claimed twice, and the hashing step wrote each pending row once.
-        const twice = await p.query(`SELECT step, source_table, key_lo FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND batch_no > 0 GROUP BY 1, 2, 3 HAVING count(*) > 1`);
-        expect(twice.rows).toEqual([]);
-        const hashed = await p.query(`SELECT sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%'`);
-        const plaintext = await p.query(`SELECT count(*)::int AS n FROM ${q('user')} t JOIN public."user" s ON s.id = t.id WHERE t.password_hash <> s.password AND t.password_hash <> ''`);
-        expect(hashed.rows[0].n).toBe(plaintext.rows[0].n);
-        expect(plaintext.rows[0].n).toBeGreaterThan(0);
-        // Each part hashes exactly the plaintext users of its buckets (hash of the key mod 3: 0 for the first, 1-2 the second).
-        const parts = await p.query(`SELECT step, sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%' GROUP BY 1 ORDER BY 1`);
-        const buckets = await p.query(
-          `SELECT count(*) FILTER (WHERE b = 0)::int AS first, count(*) FILTER (WHERE b > 0)::int AS rest
-             FROM (SELECT mod(mod(hashint8(t.id::bigint)::bigint, 3) + 3, 3) AS b FROM ${q('user')} t JOIN public."user" s ON s.id = t.id
-                    WHERE t.password_hash <> s.password AND t.password_hash <> '') x`,
-        );
-        expect(parts.rows.map((r) => [r.step, r.n])).toEqual([['passwords:1/3', buckets.rows[0].first], ['passwords:2-3/3', buckets.rows[0].rest]]);
-        expect(buckets.rows[0].rest).toBeGreaterThan(0);
-        expect((await p.query(`SELECT count(*)::int AS n FROM ${q('user')} WHERE password_hash = $1`, [PENDING_PASSWORD_HASH])).rows[0].n).toBe(0);
-        // Foreign keys added NOT VALID were all validated.
-        const fks = await p.query(`SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::regnamespace ORDER BY 1`, [SCHEMA]);
-        expect(fks.rows.length).toBeGreaterThan(0);
-        expect(fks.rows.filter((r) => !r.convalidated)).toEqual([]);
-        const verdict = await verifyRun({ client: p, run, plan });
-        expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
-      } finally {
-        await s.end();
-        await p.end();
-      }
-    } finally {
-      await sequential.drop();
-      await parallel.drop();
-    }
+    await sequentialAndParallel(['wgs', 'wgp'], null, async ({ s, p, plan, run }) => {
+      expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/3', 'passwords:2-3/3']));
+      expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
+      // The unique keys built after the load (bag, link, bill_bag) are those of tables created with them.
+      expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link', 'bill_bag']);
+      // bill_bag has no two rows with the same bill and bag: its batches were plain inserts, its key built in finalize.
+      expect(await uniqueKeysAtLoad(p, run.runId, 'bill_bag')).toBe(false);
+      expect(await uniqueKeys(p)).toEqual(await uniqueKeys(s));
+      expect((await uniqueKeys(p)).filter((d) => /idx_bag_qr_id_unique_ci|uq_parent_child|link_child_bag_id_unique/.test(d))).toHaveLength(5);
+      // bag's indexes (an indexes:bag item beside scan) one statement per invocation on the zero budget, each checkpointed.
+      const indexBatches = await p.query(`SELECT count(*)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step = 'indexes:bag' AND source_table = 'indexes'`);
+      expect(indexBatches.rows[0].n).toBe(renderUniqueKeys(SCHEMA, 'bag').length + renderIndexes(SCHEMA, 'bag').length);
+      // Each key range once: no batch of any step claimed twice, and the hashing step wrote each pending row once.
+      const twice = await p.query(`SELECT step, source_table, key_lo FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND batch_no > 0 GROUP BY 1, 2, 3 HAVING count(*) > 1`);
+      expect(twice.rows).toEqual([]);
+      const hashed = await p.query(`SELECT sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%'`);
+      const plaintext = await p.query(`SELECT count(*)::int AS n FROM ${q('user')} t JOIN public."user" s ON s.id = t.id WHERE t.password_hash <> s.password AND t.password_hash <> ''`);
+      expect(hashed.rows[0].n).toBe(plaintext.rows[0].n);
+      expect(plaintext.rows[0].n).toBeGreaterThan(0);
+      // Each part hashes exactly the plaintext users of its buckets (hash of the key mod 3: 0 for the first, 1-2 the second).
+      const parts = await p.query(`SELECT step, sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%' GROUP BY 1 ORDER BY 1`);
+      const buckets = await p.query(
+        `SELECT count(*) FILTER (WHERE b = 0)::int AS first, count(*) FILTER (WHERE b > 0)::int AS rest
+           FROM (SELECT mod(mod(hashint8(t.id::bigint)::bigint, 3) + 3, 3) AS b FROM ${q('user')} t JOIN public."user" s ON s.id = t.id
+                  WHERE t.password_hash <> s.password AND t.password_hash <> '') x`,
+      );
+      expect(parts.rows.map((r) => [r.step, r.n])).toEqual([['passwords:1/3', buckets.rows[0].first], ['passwords:2-3/3', buckets.rows[0].rest]]);
+      expect(buckets.rows[0].rest).toBeGreaterThan(0);
+      expect((await p.query(`SELECT count(*)::int AS n FROM ${q('user')} WHERE password_hash = $1`, [PENDING_PASSWORD_HASH])).rows[0].n).toBe(0);
+      // Foreign keys added NOT VALID were all validated.
+      const fks = await p.query(`SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::regnamespace ORDER BY 1`, [SCHEMA]);
+      expect(fks.rows.length).toBeGreaterThan(0);
+      expect(fks.rows.filter((r) => !r.convalidated)).toEqual([]);
+      const verdict = await verifyRun({ client: p, run, plan });
+      expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
+    });
   }, 120_000);
 
   it('bill_bag rows with the same bill and bag: the key is there from the first batch, the lowest key kept and the others rejected, as one at a time', async () => {
-    const sequential = await createTestDatabase('wds');
-    const parallel = await createTestDatabase('wdp');
-    try {
-      // 13 repeats 9's pair in the same batch (keys 8-14 at batch size 7), 14 repeats 2's in a later batch.
-      const duplicates = `INSERT INTO public.bill_bag (id, bill_id, bag_id, created_at) VALUES (13, 9, 9, '2024-02-01 10:00:00'), (14, 1, 2, '2024-02-01 10:01:00')`;
-      for (const db of [sequential, parallel]) {
-        await loadFixture(db.url, 'a');
-        const c = await connected(db.url);
-        await c.query(duplicates).finally(() => c.end());
-      }
-      const s = await connected(sequential.url);
-      const p = await connected(parallel.url);
-      try {
-        await runEngine(s, { runId: 'graph', batchSize: 7 });
-        const { plan, run } = await runGraph(parallel.url, 4);
-        expect(await uniqueKeysAtLoad(p, run.runId, 'bill_bag')).toBe(true);
-        expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
-        const kept = await p.query(`SELECT id FROM ${q('bill_bag')} WHERE id IN (2, 9, 13, 14) ORDER BY id`);
-        expect(kept.rows.map((r) => r.id)).toEqual([2, 9]);
-        const rejected = await p.query(`SELECT source_key, reason FROM ${q('_migration_reject')} WHERE source_table = 'bill_bag' AND source_key IN ('13', '14') ORDER BY 1`);
-        expect(rejected.rows).toEqual([
-          { source_key: '13', reason: 'duplicate bill/bag pair: 9/9 is already used by another row' },
-          { source_key: '14', reason: 'duplicate bill/bag pair: 1/2 is already used by another row' },
-        ]);
-        const verdict = await verifyRun({ client: p, run, plan });
-        expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
-      } finally {
-        await s.end();
-        await p.end();
-      }
-    } finally {
-      await sequential.drop();
-      await parallel.drop();
-    }
+    // 13 repeats 9's pair in the same batch (keys 8-14 at batch size 7), 14 repeats 2's in a later batch.
+    const duplicates = `INSERT INTO public.bill_bag (id, bill_id, bag_id, created_at) VALUES (13, 9, 9, '2024-02-01 10:00:00'), (14, 1, 2, '2024-02-01 10:01:00')`;
+    await sequentialAndParallel(['wds', 'wdp'], duplicates, async ({ s, p, plan, run }) => {
+      expect(await uniqueKeysAtLoad(p, run.runId, 'bill_bag')).toBe(true);
+      expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
+      const kept = await p.query(`SELECT id FROM ${q('bill_bag')} WHERE id IN (2, 9, 13, 14) ORDER BY id`);
+      expect(kept.rows.map((r) => r.id)).toEqual([2, 9]);
+      const rejected = await p.query(`SELECT source_key, reason FROM ${q('_migration_reject')} WHERE source_table = 'bill_bag' AND source_key IN ('13', '14') ORDER BY 1`);
+      expect(rejected.rows).toEqual([
+        { source_key: '13', reason: 'duplicate bill/bag pair: 9/9 is already used by another row' },
+        { source_key: '14', reason: 'duplicate bill/bag pair: 1/2 is already used by another row' },
+      ]);
+      const verdict = await verifyRun({ client: p, run, plan });
+      expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
+    });
   }, 120_000);
 
   /** Shape A migrated up to finalize on `db`, with the tables created as CreateSchema creates them. */
