@@ -1,7 +1,7 @@
 import type { Plan, SourcePlan, TablePlan } from './plan';
 import { bagRoleSourceTables, bagRolesNeeded } from './sql/bag-roles';
 import { tableUnits } from './sql/mapping';
-import { TARGET_TABLE_DDL } from './sql/target-ddl';
+import { TARGET_TABLE_DDL, uniqueConstraints } from './sql/target-ddl';
 import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
 
 /**
@@ -19,7 +19,8 @@ import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
  * the run's concurrency. Two items never write the same rows: each item is one target table
  * (or one of the bookkeeping phases) and every checkpoint is keyed by its step.
  *
- * Example (shape A, in place): prepare → user → {bag, bill, passwords:1/3} → {link, bill_bag, scan, passwords:2-3/3, indexes:bag, indexes:bill} → finalize.
+ * Example (shape A, in place, scale 1): prepare → user → {bag, bill, passwords:1/3} → {link, bill_bag, scan:1/2, scan:2/2,
+ * passwords:2/3, indexes:bag, indexes:bill} → {finalize, passwords:3/3}.
  */
 
 export interface WorkItem {
@@ -30,6 +31,8 @@ export interface WorkItem {
   readonly early?: boolean;
   /** Staging: run in the first wave of the other items, or in the wave just before the first item that waits for it, if earlier. */
   readonly late?: boolean;
+  /** Run in the last wave, beside `finalize`, which does not wait for it (the last hashing part). */
+  readonly last?: boolean;
 }
 
 export interface WorkGraph {
@@ -41,17 +44,20 @@ export interface WorkGraph {
 /** The steps that hash legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
 export const PASSWORDS_STEP = 'passwords';
 /**
- * The hashing (CPU only, ~34 ms of scrypt a password alone, about twice that beside a load on two cores) is split by key
+ * The hashing (CPU only, ~63 ms of scrypt a password, one at a time in the process: HASH_SLOTS) is split by key
  * (hash of the key mod the sum of PASSWORD_SHARES) into items that spread over the waves after `user`: the first as
- * early as it can (beside bag, when one database core is idle), the others as late as they can (beside scan), so that
- * no wave waits for it alone. The first takes one third: with half (the first version) the wave of bag waited 3 s for
- * it at scale 1 (bag 5.1 s, passwords:1/2 8.1 s), while the last wave hides its share behind the scan load.
+ * early as it can (beside bag, when one database core is idle), the last beside finalize (which does not wait for it:
+ * finalize leaves a core idle once its small jobs are done), any other as late as it can (beside scan), so that no
+ * wave waits for it alone. With two thirds beside scan, once scan loaded in two parts, that wave waited 6 s for its
+ * hashing at scale 1 (scan:1/2 19.5 s, passwords:2-3/3 done 6 s later); with half beside bag (the first version) the
+ * wave of bag waited 3 s (bag 5.1 s, passwords:1/2 8.1 s).
  */
-export const PASSWORD_SHARES: readonly number[] = [1, 2];
+export const PASSWORD_SHARES: readonly number[] = [1, 1, 1];
 
 /**
  * The plan's hashing steps: `passwords:<first>[-<last>]/<buckets>`, the buckets (hash of the key mod <buckets>, plus one)
- * that the step hashes: `passwords:1/3`, `passwords:2-3/3`. (Runs planned by earlier versions have `passwords:1/2`, `passwords:2/2`.)
+ * that the step hashes: `passwords:1/3`, `passwords:2/3`, `passwords:3/3`. (Runs planned by earlier versions have
+ * `passwords:1/2` and `passwords:2/2`, or `passwords:1/3` and `passwords:2-3/3`.)
  */
 export function passwordSteps(shares: readonly number[] = PASSWORD_SHARES): string[] {
   const buckets = shares.reduce((a, n) => a + n, 0);
@@ -110,8 +116,9 @@ export function offsetNeedsMaxKey(table: Pick<TablePlan, 'sources' | 'merged' | 
 export function stepReads(plan: Pick<Plan, 'tables'>, step: string): string[] {
   if (step === 'prepare') return prepareReads(plan);
   const passwords = parsePasswordsStep(step);
-  const table = plan.tables.find((t) => t.target === (passwords ? 'user' : step));
-  if (!table || (!passwords && !isTargetTable(step))) return [];
+  const target = passwords ? 'user' : parseTablePartStep(step)?.table ?? step;
+  const table = plan.tables.find((t) => t.target === target);
+  if (!table || (!passwords && !isTargetTable(target))) return [];
   return unique(passwords ? table.sources.map((s) => s.table) : tableUnits(plan, table).map((u) => u.source.table));
 }
 
@@ -132,7 +139,7 @@ function prepareReads(plan: Pick<Plan, 'tables'>): string[] {
  * The work items of a plan, with their dependencies. `stage` (cross-database): one staging item per source
  * table, listed last and largest first (a wave's Map starts its items in order, up to the concurrency).
  */
-export function planWorkItems(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: { readonly stage?: boolean } = {}): WorkItem[] {
+export function planWorkItems(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: GraphOptions = {}): WorkItem[] {
   const steps = [...plan.steps];
   const present = new Set(steps);
   const tables = steps.filter(isTargetTable);
@@ -145,15 +152,114 @@ export function planWorkItems(plan: Pick<Plan, 'steps'> & { readonly tables?: Pl
       const refs = TARGET_TABLE_DDL[step].foreignKeys.map((fk) => fk.ref).filter((r) => r !== step && present.has(r));
       items.push({ step, after: unique([...base(present), ...refs, ...reads(step)]) });
     } else if (parsePasswordsStep(step)) {
-      items.push({ step, after: [...base(present), ...(present.has('user') ? ['user'] : []), ...reads(step)], ...(parsePasswordsStep(step)!.part === 1 ? { early: true } : {}) });
+      items.push({ step, after: [...base(present), ...(present.has('user') ? ['user'] : []), ...reads(step)], ...passwordsPlace(step) });
     }
-    else if (step === 'finalize') items.push({ step, after: [...steps.filter((s) => s !== 'finalize'), ...staged.map(stageStep)] });
+    else if (step === 'finalize') items.push({ step, after: [...steps.filter((s) => s !== 'finalize' && !passwordsPlace(s).last), ...staged.map(stageStep)] });
     else items.push({ step, after: [...base(present), ...tables, ...staged.map(stageStep)] });
   }
   // The largest first: a wave's Map starts its items in order, and the longest should not start last.
   const rows = (t: string) => Math.max(0, ...(plan.tables ?? []).flatMap((x) => x.sources).filter((s) => s.table === t).map((s) => s.rowEstimate));
   const bySize = [...staged].sort((a, b) => rows(b) - rows(a) || (a < b ? -1 : a > b ? 1 : 0));
-  return [...items, ...bySize.map((t) => ({ step: stageStep(t), after: [], late: true }))];
+  return withTableParts([...items, ...bySize.map((t) => ({ step: stageStep(t), after: [], late: true }))], plan, options);
+}
+
+/** How the graph is cut: cross-database staging items, and the key-range parts of the largest tables. */
+export interface GraphOptions {
+  readonly stage?: boolean;
+  /** A live run: no table is cut into parts. */
+  readonly live?: boolean;
+  /** Rows per batch (the run's batchSize): with it, tables of at least PART_BATCHES × 2 batches get parts. */
+  readonly batchSize?: number;
+  /** At most this many items at once (the run's concurrency): a table gets no more parts. */
+  readonly concurrency?: number;
+}
+
+/**
+ * A table step cut into key-range parts: `scan:1/2`, `scan:2/2`. Each part loads the batches of one range of every
+ * unit's key (engine/migrate.ts tablePartRange: split keys read once from the source and recorded), on its own
+ * connection, so the largest table of the last wave loads on several cores instead of one. The last part to finish
+ * marks the table done. Only where the order of the batches cannot change the target: ids are the source keys
+ * (plus the source's offset), so two parts never write the same id, and the table has no other unique key and no
+ * derived links (whose first batch wins a collision). A part has at least PART_BATCHES batches.
+ */
+export const PART_BATCHES = 6;
+export const MAX_TABLE_PARTS = 4;
+
+export interface TablePart {
+  readonly table: TargetTable;
+  readonly part: number;
+  readonly parts: number;
+}
+
+export function tablePartStep(table: TargetTable, part: number, parts: number): string {
+  return `${table}:${part}/${parts}`;
+}
+
+/** The part of a table step (`scan:2/2` → { table: 'scan', part: 2, parts: 2 }), null for any other step. */
+export function parseTablePartStep(step: string): TablePart | null {
+  const m = /^([a-z_]+):([0-9]+)\/([0-9]+)$/.exec(step);
+  if (!m || !isTargetTable(m[1]!)) return null;
+  const part = Number(m[2]);
+  const parts = Number(m[3]);
+  return part >= 1 && part <= parts && parts >= 2 ? { table: m[1] as TargetTable, part, parts } : null;
+}
+
+/** The parts a table step is cut into (1: not cut). */
+export function tableParts(plan: { readonly tables?: Plan['tables'] }, target: TargetTable, options: GraphOptions): number {
+  const table = plan.tables?.find((t) => t.target === target);
+  if (!table || options.live || !options.batchSize || options.batchSize < 1) return 1;
+  const uniqueKeys = uniqueConstraints(target).length + TARGET_TABLE_DDL[target].indexes.filter((i) => i.unique).length;
+  if (uniqueKeys > 0 || table.derivedLinks.length > 0 || !table.sources.every((s) => s.key !== null)) return 1;
+  const rows = table.sources.reduce((a, s) => a + Math.max(s.rowEstimate, 0), 0);
+  const limit = Math.min(MAX_TABLE_PARTS, Math.max(1, Math.floor(options.concurrency ?? MAX_TABLE_PARTS)));
+  return Math.max(1, Math.min(limit, Math.floor(rows / (PART_BATCHES * options.batchSize))));
+}
+
+/** Every table item with parts replaced by its parts (same dependencies), and every dependency on it by them. */
+function withTableParts(items: readonly WorkItem[], plan: { readonly tables?: Plan['tables'] }, options: GraphOptions): WorkItem[] {
+  const partsOf = new Map<string, string[]>();
+  for (const item of items) {
+    if (!isTargetTable(item.step)) continue;
+    const n = tableParts(plan, item.step, options);
+    if (n > 1) partsOf.set(item.step, Array.from({ length: n }, (_, i) => tablePartStep(item.step as TargetTable, i + 1, n)));
+  }
+  if (partsOf.size === 0) return [...items];
+  const expand = (steps: readonly string[]) => steps.flatMap((d) => partsOf.get(d) ?? [d]);
+  return items.flatMap((item) => (partsOf.get(item.step) ?? [item.step]).map((step) => ({ ...item, step, after: expand(item.after) })));
+}
+
+/**
+ * Where a table's parts are cut in one unit's keys: `parts − 1` keys evenly between the smallest and the largest
+ * (fewer where the span is too short; none for an empty source). Part p takes the keys in (split[p−2], split[p−1]],
+ * the first from the start (rows without a key included), the last to the end (keys written later included).
+ */
+export function splitKeys(min: number | null, max: number | null, parts: number): number[] {
+  const out: number[] = [];
+  if (min === null || max === null || max <= min) return out;
+  for (let i = 1; i < parts; i++) {
+    const k = min + Math.floor(((max - min) * i) / parts);
+    if (k < max && (out.length === 0 || k > out[out.length - 1]!)) out.push(k);
+  }
+  return out;
+}
+
+/** The key range of part `part` (1-based) for these split keys; null: the part has no keys (fewer split keys than parts). */
+export function partRange(split: readonly number[], part: number): { readonly lo: number | null; readonly hi: number | null } | null {
+  if (part < 1 || part - 1 > split.length) return null;
+  return { lo: part === 1 ? null : split[part - 2]!, hi: part - 1 === split.length ? null : split[part - 1]! };
+}
+
+/** The target table a step writes rows of: a table step or one of its parts (null for any other step). */
+export function stepTable(step: string): TargetTable | null {
+  return isTargetTable(step) ? step : parseTablePartStep(step)?.table ?? null;
+}
+
+/** Where a hashing part runs (PASSWORD_SHARES): the first beside bag, the last beside finalize, any other beside scan. */
+function passwordsPlace(step: string): Pick<WorkItem, 'early' | 'last'> {
+  const b = parsePasswordsStep(step);
+  if (!b) return {};
+  if (b.part === 1) return { early: true };
+  return b.through === b.parts ? { last: true } : {};
 }
 
 function base(present: ReadonlySet<string>): string[] {
@@ -195,13 +301,15 @@ export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
     const ds = dependants.get(item.step)!;
     if (item.late && ds.length > 0) level.set(item.step, Math.max(0, Math.min(firstWave, ...ds.map((d) => level.get(d)! - 1))));
   }
+  const lastWave = Math.max(0, ...items.filter((i) => !i.last).map((i) => level.get(i.step)!));
+  for (const item of items) if (item.last) level.set(item.step, Math.max(level.get(item.step)!, lastWave));
   const waves: string[][] = [];
   for (const item of items) (waves[level.get(item.step)!] ??= []).push(item.step);
   return { items, waves: waves.filter((w) => w.length > 0) };
 }
 
 /** The waves of a plan (what Analyse hands the workflow). */
-export function planWaves(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: { readonly stage?: boolean } = {}): string[][] {
+export function planWaves(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: GraphOptions = {}): string[][] {
   return resolveWaves(withEarlyIndexItems(planWorkItems(plan, options))).waves.map((w) => [...w]);
 }
 
@@ -227,11 +335,12 @@ export function withEarlyIndexItems(items: readonly WorkItem[]): WorkItem[] {
   const { waves } = resolveWaves(items);
   const levelOf = new Map(waves.flatMap((w, l) => w.map((step) => [step, l] as const)));
   const lastLoad = levelOf.get('finalize')! - 1;
-  const writers = (t: TargetTable) => items.filter((i) => i.step === t || (t === 'user' && parsePasswordsStep(i.step))).map((i) => i.step);
-  const early: WorkItem[] = items
-    .filter((i) => isTargetTable(i.step) && TARGET_TABLE_DDL[i.step].indexes.length > 0)
-    .filter((i) => Math.max(...writers(i.step as TargetTable).map((w) => levelOf.get(w)!)) < lastLoad)
-    .map((i) => ({ step: `${INDEXES_STEP}:${i.step}`, after: writers(i.step as TargetTable) }));
+  const writers = (t: TargetTable) => items.filter((i) => stepTable(i.step) === t || (t === 'user' && parsePasswordsStep(i.step))).map((i) => i.step);
+  const tables = [...new Set(items.map((i) => stepTable(i.step)).filter((t): t is TargetTable => t !== null))];
+  const early: WorkItem[] = tables
+    .filter((t) => TARGET_TABLE_DDL[t].indexes.length > 0)
+    .filter((t) => Math.max(...writers(t).map((w) => levelOf.get(w)!)) < lastLoad)
+    .map((t) => ({ step: `${INDEXES_STEP}:${t}`, after: writers(t) }));
   return [...items.filter((i) => i !== finalize), ...early, { ...finalize, after: [...finalize.after, ...early.map((e) => e.step)] }];
 }
 

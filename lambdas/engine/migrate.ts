@@ -4,7 +4,7 @@ import type { Plan, SourcePlan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, type TargetTable } from '../core/rules';
 import { plaintextPasswordSql } from '../core/sql/values';
 import { PENDING_PASSWORD_HASH } from '../core/transforms';
-import { defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, planFinalizeJobs, type FinalizeJob, type PasswordBuckets } from '../core/work-graph';
+import { defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseTablePartStep, partRange, planFinalizeJobs, splitKeys, tablePartStep, type FinalizeJob, type PasswordBuckets, type TablePart } from '../core/work-graph';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
@@ -119,12 +119,17 @@ async function stepIsDone(o: StepOptions, step: string): Promise<boolean> {
   return cp?.batchNo === COMPLETE;
 }
 
-async function markStepDone(o: StepOptions, step: string, extra: Record<string, unknown> = {}): Promise<void> {
+/** `from`: the steps whose checkpoints the record sums (a table cut into parts: its parts'). */
+async function markStepDone(o: StepOptions, step: string, extra: Record<string, unknown> = {}, from: readonly string[] = [step]): Promise<void> {
   await claimCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null });
   // The step's record in the run: counts and seconds per source, summed from its checkpoints.
-  const sources = (await checkpointTotals(o.client, o.run.targetSchema, o.run.runId))
-    .filter((t) => t.step === step && t.source !== STEP_DONE_SOURCE)
-    .map(({ source, batches, migrated, rejected, already, seconds }) => ({ source, batches, migrated, rejected, already, seconds }));
+  const bySource = new Map<string, { source: string; batches: number; migrated: number; rejected: number; already: number; seconds: number }>();
+  for (const t of await checkpointTotals(o.client, o.run.targetSchema, o.run.runId)) {
+    if (!from.includes(t.step) || t.source === STEP_DONE_SOURCE) continue;
+    const x = bySource.get(t.source) ?? { source: t.source, batches: 0, migrated: 0, rejected: 0, already: 0, seconds: 0 };
+    bySource.set(t.source, { source: t.source, batches: x.batches + t.batches, migrated: x.migrated + t.migrated, rejected: x.rejected + t.rejected, already: x.already + t.already, seconds: x.seconds + t.seconds });
+  }
+  const sources = [...bySource.values()];
   await recordStep(o.client, o.run.targetSchema, o.run.runId, `migrate:${step}`, {
     status: 'done', finishedAt: new Date().toISOString(), sources,
     seconds: sources.reduce((a, x) => a + x.seconds, 0), ...extra,
@@ -133,6 +138,12 @@ async function markStepDone(o: StepOptions, step: string, extra: Record<string, 
 
 /** Runs one workflow migration step (`prepare`, a target table, or `finalize`) until done or out of time. */
 export async function runMigrateStep(o: StepOptions, step: string): Promise<StepResult> {
+  const part = parseTablePartStep(step);
+  if (part) {
+    const table = o.plan.tables.find((t) => t.target === part.table);
+    if (!table) throw new MigrationBatchError(`Step "${step}" is not in the plan of run ${o.run.runId} (tables: ${o.plan.tables.map((t) => t.target).join(', ')}).`);
+    return migrateTable(o, table, part);
+  }
   if (await stepIsDone(o, step)) return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 0 };
   if (step === 'prepare') return prepare(o);
   if (step === 'finalize') return finalize(o);
@@ -273,20 +284,43 @@ export async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: Ma
 
 // ---------------------------------------------------------------- table steps
 
-async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResult> {
+/**
+ * A table step, or one part of it (`part`, work-graph.ts tableParts): the part's checkpoints are its own step's
+ * (`scan:2/2`), its batches those of its key range of each unit; the last part done marks the table done.
+ */
+async function migrateTable(o: StepOptions, table: TablePlan, part: TablePart | null = null): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
+  const step = part ? tablePartStep(part.table, part.part, part.parts) : table.target;
+  if (part && (await stepIsDone(o, step))) {
+    // Done before (a redrive, or another invocation): the table may still wait for its last part's marking.
+    if (await completePartedTable(o, table, part)) await vacuumAfterStep(o, table);
+    return { ...totals, done: true, cursor: null };
+  }
   const offsets = await loadOffsets(o.client, o.run.targetSchema);
   const checked = duplicateCheckedTables(o.plan, o.run.live === true).includes(table.target);
   const plain = checked && !(await uniqueKeysAtLoad(o, table, mappingContext(o.run, o.readSchema ?? o.run.sourceSchema, offsets, 'load')));
+  const split = part ? await tableSplitKeys(o, table, part.parts) : {};
   for (const unit of tableUnits(o.plan, table, o.run.live === true)) {
-    const r = await migrateUnit(o, table, plain ? { ...unit, mayConflict: false } : unit, offsets, totals);
+    const bounds = part ? partRange(split[unit.label] ?? [], part.part) : { lo: null, hi: null };
+    if (!bounds) continue; // this part has no keys of the unit
+    const r = await migrateUnit(o, table, plain ? { ...unit, mayConflict: false } : unit, offsets, totals, step, bounds);
     if (!r.done) return { ...totals, done: false, cursor: r.cursor };
+  }
+  if (part) {
+    await claimCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, STEP_DONE_SOURCE, { batchNo: COMPLETE, keyLo: null, keyHi: null });
+    if (await completePartedTable(o, table, part)) await vacuumAfterStep(o, table);
+    return { ...totals, done: true, cursor: null };
   }
   const extra: Record<string, unknown> = {};
   await withTransaction(o.client, async () => {
     if (table.target === 'bag') extra.parentIdsNulled = await resolveBagParents(o);
     await markStepDone(o, table.target, extra);
   });
+  await vacuumAfterStep(o, table);
+  return { ...totals, done: true, cursor: null };
+}
+
+async function vacuumAfterStep(o: StepOptions, table: TablePlan): Promise<void> {
   // The next steps probe this table's primary key once per row. Freshly written pages are not yet
   // all-visible, so those probes would visit the heap, and without statistics the planner hashes the
   // whole table in every batch instead. VACUUM (ANALYZE) fixes both (outside a transaction, as it must
@@ -295,7 +329,54 @@ async function migrateTable(o: StepOptions, table: TablePlan): Promise<StepResul
   await o.client.query(renderAnalyze(o.run.targetSchema, [table.target, '_migration_reject'], { vacuum: true })).catch((err) => {
     throw toMigrationError(err, `Vacuuming ${table.target} after its step`);
   });
-  return { ...totals, done: true, cursor: null };
+}
+
+/**
+ * Where the parts of a table cut its units' keys (splitKeys of each unit's smallest and largest key), read once and
+ * recorded in the table's step record (`splitKeys`, by number of parts) in one transaction under an advisory lock:
+ * every part, and every rerun of one, cuts at the same keys, so each key falls in exactly one part.
+ */
+async function tableSplitKeys(o: StepOptions, table: TablePlan, parts: number): Promise<Record<string, number[]>> {
+  const { client, run } = o;
+  const schema = run.targetSchema;
+  const step = `migrate:${table.target}`;
+  const recorded = async () => ((await readRun(client, schema, run.runId))?.steps[step]?.splitKeys as Record<string, Record<string, number[]>> | undefined)?.[String(parts)];
+  const first = await recorded();
+  if (first) return first;
+  return withTransaction(client, async () => {
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:${schema}:${run.runId}:${table.target}:parts`]);
+    const again = await recorded();
+    if (again) return again;
+    const readSchema = o.readSchema ?? run.sourceSchema;
+    const split: Record<string, number[]> = {};
+    for (const unit of tableUnits(o.plan, table, run.live === true)) {
+      const key = id(unit.source.key!);
+      const r = await client.query(
+        `SELECT min(s.${key})::bigint AS lo, max(s.${key})::bigint AS hi FROM ${qualified(readSchema, unit.source.table)} s${unit.filter ? ` WHERE ${unit.filter}` : ''}`,
+      );
+      const num = (v: unknown) => (v === null ? null : Number(v));
+      split[unit.label] = splitKeys(num(r.rows[0].lo), num(r.rows[0].hi), parts);
+    }
+    const prev = ((await readRun(client, schema, run.runId))?.steps[step]?.splitKeys ?? {}) as Record<string, unknown>;
+    await recordStep(client, schema, run.runId, step, { splitKeys: { ...prev, [String(parts)]: split } });
+    return split;
+  });
+}
+
+/**
+ * Once every part of a table is done, marks the table done (its record sums the parts' checkpoints), in one
+ * transaction under the lock of tableSplitKeys: true for the one invocation that marked it.
+ */
+async function completePartedTable(o: StepOptions, table: TablePlan, part: TablePart): Promise<boolean> {
+  const { client, run } = o;
+  const steps = Array.from({ length: part.parts }, (_, i) => tablePartStep(part.table, i + 1, part.parts));
+  return withTransaction(client, async () => {
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:${run.targetSchema}:${run.runId}:${table.target}:parts`]);
+    if (await stepIsDone(o, table.target)) return false;
+    for (const s of steps) if (!(await stepIsDone(o, s))) return false;
+    await markStepDone(o, table.target, { parts: part.parts }, steps);
+    return true;
+  });
 }
 
 /**
@@ -359,11 +440,12 @@ async function migrateUnit(
   unit: TableUnit,
   offsets: Record<string, number>,
   totals: { migrated: number; rejected: number; batches: number },
+  step: string = table.target,
+  bounds: { readonly lo: number | null; readonly hi: number | null } = { lo: null, hi: null },
 ): Promise<{ done: boolean; cursor: string | null }> {
   const { client, run } = o;
   const schema = run.targetSchema;
   const readSchema = o.readSchema ?? run.sourceSchema;
-  const step = table.target;
   const ctx = mappingContext(run, readSchema, offsets, 'load');
   for (;;) {
     const last = await lastCheckpoint(client, schema, run.runId, step, unit.label);
@@ -373,9 +455,15 @@ async function migrateUnit(
     const batchNo = (last?.batchNo ?? 0) + 1;
     let range: KeyRange | null = null;
     if (unit.source.key) {
-      const lo = last?.keyHi ?? null;
-      const hi = await nextBatchHi(o, unit, readSchema, lo);
-      if (hi === null && (last || !(await hasRowsWithoutKey(o, unit, readSchema)))) {
+      // A part's batches start at its range's lower end and stop at its upper end.
+      const lo = last?.keyHi ?? bounds.lo;
+      if (bounds.hi !== null && lo !== null && lo >= bounds.hi) {
+        await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
+        return { done: true, cursor: null };
+      }
+      const next = await nextBatchHi(o, unit, readSchema, lo);
+      const hi = next !== null && bounds.hi !== null && next > bounds.hi ? bounds.hi : next;
+      if (hi === null && (last || bounds.lo !== null || !(await hasRowsWithoutKey(o, unit, readSchema)))) {
         await claimCheckpoint(client, schema, run.runId, step, unit.label, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
         return { done: true, cursor: null };
       }

@@ -253,7 +253,7 @@ export async function analyseTask(event: RunEvent, deps: TaskDeps): Promise<Anal
   deps.log?.(`Analyse: ${plan.tables.length} target tables from ${plan.tables.flatMap((t) => t.sources).length} source tables; ${plan.warnings.length} warnings`);
   for (const w of plan.warnings) deps.log?.(`  warning: ${w}`);
   const steps = run.crossDatabase ? [...stagedTables(plan).map(stageStep), ...plan.steps] : plan.steps;
-  const waves = planWaves(plan, { stage: run.crossDatabase });
+  const waves = planWaves(plan, { stage: run.crossDatabase, live: run.live === true, batchSize: run.batchSize, concurrency: run.concurrency ?? 1 });
   return { planKey, steps, waves, waveCount: waves.length, decisions: plan.decisions.length, warnings: plan.warnings.length };
 }
 

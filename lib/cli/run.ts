@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import type { ExecutionInput, ReportResult } from '../../lambdas/core/contract';
 import { assertRunId } from '../../lambdas/core/backup-keys';
+import { stepTable } from '../../lambdas/core/work-graph';
 import { markRunFailed, newRunId } from '../../lambdas/engine/runs';
 import { readObjectText, sseParams, toStorageError } from '../../lambdas/io/s3';
 import { parseDatabaseUrl, redactUrl, withClient } from '../../lambdas/io/pg';
@@ -379,11 +380,14 @@ function reportFailure(
 
 /** The summary table: one line per target table with its source rows, migrated, derived, rejected and seconds. */
 export function renderSummary(output: ReportResult, trace: LocalRunTrace): string {
-  const seconds = new Map(trace.steps.map((s) => [s.step, s.seconds]));
+  // A table loaded in key-range parts (scan:1/2, scan:2/2): the time of all its parts' invocations.
+  const tableOf = (step: string) => stepTable(step) ?? step;
+  const seconds = new Map<string, number>();
+  for (const s of trace.steps) seconds.set(tableOf(s.step), (seconds.get(tableOf(s.step)) ?? 0) + s.seconds);
   const rows: string[][] = [['table', 'source rows', 'migrated', 'derived', 'rejected', 'seconds']];
   let total = { source: 0, migrated: 0, derived: 0, rejected: 0 };
   // Tables in the order the workflow migrated them.
-  const order = trace.steps.map((s) => s.step);
+  const order = trace.steps.map((s) => tableOf(s.step));
   const tables = Object.entries(output.tables).sort(([a], [b]) => rank(order, a) - rank(order, b));
   for (const [table, c] of tables) {
     const derived = c.derived ?? 0;
@@ -392,7 +396,7 @@ export function renderSummary(output: ReportResult, trace: LocalRunTrace): strin
     const s = seconds.get(table);
     rows.push([table, String(source), String(c.migrated), String(derived), String(c.rejected), s === undefined ? '-' : s.toFixed(2)]);
   }
-  const other = trace.steps.filter((s) => !(s.step in output.tables)).reduce((a, s) => a + s.seconds, 0);
+  const other = trace.steps.filter((s) => !(tableOf(s.step) in output.tables)).reduce((a, s) => a + s.seconds, 0);
   rows.push(['total', String(total.source), String(total.migrated), String(total.derived), String(total.rejected), (trace.steps.reduce((a, s) => a + s.seconds, 0)).toFixed(2)]);
   const wall = trace.migrateWall === undefined ? '' : `; the migration took ${trace.migrateWall.toFixed(2)} s of wall time, its steps side by side`;
   return `${padTable(rows, (i) => i > 0)}\n(seconds: time in the table's MigrateStep invocations of this run; prepare, password hashing, finalize: ${other.toFixed(2)} s${wall})`;

@@ -17,6 +17,7 @@ import type { EmbeddedCluster } from '../../lib/runner/embedded-postgres';
 import { benchPostgresVersion, startBenchCluster } from './cluster';
 import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
 import { BARE_SCHEMA, bareFloor, copyGzipFloor, FLOOR_SCHEMA, FLOOR_SESSION_OPTIONS, GZIP_BINARY, insertSelectFloor, psqlPipeFloor, type FloorTableTiming } from './floor';
+import { parseTablePartStep } from '../../lambdas/core/work-graph';
 
 const ROOT = path.join(__dirname, '..', '..');
 const SOURCE_TABLES = ['user', 'bag', 'scan', 'bill', 'bill_bag'];
@@ -54,7 +55,7 @@ interface CliRun {
   backup: { perTable: Record<string, { rows: number; seconds: number; invocations: number }>; phase: number };
   migrate: {
     createSchema: number;
-    perStep: Record<string, { seconds: number; invocations: number; migrated?: number; rejected?: number; derived?: number; source?: number }>;
+    perStep: Record<string, { seconds: number; invocations: number; migrated?: number; rejected?: number; derived?: number; source?: number; parts?: number }>;
     stepsTotal: number;
     total: number;
     phaseWall: number;
@@ -162,9 +163,20 @@ function parseRun(raw: RawRun): CliRun {
 
   // Migrate: invocation counts from the progress lines, seconds from the CLI summary table (time in each step's invocations).
   const perStep: CliRun['migrate']['perStep'] = {};
+  // A table loaded in key-range parts (scan:1/2, scan:2/2) is one row: its parts' invocations, the longest part's wall.
+  const partWall: Record<string, number> = {};
+  const partsOf: Record<string, Set<string>> = {};
   for (const l of lines) {
     const m = /^migrate (\S+): /.exec(l.text);
-    if (m) (perStep[m[1]!] ??= { seconds: 0, invocations: 0 }).invocations++;
+    if (!m) continue;
+    const table = parseTablePartStep(m[1]!)?.table;
+    if (table) (partsOf[table] ??= new Set()).add(m[1]!);
+    (perStep[table ?? m[1]!] ??= { seconds: 0, invocations: 0 }).invocations++;
+  }
+  for (const l of lines) {
+    const m = /^migrate (\S+): .*, ([\d.]+) s(?: \(\d+ rejected\))? done$/.exec(l.text);
+    const table = m ? parseTablePartStep(m[1]!)?.table : undefined;
+    if (m && table) partWall[table] = Math.max(partWall[table] ?? 0, Number(m[2]));
   }
   const header = lines.findIndex((l) => /^table\s+source rows\s+migrated/.test(l.text));
   let stepsTotal = NaN;
@@ -178,7 +190,7 @@ function parseRun(raw: RawRun): CliRun {
         break;
       }
       const e = (perStep[table] ??= { seconds: 0, invocations: 0 });
-      Object.assign(e, { seconds: Number(seconds), source: Number(source), migrated: Number(migrated), derived: Number(derived), rejected: Number(rejected) });
+      Object.assign(e, { seconds: partWall[table] ?? Number(seconds), source: Number(source), migrated: Number(migrated), derived: Number(derived), rejected: Number(rejected), ...(partsOf[table] ? { parts: partsOf[table].size } : {}) });
     }
   }
   // Steps without a summary row (prepare, stage, finalize; every step after a failed run): the seconds
@@ -442,7 +454,8 @@ function summarize(base: Base, inPlace: CliRun, cross: CliRun) {
 
   // State transitions: local (S) from the counted invocations; S=10 with the 600 s Lambda budget.
   const backupInv = (r: CliRun) => SOURCE_TABLES.map((tb) => r.backup.perTable[tb]?.invocations ?? 1);
-  const migrateInv = (r: CliRun) => Object.values(r.migrate.perStep).map((s) => s.invocations);
+  // A table in parts is one Map item per part (its invocations shared among them).
+  const migrateInv = (r: CliRun) => Object.values(r.migrate.perStep).flatMap((s) => (s.parts ? Array.from({ length: s.parts }, (_, i) => Math.floor((s.invocations + i) / s.parts!)) : [s.invocations]));
   const verifyInv = (r: CliRun) => r.lines.flatMap((l) => { const m = /^verify .*: (\d+) invocation\(s\), [\d.]+ s done$/.exec(l.text); return m ? [Number(m[1])] : []; });
   const local = { inPlace: historyOf(backupInv(inPlace), migrateInv(inPlace), undefined, verifyInv(inPlace)), cross: historyOf(backupInv(cross), migrateInv(cross), undefined, verifyInv(cross)) };
   const factor = 10 / scale;
@@ -496,7 +509,7 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
       const f = floors.get(step);
       const src = s.source ?? 0;
       rows.push([
-        step,
+        s.parts ? `${step} (${s.parts} parts)` : step,
         s.source === undefined ? '' : src.toLocaleString('en-US'),
         s.migrated === undefined ? '' : `${(s.migrated + (s.derived ?? 0)).toLocaleString('en-US')}`,
         s.rejected === undefined ? '' : String(s.rejected),

@@ -3,7 +3,7 @@ import type { Catalog, ColumnInfo, TableInfo } from '../../lambdas/core/catalog'
 import { EMPTY_OVERRIDES } from '../../lambdas/core/mapping-file';
 import { planMigration, type Plan } from '../../lambdas/core/planner';
 import {
-  defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, passwordSteps, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, stepReads, withEarlyIndexItems,
+  defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, parseTablePartStep, partRange, passwordSteps, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, splitKeys, stepReads, tableParts, withEarlyIndexItems,
 } from '../../lambdas/core/work-graph';
 import { TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 
@@ -44,7 +44,8 @@ describe('the migration work graph', () => {
       scan: ['bag', 'prepare', 'user'],
       'passwords:1/2': ['prepare', 'user'],
       'passwords:2/2': ['prepare', 'user'],
-      finalize: ['bag', 'bill', 'bill_bag', 'link', 'passwords:1/2', 'passwords:2/2', 'prepare', 'scan', 'user'],
+      // The last hashing part runs beside finalize, which does not wait for it.
+      finalize: ['bag', 'bill', 'bill_bag', 'link', 'passwords:1/2', 'prepare', 'scan', 'user'],
     });
     // Every foreign key of the target is a dependency (where both tables are in the plan).
     for (const item of items.filter((i) => i.step in TARGET_TABLE_DDL)) {
@@ -55,10 +56,10 @@ describe('the migration work graph', () => {
   });
 
   it.each([
-    // The first hashing part beside bag, the second beside scan; the indexes of bag and bill beside scan too
-    // (user's wait for finalize: the second hashing part writes users in that wave).
+    // The first hashing part beside bag, the last beside finalize; the indexes of bag and bill beside scan
+    // (user's wait for finalize: the last hashing part writes users in that wave).
     [['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords:1/2', 'passwords:2/2', 'finalize'], false,
-      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'passwords:2/2', 'indexes:bag', 'indexes:bill'], ['finalize']]],
+      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'indexes:bag', 'indexes:bill'], ['passwords:2/2', 'finalize']]],
     [['prepare', 'user', 'bag', 'link', 'scan', 'promotionrequest', 'audit_log', 'finalize'], true,
       [['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log', 'indexes:user', 'indexes:bag'], ['finalize']]],
     // A plan without users: bags depend on prepare only.
@@ -153,12 +154,53 @@ describe('the migration work graph', () => {
     expect(parsePasswordsStep(step)).toEqual(part);
   });
 
-  it('names the hashing steps by their buckets: a third beside bag, two thirds beside scan', () => {
-    expect(passwordSteps()).toEqual(['passwords:1/3', 'passwords:2-3/3']);
-    expect(passwordSteps([1, 1])).toEqual(['passwords:1/2', 'passwords:2/2']);
+  it('names the hashing steps by their buckets: a third beside bag, a third beside scan, a third beside finalize', () => {
+    expect(passwordSteps()).toEqual(['passwords:1/3', 'passwords:2/3', 'passwords:3/3']);
+    expect(passwordSteps([1, 2])).toEqual(['passwords:1/3', 'passwords:2-3/3']);
     expect(planWaves({ steps: ['prepare', 'user', 'bag', 'scan', ...passwordSteps(), 'finalize'] })).toEqual(
-      [['prepare'], ['user'], ['bag', 'passwords:1/3'], ['scan', 'passwords:2-3/3', 'indexes:bag'], ['finalize']],
+      [['prepare'], ['user'], ['bag', 'passwords:1/3'], ['scan', 'passwords:2/3', 'indexes:bag'], ['passwords:3/3', 'finalize']],
     );
+  });
+
+  it('cuts the largest table without other unique keys into key-range parts, at least PART_BATCHES batches each, no more than the concurrency', () => {
+    const plan = planOf(...SHAPE_A.map((t) => ({ ...t, rowEstimate: t.rowEstimate * 1000 }))); // scan 3 M, bag and bill_bag 1 M
+    const options = { batchSize: 200_000, concurrency: 4 };
+    expect(tableParts(plan, 'scan', options)).toBe(2);
+    expect(tableParts(plan, 'scan', { ...options, batchSize: 100_000 })).toBe(4);
+    expect(tableParts(plan, 'scan', { ...options, batchSize: 100_000, concurrency: 3 })).toBe(3);
+    expect(tableParts(plan, 'scan', { ...options, live: true })).toBe(1);
+    expect(tableParts(plan, 'scan', { concurrency: 4 })).toBe(1);
+    // Unique keys besides the id (bag's QR code, bill_bag's pair) or derived links (link): the first batch wins, so never cut.
+    for (const t of ['bag', 'bill_bag', 'link', 'user'] as const) expect(tableParts(plan, t, { ...options, batchSize: 1000 })).toBe(1);
+    const waves = planWaves(plan, options);
+    expect(waves.find((w) => w.includes('scan:1/2'))).toEqual(expect.arrayContaining(['scan:1/2', 'scan:2/2', 'link', 'bill_bag']));
+    expect(waves.flat()).not.toContain('scan');
+    // What waits for the table waits for every part; the parts wait for what the table did.
+    const items = planWorkItems(plan, options);
+    expect(items.find((i) => i.step === 'finalize')!.after).toEqual(expect.arrayContaining(['scan:1/2', 'scan:2/2']));
+    expect(items.find((i) => i.step === 'scan:2/2')!.after).toEqual(items.find((i) => i.step === 'scan:1/2')!.after);
+    expect(stepReads(plan, 'scan:2/2')).toEqual(['scan']);
+  });
+
+  it.each([
+    ['scan:2/2', { table: 'scan', part: 2, parts: 2 }], ['scan:3/4', { table: 'scan', part: 3, parts: 4 }], ['scan:1/1', null], ['scan:3/2', null], ['bags:1/2', null], ['passwords:1/3', null], ['scan', null],
+  ])('reads the table part of %s', (step, part) => {
+    expect(parseTablePartStep(step)).toEqual(part);
+  });
+
+  it('splits keys evenly between the smallest and largest, and every key falls in exactly one part', () => {
+    expect(splitKeys(1, 166, 3)).toEqual([56, 111]);
+    expect(splitKeys(5, 6, 4)).toEqual([5]);
+    expect(splitKeys(7, 7, 2)).toEqual([]);
+    expect(splitKeys(null, null, 2)).toEqual([]);
+    for (const [split, parts] of [[[56, 111], 3], [[5], 4], [[], 2]] as const) {
+      const ranges = Array.from({ length: parts }, (_, i) => partRange(split, i + 1));
+      for (const key of [-1, 0, 5, 6, 55, 56, 57, 111, 112, 10 ** 12]) {
+        expect(ranges.filter((r) => r && (r.lo === null || key > r.lo) && (r.hi === null || key <= r.hi))).toHaveLength(1);
+      }
+      expect(ranges[0]!.lo).toBeNull();
+      expect(ranges.filter((r) => r !== null).at(-1)!.hi).toBeNull();
+    }
   });
 
   it('refuses a cycle', () => {
