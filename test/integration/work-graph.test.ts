@@ -142,7 +142,7 @@ async function sequentialAndParallel(names: [string, string], extra: string | nu
 describe('the work graph run in parallel', () => {
   it('gives the target of the one-at-a-time run (shape A: concurrency 4, interleaved batches, every item twice at once)', async () => {
     await sequentialAndParallel(['wgs', 'wgp'], null, async ({ s, p, plan, run }) => {
-      expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/3', 'passwords:2/3', 'passwords:3/3']));
+      expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/4', 'passwords:2-3/4', 'passwords:4/4']));
       expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
       // The unique keys built after the load (bag, link, bill_bag) are those of tables created with them.
       expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link', 'bill_bag']);
@@ -160,14 +160,14 @@ describe('the work graph run in parallel', () => {
       const plaintext = await p.query(`SELECT count(*)::int AS n FROM ${q('user')} t JOIN public."user" s ON s.id = t.id WHERE t.password_hash <> s.password AND t.password_hash <> ''`);
       expect(hashed.rows[0].n).toBe(plaintext.rows[0].n);
       expect(plaintext.rows[0].n).toBeGreaterThan(0);
-      // Each part hashes exactly the plaintext users of its bucket (hash of the key mod 3).
+      // Each part hashes exactly the plaintext users of its buckets (hash of the key mod 4: 0, 1-2, 3).
       const parts = await p.query(`SELECT step, sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%' GROUP BY 1 ORDER BY 1`);
       const buckets = await p.query(
-        `SELECT count(*) FILTER (WHERE b = 0)::int AS first, count(*) FILTER (WHERE b = 1)::int AS second, count(*) FILTER (WHERE b = 2)::int AS third
-           FROM (SELECT mod(mod(hashint8(t.id::bigint)::bigint, 3) + 3, 3) AS b FROM ${q('user')} t JOIN public."user" s ON s.id = t.id
+        `SELECT count(*) FILTER (WHERE b = 0)::int AS first, count(*) FILTER (WHERE b IN (1, 2))::int AS second, count(*) FILTER (WHERE b = 3)::int AS third
+           FROM (SELECT mod(mod(hashint8(t.id::bigint)::bigint, 4) + 4, 4) AS b FROM ${q('user')} t JOIN public."user" s ON s.id = t.id
                   WHERE t.password_hash <> s.password AND t.password_hash <> '') x`,
       );
-      expect(parts.rows.map((r) => [r.step, r.n])).toEqual([['passwords:1/3', buckets.rows[0].first], ['passwords:2/3', buckets.rows[0].second], ['passwords:3/3', buckets.rows[0].third]]);
+      expect(parts.rows.map((r) => [r.step, r.n])).toEqual([['passwords:1/4', buckets.rows[0].first], ['passwords:2-3/4', buckets.rows[0].second], ['passwords:4/4', buckets.rows[0].third]]);
       expect(buckets.rows[0].third).toBeGreaterThan(0);
       expect((await p.query(`SELECT count(*)::int AS n FROM ${q('user')} WHERE password_hash = $1`, [PENDING_PASSWORD_HASH])).rows[0].n).toBe(0);
       // Foreign keys added NOT VALID were all validated.
