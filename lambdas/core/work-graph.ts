@@ -310,14 +310,16 @@ export function resolveWaves(items: readonly WorkItem[]): WorkGraph {
 
 /**
  * The order a wave's Map starts its items in, up to the concurrency (a stable sort, plan order otherwise): the parts of
- * a table first (the longest loads), then the hashing (CPU in the task, not in the database: started with the wave, it
- * spreads over the wave instead of waiting for a free slot and ending after it), then the rest. At scale 1 the hashing
- * part of the scan wave, started fifth of seven, waited 9 s for a slot and ended a second after the wave's loads.
+ * a table first (the longest loads), then the other steps, then the hashing (CPU in the task: it takes a slot only when
+ * a load is done, and has the cores the loads leave), then the index builds. At scale 1 the scan wave has seven items
+ * for four slots: with the hashing started first, the bag indexes waited for its slot and ended 3 s after the loads;
+ * with the indexes first, the hashing did.
  */
 function startRank(step: string): number {
   if (parseTablePartStep(step)) return 0;
-  if (parsePasswordsStep(step)) return 1;
-  return 2;
+  if (parsePasswordsStep(step)) return 2;
+  if (parseIndexesStep(step)) return 3;
+  return 1;
 }
 
 /** The waves of a plan (what Analyse hands the workflow). */

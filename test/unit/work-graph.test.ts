@@ -56,10 +56,10 @@ describe('the migration work graph', () => {
   });
 
   it.each([
-    // The first hashing part beside bag (started first: startRank), the last beside finalize; the indexes of bag and
-    // bill beside scan (user's wait for finalize: the last hashing part writes users in that wave).
+    // The first hashing part beside bag, the last beside finalize (each started after the steps: startRank); the indexes
+    // of bag and bill beside scan (user's wait for finalize: the last hashing part writes users in that wave).
     [['prepare', 'user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'passwords:1/2', 'passwords:2/2', 'finalize'], false,
-      [['prepare'], ['user'], ['passwords:1/2', 'bag', 'bill'], ['link', 'bill_bag', 'scan', 'indexes:bag', 'indexes:bill'], ['passwords:2/2', 'finalize']]],
+      [['prepare'], ['user'], ['bag', 'bill', 'passwords:1/2'], ['link', 'bill_bag', 'scan', 'indexes:bag', 'indexes:bill'], ['finalize', 'passwords:2/2']]],
     [['prepare', 'user', 'bag', 'link', 'scan', 'promotionrequest', 'audit_log', 'finalize'], true,
       [['prepare'], ['user'], ['bag'], ['link', 'scan', 'promotionrequest', 'audit_log', 'indexes:user', 'indexes:bag'], ['finalize']]],
     // A plan without users: bags depend on prepare only.
@@ -154,12 +154,12 @@ describe('the migration work graph', () => {
     expect(parsePasswordsStep(step)).toEqual(part);
   });
 
-  it('names the hashing steps by their buckets: a quarter beside bag, half beside scan, a quarter beside finalize, each started first in its wave', () => {
+  it('names the hashing steps by their buckets: a quarter beside bag, half beside scan, a quarter beside finalize', () => {
     expect(passwordSteps()).toEqual(['passwords:1/4', 'passwords:2-3/4', 'passwords:4/4']);
     expect(passwordSteps([1, 2])).toEqual(['passwords:1/3', 'passwords:2-3/3']);
     expect(passwordSteps([1, 1])).toEqual(['passwords:1/2', 'passwords:2/2']);
     expect(planWaves({ steps: ['prepare', 'user', 'bag', 'scan', ...passwordSteps(), 'finalize'] })).toEqual(
-      [['prepare'], ['user'], ['passwords:1/4', 'bag'], ['passwords:2-3/4', 'scan', 'indexes:bag'], ['passwords:4/4', 'finalize']],
+      [['prepare'], ['user'], ['bag', 'passwords:1/4'], ['scan', 'passwords:2-3/4', 'indexes:bag'], ['finalize', 'passwords:4/4']],
     );
   });
 
@@ -174,8 +174,8 @@ describe('the migration work graph', () => {
     // Unique keys besides the id (bag's QR code, bill_bag's pair) or derived links (link): the first batch wins, so never cut.
     for (const t of ['bag', 'bill_bag', 'link', 'user'] as const) expect(tableParts(plan, t, { ...options, batchSize: 1000 })).toBe(1);
     const waves = planWaves(plan, options);
-    // The wave's Map starts the parts first, then the hashing, then the rest (plan order).
-    expect(waves.find((w) => w.includes('scan:1/2'))).toEqual(['scan:1/2', 'scan:2/2', 'passwords:2-3/4', 'link', 'bill_bag', 'indexes:bag', 'indexes:bill']);
+    // The wave's Map starts the parts first, then the other steps, the hashing, the index builds.
+    expect(waves.find((w) => w.includes('scan:1/2'))).toEqual(['scan:1/2', 'scan:2/2', 'link', 'bill_bag', 'passwords:2-3/4', 'indexes:bag', 'indexes:bill']);
     expect(waves.flat()).not.toContain('scan');
     // What waits for the table waits for every part; the parts wait for what the table did.
     const items = planWorkItems(plan, options);
