@@ -9,6 +9,7 @@ import { resetRuntime } from '../../lambdas/io/runtime';
 import { readRun } from '../../lambdas/engine/runs';
 import { readRowEstimates } from '../../lambdas/io/catalog';
 import { parseDatabaseUrl, withClient } from '../../lambdas/io/pg';
+import { MAX_TABLE_PARTS, tablePartStep } from '../../lambdas/core/work-graph';
 import { silentProgress, type ProgressSink } from './progress';
 import { LocalExecutionFailedError, runLocally, type LocalTaskHandler } from './state-machine';
 
@@ -217,7 +218,12 @@ class RowEstimates {
       // Derived links have no estimate of their own (bags with a parent): such a step shows rows and rate only.
       if (t.derivedLinks.length || t.sources.some((s) => s.rowEstimate < 0)) continue;
       const total = t.sources.reduce((a, s) => a + s.rowEstimate, 0);
-      if (total > 0) this.progress.expect(`migrate ${t.target}`, total);
+      if (!(total > 0)) continue;
+      this.progress.expect(`migrate ${t.target}`, total);
+      // A table loaded in key-range parts (however many the graph made): each part about its share.
+      for (let parts = 2; parts <= MAX_TABLE_PARTS; parts++) {
+        for (let part = 1; part <= parts; part++) this.progress.expect(`migrate ${tablePartStep(t.target, part, parts)}`, Math.round(total / parts));
+      }
     }
   }
 }
