@@ -14,7 +14,7 @@ import { deferredUniqueKeyTables } from '../../lambdas/core/sql/mapping';
  * (stopped afterwards): `fn` gets the client on the migrated database and the seconds each step took.
  */
 export async function withSeededMigration<T>(
-  scale: number, fn: (c: pg.Client, o: { plan: Plan; stepSeconds: Record<string, number> }) => Promise<T>, concurrency = 1,
+  scale: number, fn: (c: pg.Client, o: { plan: Plan; stepSeconds: Record<string, number> }) => Promise<T>, concurrency = 1, batchSize = 200_000,
 ): Promise<T> {
   const cluster = await startEmbeddedCluster();
   try {
@@ -23,7 +23,7 @@ export async function withSeededMigration<T>(
     await c.connect();
     try {
       await seedLegacyShapeA(c, { scale });
-      const run = { runId: 'bench', sourceSchema: 'public', targetSchema: 'tracetrack', runTime: '2026-01-01T00:00:00', batchSize: 200_000 };
+      const run = { runId: 'bench', sourceSchema: 'public', targetSchema: 'tracetrack', runTime: '2026-01-01T00:00:00', batchSize };
       const { plan } = await analyseSource(c, { sourceSchema: 'public', targetSchema: 'tracetrack' });
       assertPlan(plan);
       await ensureInternalTables(c, run.targetSchema);
@@ -53,7 +53,8 @@ export async function withSeededMigration<T>(
         }
         stepSeconds[step] = (Date.now() - t0) / 1000;
       };
-      for (const wave of planWaves(plan)) {
+      // As Analyse plans them: the largest tables in key-range parts where the batch size and concurrency allow.
+      for (const wave of planWaves(plan, { batchSize, concurrency })) {
         const queue = [...wave];
         await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
           for (let step = queue.shift(); step; step = queue.shift()) await runStep(step);
