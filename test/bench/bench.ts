@@ -525,7 +525,7 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
     return table(rows);
   };
   L.push(perTable(inPlace, fl), '');
-  L.push(`Floor extras: create tables ${f2(o.floors.insertSelect.createSeconds)} s, sequences ${f2(o.floors.insertSelect.sequenceSeconds)} s; floor total ${f2(o.floors.insertSelect.total)} s. Floor rows/s use the source table's rows (link: bag rows).`, '');
+  L.push(`Floor extras: create tables ${f2(o.floors.insertSelect.createSeconds)} s, sequences ${f2(o.floors.insertSelect.sequenceSeconds)} s; floor total ${f2(o.floors.insertSelect.total)} s. Floor rows/s use the source table's rows (link: bag rows). A table in key-range parts (scan (2 parts)): the invocations of all its parts, the seconds of the longer part (they run side by side).`, '');
 
   L.push('## Backup, per table', '');
   const bt: string[][] = [['table', 'rows', 'in place s', 'rows/s', 'invocations', 'cross-db s', 'COPY|gzip s', 'floor rows/s', 'ratio (in place)']];
