@@ -19,8 +19,8 @@ import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
  * the run's concurrency. Two items never write the same rows: each item is one target table
  * (or one of the bookkeeping phases) and every checkpoint is keyed by its step.
  *
- * Example (shape A, in place, scale 1): prepare → user → {bag, bill, passwords:1/3} → {link, bill_bag, scan:1/2, scan:2/2,
- * passwords:2/3, indexes:bag, indexes:bill} → {finalize, passwords:3/3}.
+ * Example (shape A, in place, scale 1): prepare → user → {bag, bill, passwords:1/4} → {scan:1/2, scan:2/2, link, bill_bag,
+ * passwords:2-3/4, indexes:bag, indexes:bill} → {finalize, passwords:4/4}.
  */
 
 export interface WorkItem {
@@ -56,7 +56,7 @@ export const PASSWORD_SHARES: readonly number[] = [1, 2, 1];
 
 /**
  * The plan's hashing steps: `passwords:<first>[-<last>]/<buckets>`, the buckets (hash of the key mod <buckets>, plus one)
- * that the step hashes: `passwords:1/3`, `passwords:2/3`, `passwords:3/3`. (Runs planned by earlier versions have
+ * that the step hashes: `passwords:1/4`, `passwords:2-3/4`, `passwords:4/4`. (Runs planned by earlier versions have
  * `passwords:1/2` and `passwords:2/2`, or `passwords:1/3` and `passwords:2-3/3`.)
  */
 export function passwordSteps(shares: readonly number[] = PASSWORD_SHARES): string[] {
@@ -176,7 +176,7 @@ export interface GraphOptions {
 
 /**
  * A table step cut into key-range parts: `scan:1/2`, `scan:2/2`. Each part loads the batches of one range of every
- * unit's key (engine/migrate.ts tablePartRange: split keys read once from the source and recorded), on its own
+ * unit's key (engine/migrate.ts tableSplitKeys: split keys read once from the source and recorded), on its own
  * connection, so the largest table of the last wave loads on several cores instead of one. The last part to finish
  * marks the table done. Only where the order of the batches cannot change the target: ids are the source keys
  * (plus the source's offset), so two parts never write the same id, and the table has no other unique key and no

@@ -291,6 +291,7 @@ export async function computeBagRoles(client: pg.ClientBase, plan: Plan, ctx: Ma
 async function migrateTable(o: StepOptions, table: TablePlan, part: TablePart | null = null): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const step = part ? tablePartStep(part.table, part.part, part.parts) : table.target;
+  if (part && (await stepIsDone(o, table.target))) return { ...totals, done: true, cursor: null };
   if (part && (await stepIsDone(o, step))) {
     // Done before (a redrive, or another invocation): the table may still wait for its last part's marking.
     if (await completePartedTable(o, table, part)) await vacuumAfterStep(o, table);
@@ -344,7 +345,7 @@ async function tableSplitKeys(o: StepOptions, table: TablePlan, parts: number): 
   const first = await recorded();
   if (first) return first;
   return withTransaction(client, async () => {
-    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:${schema}:${run.runId}:${table.target}:parts`]);
+    await lockParts(o, table);
     const again = await recorded();
     if (again) return again;
     const readSchema = o.readSchema ?? run.sourceSchema;
@@ -363,15 +364,20 @@ async function tableSplitKeys(o: StepOptions, table: TablePlan, parts: number): 
   });
 }
 
+/** The transaction's lock on a table's parts (their split keys and the table's completion), for this run. */
+async function lockParts(o: StepOptions, table: TablePlan): Promise<void> {
+  await o.client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:${o.run.targetSchema}:${o.run.runId}:${table.target}:parts`]);
+}
+
 /**
  * Once every part of a table is done, marks the table done (its record sums the parts' checkpoints), in one
  * transaction under the lock of tableSplitKeys: true for the one invocation that marked it.
  */
 async function completePartedTable(o: StepOptions, table: TablePlan, part: TablePart): Promise<boolean> {
-  const { client, run } = o;
+  const { client } = o;
   const steps = Array.from({ length: part.parts }, (_, i) => tablePartStep(part.table, i + 1, part.parts));
   return withTransaction(client, async () => {
-    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tracetrack-migrate:${run.targetSchema}:${run.runId}:${table.target}:parts`]);
+    await lockParts(o, table);
     if (await stepIsDone(o, table.target)) return false;
     for (const s of steps) if (!(await stepIsDone(o, s))) return false;
     await markStepDone(o, table.target, { parts: part.parts }, steps);
