@@ -204,6 +204,14 @@ describe('the work graph run in parallel', () => {
       const record = async (c: pg.Client) => (await c.query(`SELECT steps -> 'migrate:scan' -> 'sources' AS x FROM ${q('_migration_run')} WHERE run_id = 'graph'`)).rows[0].x
         .map((x: Record<string, unknown>) => [x.source, x.migrated, x.rejected]);
       expect(await record(p)).toEqual(await record(s));
+      // An invocation that died after its part's mark and before the table's: a redrive of any part marks the table,
+      // with the same record, and loads nothing again.
+      await p.query(`DELETE FROM ${q('_migration_checkpoint')} WHERE run_id = $1 AND step = 'scan' AND source_table = '*'`, [run.runId]);
+      const o: StepOptions = { client: p, run, plan, deadline: 0, hashPasswords: (x) => hashPasswords(x) };
+      const again = await runMigrateStep(o, 'scan:2/3');
+      expect([again.done, again.migrated, again.batches]).toEqual([true, 0, 0]);
+      expect((await p.query(`SELECT count(*)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = $1 AND step = 'scan' AND source_table = '*'`, [run.runId])).rows[0].n).toBe(1);
+      expect(await record(p)).toEqual(await record(s));
       const verdict = await verifyRun({ client: p, run, plan });
       expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
     });
