@@ -81,6 +81,21 @@ describe('tracetrack-migrate (CLI, e2e)', () => {
     expect(Date.now() - started).toBeLessThan(60_000);
   });
 
+  it('runs the whole workflow with scan in key-range parts (scale 0.003, batch size 500: 9,000 scans in three parts), one summary row for the table, verified', async () => {
+    const reportFile = path.join(work, 'parts-report.json');
+    const r = await cli(['run', '--demo', '--scale', '0.003', '--batch-size', '500', '--backup-dir', path.join(work, 'parts-s3'), '--report', reportFile]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    for (const part of ['scan:1/3', 'scan:2/3', 'scan:3/3']) expect(r.stdout).toMatch(new RegExp(`^migrate ${part}: [\\d,]+ rows, .* done$`, 'm'));
+    expect(r.stdout).toMatch(/^scan\s+9000\s+\d+\s+0\s+\d+\s+[\d.]+$/m);
+    expect(r.stdout).not.toMatch(/^scan:/m);
+    const report = JSON.parse(readFileSync(reportFile, 'utf8')) as { status: string; tables: Record<string, { migrated: number; rejected: number }>; checks: { name: string; passed: boolean }[] };
+    expect(report.status).toBe('completed');
+    expect(report.tables.scan!.migrated + report.tables.scan!.rejected).toBe(9000);
+    expect(report.checks.length).toBeGreaterThan(20);
+    expect(report.checks.filter((c) => !c.passed)).toEqual([]);
+  });
+
   it('on SIGINT, stops the embedded PostgreSQL it started and exits 130', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bin', 'cli.ts'), 'run', '--demo', '--scale', '0.05', '--backup-dir', path.join(work, 'sigint-s3')], {
       cwd: ROOT,
