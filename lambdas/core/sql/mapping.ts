@@ -173,7 +173,11 @@ export function buildMappingSelect(
     const bounds = source.key && range && !isKeySet(range)
       ? [range.lo === null ? null : `${t}.id > ${params.add(range.lo + off, 'bigint')}`, range.hi === null ? null : `${t}.id <= ${params.add(range.hi + off, 'bigint')}`].filter((x) => x !== null)
       : [];
-    b.joins.unshift(`LEFT JOIN ${qualified(ctx.targetSchema, table.target)} ${t} ON ${[`${t}.id = ${targetIdExpr(source, ctx)}`, ...bounds].join(' AND ')}`);
+    // Without an offset, the key column itself (an integer, exactly equal to its bigint): both sides then come in key
+    // order from their primary keys and PostgreSQL merges them. Through the cast it hashed the range's target rows:
+    // 450,000 scans, 0.70 s a chunk hashed, 0.47 s merged (kept demo database, quiet).
+    const idOfRow = off === 0 && source.key ? `s.${id(source.key)}` : targetIdExpr(source, ctx);
+    b.joins.unshift(`LEFT JOIN ${qualified(ctx.targetSchema, table.target)} ${t} ON ${[`${t}.id = ${idOfRow}`, ...bounds].join(' AND ')}`);
   }
   const from = fromClause(source, ctx);
   const inner = `SELECT ${b.level1.join(',\n    ')}\n  FROM ${from}\n  ${b.joins.join('\n  ')}${b.where.length ? `\n  WHERE ${b.where.join(' AND ')}` : ''}`;
