@@ -1,8 +1,8 @@
 import type { Plan, SourcePlan, TablePlan } from './plan';
 import { bagRoleSourceTables, bagRolesNeeded } from './sql/bag-roles';
 import { tableUnits } from './sql/mapping';
-import { TARGET_TABLE_DDL, uniqueConstraints } from './sql/target-ddl';
-import { isTargetTable, TARGET_ORDER, type TargetTable } from './rules';
+import { TARGET_TABLE_DDL } from './sql/target-ddl';
+import { isTargetTable, TARGET_ORDER, UNIQUE_KEYS, type TargetTable } from './rules';
 
 /**
  * The migration as a dependency graph of work items, derived from the plan and from the target's
@@ -116,9 +116,9 @@ export function offsetNeedsMaxKey(table: Pick<TablePlan, 'sources' | 'merged' | 
 export function stepReads(plan: Pick<Plan, 'tables'>, step: string): string[] {
   if (step === 'prepare') return prepareReads(plan);
   const passwords = parsePasswordsStep(step);
-  const target = passwords ? 'user' : parseTablePartStep(step)?.table ?? step;
+  const target = passwords ? 'user' : stepTable(step);
   const table = plan.tables.find((t) => t.target === target);
-  if (!table || (!passwords && !isTargetTable(target))) return [];
+  if (!table) return [];
   return unique(passwords ? table.sources.map((s) => s.table) : tableUnits(plan, table).map((u) => u.source.table));
 }
 
@@ -208,8 +208,7 @@ export function parseTablePartStep(step: string): TablePart | null {
 export function tableParts(plan: { readonly tables?: Plan['tables'] }, target: TargetTable, options: GraphOptions): number {
   const table = plan.tables?.find((t) => t.target === target);
   if (!table || options.live || !options.batchSize || options.batchSize < 1) return 1;
-  const uniqueKeys = uniqueConstraints(target).length + TARGET_TABLE_DDL[target].indexes.filter((i) => i.unique).length;
-  if (uniqueKeys > 0 || table.derivedLinks.length > 0 || !table.sources.every((s) => s.key !== null)) return 1;
+  if (UNIQUE_KEYS[target].length > 0 || table.derivedLinks.length > 0 || !table.sources.every((s) => s.key !== null)) return 1;
   const rows = table.sources.reduce((a, s) => a + Math.max(s.rowEstimate, 0), 0);
   const limit = Math.min(MAX_TABLE_PARTS, Math.max(1, Math.floor(options.concurrency ?? MAX_TABLE_PARTS)));
   return Math.max(1, Math.min(limit, Math.floor(rows / (PART_BATCHES * options.batchSize))));

@@ -341,13 +341,14 @@ async function tableSplitKeys(o: StepOptions, table: TablePlan, parts: number): 
   const { client, run } = o;
   const schema = run.targetSchema;
   const step = `migrate:${table.target}`;
-  const recorded = async () => ((await readRun(client, schema, run.runId))?.steps[step]?.splitKeys as Record<string, Record<string, number[]>> | undefined)?.[String(parts)];
-  const first = await recorded();
+  // Every part count's split keys recorded so far (a run re-planned with another count keeps the earlier ones).
+  const recorded = async () => ((await readRun(client, schema, run.runId))?.steps[step]?.splitKeys ?? {}) as Record<string, Record<string, number[]>>;
+  const first = (await recorded())[String(parts)];
   if (first) return first;
   return withTransaction(client, async () => {
     await lockParts(o, table);
-    const again = await recorded();
-    if (again) return again;
+    const prev = await recorded();
+    if (prev[String(parts)]) return prev[String(parts)]!;
     const readSchema = o.readSchema ?? run.sourceSchema;
     const split: Record<string, number[]> = {};
     for (const unit of tableUnits(o.plan, table, run.live === true)) {
@@ -358,7 +359,6 @@ async function tableSplitKeys(o: StepOptions, table: TablePlan, parts: number): 
       const num = (v: unknown) => (v === null ? null : Number(v));
       split[unit.label] = splitKeys(num(r.rows[0].lo), num(r.rows[0].hi), parts);
     }
-    const prev = ((await readRun(client, schema, run.runId))?.steps[step]?.splitKeys ?? {}) as Record<string, unknown>;
     await recordStep(client, schema, run.runId, step, { splitKeys: { ...prev, [String(parts)]: split } });
     return split;
   });

@@ -256,11 +256,12 @@ export async function extraRows(client: pg.ClientBase, run: EngineRun, plan: Pla
 }
 
 /** Every foreign key (and bag.parent_id), in the order the checks are listed; `scan.bag` last. */
-export function orphanRefs(): { table: TargetTable; column: string; ref: TargetTable }[] {
+/** `indexed`: only the references an index of their table leads with (true, checked by value) or the others (false, row by row). */
+export function orphanRefs(indexed?: boolean): { table: TargetTable; column: string; ref: TargetTable }[] {
   const refs: { table: TargetTable; column: string; ref: TargetTable }[] = [];
   for (const table of TARGET_ORDER) for (const fk of TARGET_TABLE_DDL[table].foreignKeys) refs.push({ table, column: fk.column, ref: fk.ref });
   refs.push({ table: 'bag', column: 'parent_id', ref: 'bag' });
-  return refs;
+  return indexed === undefined ? refs : refs.filter((r) => indexedReference(r.table, r.column) === indexed);
 }
 
 export function orphanCheckNames(): string[] {
@@ -272,12 +273,12 @@ export function orphanCheckNames(): string[] {
  * orphans item each. A reference that an index leads with (indexedReference) is checked by the values it holds instead.
  */
 export function referencingTables(): TargetTable[] {
-  return [...new Set([...orphanRefs().filter((r) => !indexedReference(r.table, r.column)).map((r) => r.table), 'scan' as TargetTable])];
+  return [...new Set([...orphanRefs(false).map((r) => r.table), 'scan' as TargetTable])];
 }
 
 /** Target tables referenced by a reference that an index leads with: one references item each. */
 export function referencedTables(): TargetTable[] {
-  return [...new Set(orphanRefs().filter((r) => indexedReference(r.table, r.column)).map((r) => r.ref))];
+  return [...new Set(orphanRefs(true).map((r) => r.ref))];
 }
 
 export async function sequenceChecks(client: pg.ClientBase, schema: string): Promise<CheckResult[]> {

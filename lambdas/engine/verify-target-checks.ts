@@ -4,7 +4,6 @@ import type { TargetTable } from '../core/rules';
 import { derivedColumnScopes, renderSummaryCounts, type TargetIdRange } from '../core/sql/derived';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import { targetIdExpr, type KeyRange, type MappingContext } from '../core/sql/mapping';
-import { indexedReference } from '../core/sql/target-ddl';
 import { checkableHashSql, plaintextPasswordSql } from '../core/sql/values';
 import {
   PASSWORD_SAMPLE_SIZE,
@@ -60,7 +59,7 @@ export async function referenceOrphanCounts(client: pg.ClientBase, schema: strin
   // row, which the cache misses make slow: 1.0 s for scan.child_bag_id at scale 1 against 0.21 s merged from both indexes
   // (all six references into bag: 2.4 s against 0.76 s).
   await client.query(`SELECT set_config('enable_hashjoin', 'off', true)`);
-  for (const r of orphanRefs().filter((x) => x.ref === ref && indexedReference(x.table, x.column))) {
+  for (const r of orphanRefs(true).filter((x) => x.ref === ref)) {
     const params = new Params();
     const ids = idRange(range, params);
     const col = `c.${id(r.column)}`;
@@ -76,7 +75,7 @@ export async function referenceOrphanCounts(client: pg.ClientBase, schema: strin
 export async function orphanCounts(client: pg.ClientBase, schema: string, table: TargetTable, range: KeyRange): Promise<OrphanCount[]> {
   const out: OrphanCount[] = [];
   const q = (t: string) => qualified(schema, t);
-  for (const r of orphanRefs().filter((x) => x.table === table && !indexedReference(x.table, x.column))) {
+  for (const r of orphanRefs(false).filter((x) => x.table === table)) {
     const params = new Params();
     const ids = idRange(range, params);
     const res = await client.query(

@@ -9,7 +9,7 @@ import { resetRuntime } from '../../lambdas/io/runtime';
 import { readRun } from '../../lambdas/engine/runs';
 import { readRowEstimates } from '../../lambdas/io/catalog';
 import { parseDatabaseUrl, withClient } from '../../lambdas/io/pg';
-import { MAX_TABLE_PARTS, tablePartStep } from '../../lambdas/core/work-graph';
+import { parseTablePartStep } from '../../lambdas/core/work-graph';
 import { silentProgress, type ProgressSink } from './progress';
 import { LocalExecutionFailedError, runLocally, type LocalTaskHandler } from './state-machine';
 
@@ -197,7 +197,7 @@ class RowEstimates {
   /** Called with every task's result: Preflight names the run, Analyse wrote the plan. */
   async observe(state: string, result: Record<string, unknown>): Promise<void> {
     if (state === TASK_STATES.preflight) await this.afterPreflight(result);
-    if (state === TASK_STATES.analyse) await this.afterAnalyse();
+    if (state === TASK_STATES.analyse) await this.afterAnalyse(result);
   }
 
   private async afterPreflight(result: Record<string, unknown>): Promise<void> {
@@ -209,20 +209,22 @@ class RowEstimates {
     for (const [table, n] of Object.entries(rows)) this.progress.expect(`backup ${table}`, n);
   }
 
-  private async afterAnalyse(): Promise<void> {
+  private async afterAnalyse(result: Record<string, unknown>): Promise<void> {
     if (!this.progress.expect || !this.run) return;
     const { runId, targetSchema } = this.run;
     const plan = await withClient(parseDatabaseUrl(this.options.targetUrl ?? this.options.sourceUrl), async (c) => (await readRun(c, targetSchema, runId))?.plan ?? null).catch(() => null);
     if (!plan) return;
+    const steps = Array.isArray(result.waves) ? (result.waves as string[][]).flat() : [];
     for (const t of plan.tables) {
       // Derived links have no estimate of their own (bags with a parent): such a step shows rows and rate only.
       if (t.derivedLinks.length || t.sources.some((s) => s.rowEstimate < 0)) continue;
       const total = t.sources.reduce((a, s) => a + s.rowEstimate, 0);
       if (!(total > 0)) continue;
       this.progress.expect(`migrate ${t.target}`, total);
-      // A table loaded in key-range parts (however many the graph made): each part about its share.
-      for (let parts = 2; parts <= MAX_TABLE_PARTS; parts++) {
-        for (let part = 1; part <= parts; part++) this.progress.expect(`migrate ${tablePartStep(t.target, part, parts)}`, Math.round(total / parts));
+      // A table loaded in key-range parts (the parts in Analyse's waves): each part about its share.
+      for (const step of steps) {
+        const part = parseTablePartStep(step);
+        if (part?.table === t.target) this.progress.expect(`migrate ${step}`, Math.round(total / part.parts));
       }
     }
   }

@@ -31,6 +31,8 @@ function arg(name: string, fallback?: string): string | undefined {
 }
 const scale = Number(arg('scale', '1'));
 const batchSize = Number(arg('batch-size', '200000'));
+/** A migrate step's final progress line: step, rows read, seconds, rejected. */
+const MIGRATE_DONE_LINE = /^migrate (\S+): ([\d,]+) rows, .*?, ([\d.]+) s(?: \((\d+) rejected\))? done$/;
 const writeResults = !process.argv.includes('--no-results');
 const postgresVersion = benchPostgresVersion();
 /** '' for the embedded default, '-pg15' for `--postgres 15`: the suffix of the result files. */
@@ -170,13 +172,10 @@ function parseRun(raw: RawRun): CliRun {
     const m = /^migrate (\S+): /.exec(l.text);
     if (!m) continue;
     const table = parseTablePartStep(m[1]!)?.table;
+    const done = table ? MIGRATE_DONE_LINE.exec(l.text) : null;
     if (table) (partsOf[table] ??= new Set()).add(m[1]!);
+    if (table && done) partWall[table] = Math.max(partWall[table] ?? 0, Number(done[3]));
     (perStep[table ?? m[1]!] ??= { seconds: 0, invocations: 0 }).invocations++;
-  }
-  for (const l of lines) {
-    const m = /^migrate (\S+): .*, ([\d.]+) s(?: \(\d+ rejected\))? done$/.exec(l.text);
-    const table = m ? parseTablePartStep(m[1]!)?.table : undefined;
-    if (m && table) partWall[table] = Math.max(partWall[table] ?? 0, Number(m[2]));
   }
   const header = lines.findIndex((l) => /^table\s+source rows\s+migrated/.test(l.text));
   let stepsTotal = NaN;
@@ -196,7 +195,7 @@ function parseRun(raw: RawRun): CliRun {
   // Steps without a summary row (prepare, stage, finalize; every step after a failed run): the seconds
   // of their final progress line (from their first invocation's start to their end) ...
   for (const l of lines) {
-    const m = /^migrate (\S+): ([\d,]+) rows, .*?, ([\d.]+) s(?: \((\d+) rejected\))? done$/.exec(l.text);
+    const m = MIGRATE_DONE_LINE.exec(l.text);
     if (m && perStep[m[1]!] && perStep[m[1]!]!.source === undefined) {
       const migrated = Number(m[2]!.replace(/,/g, ''));
       const rejected = Number(m[4] ?? 0);
