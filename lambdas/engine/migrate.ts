@@ -333,34 +333,51 @@ async function vacuumAfterStep(o: StepOptions, table: TablePlan): Promise<void> 
 }
 
 /**
- * Where the parts of a table cut its units' keys (splitKeys of each unit's smallest and largest key), read once and
- * recorded in the table's step record (`splitKeys`, by number of parts) in one transaction under an advisory lock:
- * every part, and every rerun of one, cuts at the same keys, so each key falls in exactly one part.
+ * Where the parts of a table cut its units' keys (splitKeys of each unit's smallest and largest key), decided once
+ * (decidedOnce, under the parts' advisory lock) and recorded in the table's step record, by number of parts (a run
+ * re-planned with another count keeps the earlier ones): every part, and every rerun of one, cuts at the same keys,
+ * so each key falls in exactly one part.
  */
 async function tableSplitKeys(o: StepOptions, table: TablePlan, parts: number): Promise<Record<string, number[]>> {
-  const { client, run } = o;
-  const schema = run.targetSchema;
-  const step = `migrate:${table.target}`;
-  // Every part count's split keys recorded so far (a run re-planned with another count keeps the earlier ones).
-  const recorded = async () => ((await readRun(client, schema, run.runId))?.steps[step]?.splitKeys ?? {}) as Record<string, Record<string, number[]>>;
-  const first = (await recorded())[String(parts)];
-  if (first) return first;
-  return withTransaction(client, async () => {
-    await lockParts(o, table);
-    const prev = await recorded();
-    if (prev[String(parts)]) return prev[String(parts)]!;
-    const readSchema = o.readSchema ?? run.sourceSchema;
+  const byCount = (record: Record<string, unknown>) => (record.splitKeys ?? {}) as Record<string, Record<string, number[]>>;
+  return decidedOnce(o, table, () => lockParts(o, table), (record) => byCount(record)[String(parts)], async (record) => {
+    const readSchema = o.readSchema ?? o.run.sourceSchema;
     const split: Record<string, number[]> = {};
-    for (const unit of tableUnits(o.plan, table, run.live === true)) {
+    for (const unit of tableUnits(o.plan, table, o.run.live === true)) {
       const key = id(unit.source.key!);
-      const r = await client.query(
+      const r = await o.client.query(
         `SELECT min(s.${key})::bigint AS lo, max(s.${key})::bigint AS hi FROM ${qualified(readSchema, unit.source.table)} s${unit.filter ? ` WHERE ${unit.filter}` : ''}`,
       );
       const num = (v: unknown) => (v === null ? null : Number(v));
       split[unit.label] = splitKeys(num(r.rows[0].lo), num(r.rows[0].hi), parts);
     }
-    await recordStep(client, schema, run.runId, step, { splitKeys: { ...prev, [String(parts)]: split } });
-    return split;
+    return { value: split, fields: { splitKeys: { ...byCount(record), [String(parts)]: split } } };
+  });
+}
+
+/**
+ * A decision a table's step makes once per run (read from the table's step record by `read`): made by `decide` in one
+ * transaction under `lock` (which makes a second invocation wait for the first's and read it) and recorded there.
+ */
+async function decidedOnce<T>(
+  o: StepOptions,
+  table: TablePlan,
+  lock: () => Promise<void>,
+  read: (record: Record<string, unknown>) => T | undefined,
+  decide: (record: Record<string, unknown>) => Promise<{ value: T; fields: Record<string, unknown> }>,
+): Promise<T> {
+  const step = `migrate:${table.target}`;
+  const record = async () => ((await readRun(o.client, o.run.targetSchema, o.run.runId))?.steps[step] ?? {}) as Record<string, unknown>;
+  const first = read(await record());
+  if (first !== undefined) return first;
+  return withTransaction(o.client, async () => {
+    await lock();
+    const now = await record();
+    const again = read(now);
+    if (again !== undefined) return again;
+    const { value, fields } = await decide(now);
+    await recordStep(o.client, o.run.targetSchema, o.run.runId, step, fields);
+    return value;
   });
 }
 
@@ -371,7 +388,7 @@ async function lockParts(o: StepOptions, table: TablePlan): Promise<void> {
 
 /**
  * Once every part of a table is done, marks the table done (its record sums the parts' checkpoints), in one
- * transaction under the lock of tableSplitKeys: true for the one invocation that marked it.
+ * transaction under the parts' lock (lockParts): true for the one invocation that marked it.
  */
 async function completePartedTable(o: StepOptions, table: TablePlan, part: TablePart): Promise<boolean> {
   const { client } = o;
@@ -393,23 +410,20 @@ async function completePartedTable(o: StepOptions, table: TablePlan, part: Table
  * empty table, and the batches skip and reject collisions. False: the batches are plain inserts; finalize builds the keys.
  */
 async function uniqueKeysAtLoad(o: StepOptions, table: TablePlan, ctx: MappingContext): Promise<boolean> {
-  const { client, run } = o;
-  const schema = run.targetSchema;
-  const step = `migrate:${table.target}`;
-  const recorded = async () => (await readRun(client, schema, run.runId))?.steps[step]?.uniqueKeysAtLoad;
-  const first = await recorded();
-  if (typeof first === 'boolean') return first;
-  return withTransaction(client, async () => {
-    await client.query(`LOCK TABLE ${qualified(schema, table.target)} IN SHARE ROW EXCLUSIVE MODE`);
-    const again = await recorded();
-    if (typeof again === 'boolean') return again;
-    const names = uniqueConstraints(table.target).map((c) => c.name);
-    const present = await client.query(`SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND conname = ANY($2::text[])`, [qualified(schema, table.target), names]);
-    const atLoad = (present.rowCount ?? 0) > 0 || Boolean((await client.query(renderDuplicateKeyCheck(table, ctx))).rows[0].duplicate);
-    if (atLoad) for (const sql of renderUniqueKeys(schema, table.target)) await client.query(sql);
-    await recordStep(client, schema, run.runId, step, { uniqueKeysAtLoad: atLoad });
-    return atLoad;
-  });
+  const { client } = o;
+  const target = qualified(o.run.targetSchema, table.target);
+  return decidedOnce(
+    o, table,
+    async () => { await client.query(`LOCK TABLE ${target} IN SHARE ROW EXCLUSIVE MODE`); },
+    (record) => (typeof record.uniqueKeysAtLoad === 'boolean' ? record.uniqueKeysAtLoad : undefined),
+    async () => {
+      const names = uniqueConstraints(table.target).map((c) => c.name);
+      const present = await client.query(`SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND conname = ANY($2::text[])`, [target, names]);
+      const atLoad = (present.rowCount ?? 0) > 0 || Boolean((await client.query(renderDuplicateKeyCheck(table, ctx))).rows[0].duplicate);
+      if (atLoad) for (const sql of renderUniqueKeys(o.run.targetSchema, table.target)) await client.query(sql);
+      return { value: atLoad, fields: { uniqueKeysAtLoad: atLoad } };
+    },
+  );
 }
 
 /** bag.parent_id was loaded as read; a parent that was never migrated becomes NULL (link rows say why). */
