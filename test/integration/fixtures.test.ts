@@ -7,6 +7,7 @@ import {
   classifyPasswordValue,
 } from '../../lambdas/io/password';
 import { BCRYPT_HASH_PATTERN, WERKZEUG_HASH_PATTERN } from '../../lambdas/core/rules';
+import { checkableHashSql } from '../../lambdas/core/sql/values';
 import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
 
 /** The fixtures are test data; these tests prove the data itself is what the expect files say. */
@@ -122,7 +123,7 @@ describe('source-shape fixtures', () => {
     }
   });
 
-  it('PostgreSQL `~` with the exported regexes classifies every fixture password like classifyPasswordValue', async () => {
+  it('PostgreSQL `~` with the exported regexes, and the SQL the migration uses (checkableHashSql), classify every fixture password like classifyPasswordValue', async () => {
     const db = await createTestDatabase('fx');
     try {
       await withTestClient(db.url, async (c) => {
@@ -131,20 +132,22 @@ describe('source-shape fixtures', () => {
           const sql = readFileSync(join(FIXTURES, `${shape}.sql`), 'utf8');
           for (const m of sql.matchAll(/'((?:scrypt|pbkdf2|\$2)[^']*)'/g)) values.push(m[1]!);
         }
-        values.push('hunter2', 'RESET', '!', 'correct horse', '');
-        const { rows } = await c.query<{ v: string; werkzeug: boolean; bcrypt: boolean }>(
-          `SELECT v, v ~ $2 AS werkzeug, v ~ $3 AS bcrypt FROM unnest($1::text[]) AS v`,
+        const scrypt = values.find((v) => v.startsWith('scrypt:'))!;
+        const [head, digits] = [scrypt.slice(0, scrypt.lastIndexOf('$') + 1), scrypt.slice(scrypt.lastIndexOf('$') + 1)];
+        // The scrypt key's digit count, which checkableHashSql checks by length instead of the pattern's {128}.
+        values.push(head + digits.slice(1), head + digits + 'a', head + digits.toUpperCase(), `${head}${digits}$`, head.replace(/[$][^$]*[$]$/, '$$') + digits);
+        values.push('hunter2', 'RESET', '!', 'correct horse', '', 'scrypt:', 'pbkdf2:sha256$abc$9d94', 'pbkdf2:sha256$abc$');
+        const { rows } = await c.query<{ v: string; werkzeug: boolean; bcrypt: boolean; checkable: boolean }>(
+          `SELECT v, v ~ $2 AS werkzeug, v ~ $3 AS bcrypt, ${checkableHashSql('v')} AS checkable FROM unnest($1::text[]) AS v`,
           [values, WERKZEUG_HASH_PATTERN, BCRYPT_HASH_PATTERN],
         );
-        expect(rows.length).toBeGreaterThan(10);
+        expect(rows.length).toBeGreaterThan(20);
         for (const r of rows) {
           const kind = classifyPasswordValue(r.v);
-          expect({ v: r.v, werkzeug: r.werkzeug, bcrypt: r.bcrypt }).toEqual({
-            v: r.v,
-            werkzeug: kind === 'werkzeug-scrypt' || kind === 'werkzeug-pbkdf2',
-            bcrypt: kind === 'bcrypt',
-          });
+          const werkzeug = kind === 'werkzeug-scrypt' || kind === 'werkzeug-pbkdf2';
+          expect({ v: r.v, werkzeug: r.werkzeug, bcrypt: r.bcrypt, checkable: r.checkable }).toEqual({ v: r.v, werkzeug, bcrypt: kind === 'bcrypt', checkable: werkzeug || kind === 'bcrypt' });
         }
+        expect(rows.filter((r) => r.v.startsWith(head) && !r.checkable)).toHaveLength(4);
       });
     } finally {
       await db.drop();

@@ -1,6 +1,6 @@
 import { INTEGER_TYPES, NUMBER_TYPES } from '../catalog';
 import type { SourcePlan } from '../plan';
-import { BCRYPT_HASH_PATTERN, WERKZEUG_HASH_PATTERN } from '../rules';
+import { BCRYPT_HASH_PATTERN, WERKZEUG_HASH_PATTERN_UNBOUNDED, WERKZEUG_SCRYPT_HEX_DIGITS } from '../rules';
 import { escapeIdentifier as id, escapeLiteral as lit, Params, qualified } from './ident';
 
 /**
@@ -89,9 +89,13 @@ export function inTargetTerms(sourceValue: string, targetId: string): string {
   return `${sourceValue}::text || CASE WHEN ${targetId} IS DISTINCT FROM ${sourceValue} THEN ' (target id ' || ${targetId}::text || ')' ELSE '' END`;
 }
 
-/** SQL: `expr` (text) is a password hash the application can check (the patterns of rules.ts, the one definition). */
+/**
+ * SQL: `expr` (text) is a password hash the application can check: WERKZEUG_HASH_PATTERN or BCRYPT_HASH_PATTERN
+ * (rules.ts, the one definition), the scrypt key's digit count checked by length (WERKZEUG_HASH_PATTERN_UNBOUNDED).
+ */
 export function checkableHashSql(expr: string): string {
-  return `(${expr} ~ ${lit(WERKZEUG_HASH_PATTERN)} OR ${expr} ~ ${lit(BCRYPT_HASH_PATTERN)})`;
+  const scryptDigits = `(${expr} NOT LIKE 'scrypt:%' OR length(split_part(${expr}, '$', 3)) = ${WERKZEUG_SCRYPT_HEX_DIGITS})`;
+  return `((${expr} ~ ${lit(WERKZEUG_HASH_PATTERN_UNBOUNDED)} AND ${scryptDigits}) OR ${expr} ~ ${lit(BCRYPT_HASH_PATTERN)})`;
 }
 
 /** SQL: `expr` (text) is a legacy plaintext password: not empty and not a checkable hash (the migration hashes it). */
