@@ -179,7 +179,7 @@ export interface RangeResult {
   readonly mismatches: BucketMismatch[];
   /** Differing keys of the first differing bucket. */
   readonly sample: number[];
-  readonly fingerprint: { readonly rows: number; readonly hash: string; readonly xmax: string } | null;
+  readonly fingerprint: { readonly rows: number; readonly hash: string; readonly xmax: string; readonly typed?: boolean } | null;
   readonly live: { readonly positionMin: number; readonly positionMax: number; readonly drained: number } | null;
 }
 
@@ -245,7 +245,11 @@ export function mergeRange(a: RangeResult, b: RangeResult): RangeResult {
   const c = a.counts;
   const d = b.counts;
   const fp = a.fingerprint && b.fingerprint
-    ? { rows: a.fingerprint.rows + b.fingerprint.rows, hash: addDecimal(a.fingerprint.hash, b.fingerprint.hash), xmax: BigInt(a.fingerprint.xmax) <= BigInt(b.fingerprint.xmax) ? a.fingerprint.xmax : b.fingerprint.xmax }
+    ? {
+        rows: a.fingerprint.rows + b.fingerprint.rows, hash: addDecimal(a.fingerprint.hash, b.fingerprint.hash), xmax: BigInt(a.fingerprint.xmax) <= BigInt(b.fingerprint.xmax) ? a.fingerprint.xmax : b.fingerprint.xmax,
+        // Chunks hashed alike (one server) sum to the table's hash; otherwise the sum matches no cutover's.
+        ...(a.fingerprint.typed && b.fingerprint.typed ? { typed: true } : {}),
+      }
     : a.fingerprint ?? b.fingerprint;
   return {
     counts: {
@@ -385,7 +389,7 @@ export function assembleVerification(input: AssemblyInput): VerificationResult &
   const sourceFingerprints: SourceFingerprint[] | undefined = input.fingerprintTables
     ? input.fingerprintTables.map((table) => {
         const f = fingerprints.get(table);
-        return { table, rows: f?.rows ?? 0, hash: f?.hash ?? '0', xmax: f?.xmax ?? '0' };
+        return { table, rows: f?.rows ?? 0, hash: f?.hash ?? '0', xmax: f?.xmax ?? '0', ...(f?.typed ? { typed: true } : {}) };
       })
     : undefined;
   return {

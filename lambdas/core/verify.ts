@@ -65,6 +65,32 @@ export interface SourceFingerprint {
   readonly hash: string;
   /** txid_snapshot_xmax of the reading snapshot: rows written later have a newer xmin. */
   readonly xmax: string;
+  /** The hash is fingerprintHashExpr's typed form (absent: the row's text, as before it existed); a cutover hashes alike. */
+  readonly typed?: boolean;
+}
+
+/** A source column as a fingerprint hashes it: its name and `pg_type.typname` (a domain's own name). */
+export interface RowColumn {
+  readonly name: string;
+  readonly type: string;
+}
+
+/**
+ * Types whose equal values are the same value, hashed as they are in a typed fingerprint. Every other type
+ * goes in as its text (numeric's scale, a float's negative zero, json's spacing, a case-insensitive collation's
+ * case all change the text, not the value), text itself under the bytewise "C" collation.
+ */
+const FINGERPRINT_AS_VALUES: ReadonlySet<string> = new Set(['int2', 'int4', 'int8', 'bool', 'date', 'timestamp', 'timestamptz', 'uuid', 'bytea']);
+
+/**
+ * A 64-bit hash of a whole source row, for the fingerprint a cutover compares with Verify's. `columns` null: the
+ * row's text (PostgreSQL 13, which lacks hash_record_extended); otherwise the columns in order, hashed typed:
+ * 0.14 s instead of 0.34 s for 450,000 scans, 0.12 s instead of 0.41 s for 350,000 bags (no timestamp's text).
+ */
+export function fingerprintHashExpr(alias: string, columns: readonly RowColumn[] | null): string {
+  if (!columns) return `hashtextextended(${alias}::text, 0)`;
+  const fields = columns.map((c) => (FINGERPRINT_AS_VALUES.has(c.type) ? `${alias}.${id(c.name)}` : `(${alias}.${id(c.name)}::text COLLATE "C")`));
+  return `hash_record_extended(ROW(${fields.join(', ')}), 0)`;
 }
 
 /** Canonical SQL type per target column (from the target's column data), so both sides hash the same text. */

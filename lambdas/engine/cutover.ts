@@ -9,6 +9,7 @@ import { toMigrationError, withTransaction } from '../io/pg';
 import { readCapture, removeCapture } from './capture';
 import { catchUp, changedKeysProblems, drainInTransaction } from './catchup';
 import type { EngineRun, PasswordHasher } from './migrate';
+import { fingerprintRows } from './verify-checks';
 import { latestRun, readRun, updateRun, type CutoverRecord, type RunRecord } from './runs';
 
 /**
@@ -52,16 +53,12 @@ interface StoredCutover extends CutoverRecord {
   readonly live?: boolean;
 }
 
-/** Row count and content hash of every source table the plan reads (Verify records them; a cutover compares). */
-export async function sourceFingerprints(client: pg.ClientBase, schema: string, plan: Plan): Promise<SourceFingerprint[]> {
+/** Row count and content hash of every source table the plan reads, each hashed as Verify hashed it (`then`). */
+export async function sourceFingerprints(client: pg.ClientBase, schema: string, plan: Plan, then: readonly SourceFingerprint[] = []): Promise<SourceFingerprint[]> {
   const out: SourceFingerprint[] = [];
   for (const table of readTables(plan)) {
-    const r = await client.query(
-      `SELECT count(*)::bigint AS n, COALESCE(sum(hashtextextended(t::text, 0)::numeric), 0)::text AS h,
-              txid_snapshot_xmax(txid_current_snapshot())::text AS xmax
-         FROM ${qualified(schema, table)} t`,
-    );
-    out.push({ table, rows: Number(r.rows[0].n), hash: r.rows[0].h, xmax: r.rows[0].xmax });
+    const typed = then.find((f) => f.table === table)?.typed === true;
+    out.push({ table, ...(await fingerprintRows(client, schema, table, typed)) });
   }
   return out;
 }
@@ -78,7 +75,7 @@ function readTables(plan: Plan): string[] {
 async function assertSourceUnchanged(client: pg.ClientBase, run: RunRecord, plan: Plan, verification: VerificationResult): Promise<void> {
   const then = verification.sourceFingerprints;
   if (!then) return;
-  const now = await sourceFingerprints(client, plan.sourceSchema, plan);
+  const now = await sourceFingerprints(client, plan.sourceSchema, plan, then);
   const changed: string[] = [];
   let total = 0;
   for (const f of now) {

@@ -14,9 +14,10 @@ import {
   type MappingContext,
 } from '../core/sql/mapping';
 import { indexedReference, TARGET_TABLE_DDL } from '../core/sql/target-ddl';
-import { compareBuckets, rowHashExpr, type Bucket, type BucketMismatch, type CheckResult } from '../core/verify';
+import { compareBuckets, fingerprintHashExpr, rowHashExpr, type Bucket, type BucketMismatch, type CheckResult } from '../core/verify';
 import type { RangeResult, RejectedLinks } from '../core/verify-items';
 import { READINESS_LIST_LIMIT } from '../core/verify-target-items';
+import { readRowColumns } from '../io/catalog';
 import type { EngineRun } from './migrate';
 
 /**
@@ -213,16 +214,24 @@ async function differingKeys(c: ChunkContext, first: BucketMismatch): Promise<nu
   return r.rows.map((row) => Number(row.k));
 }
 
-/** Row count and content hash of a source table's rows in a key range, and the snapshot's horizon (a later cutover compares). */
-export async function fingerprintRange(client: pg.ClientBase, schema: string, source: SourcePlan, range: KeyRange | null): Promise<NonNullable<RangeResult['fingerprint']>> {
-  const params = new Params();
-  const where = rangeWhere(source, range, params);
+/**
+ * Row count and content hash of a source table's rows (`where`: a key range of them), and the snapshot's horizon:
+ * Verify records them, a cutover compares. `typed` (PostgreSQL 14+): the columns hashed typed (fingerprintHashExpr).
+ */
+export async function fingerprintRows(client: pg.ClientBase, schema: string, table: string, typed: boolean, where: string[] = [], params = new Params()): Promise<NonNullable<RangeResult['fingerprint']>> {
+  const columns = typed ? await readRowColumns(client, schema, table) : null;
   const r = await client.query(
-    `SELECT count(*)::bigint AS n, COALESCE(sum(hashtextextended(s::text, 0)::numeric), 0)::text AS h, txid_snapshot_xmax(txid_current_snapshot())::text AS xmax
-       FROM ${qualified(schema, source.table)} s ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`,
+    `SELECT count(*)::bigint AS n, COALESCE(sum(${fingerprintHashExpr('s', columns)}::numeric), 0)::text AS h, txid_snapshot_xmax(txid_current_snapshot())::text AS xmax
+       FROM ${qualified(schema, table)} s ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`,
     params.values,
   );
-  return { rows: Number(r.rows[0].n), hash: String(r.rows[0].h), xmax: String(r.rows[0].xmax) };
+  return { rows: Number(r.rows[0].n), hash: String(r.rows[0].h), xmax: String(r.rows[0].xmax), ...(typed ? { typed } : {}) };
+}
+
+/** fingerprintRows of a source's key range. */
+export async function fingerprintRange(client: pg.ClientBase, schema: string, source: SourcePlan, range: KeyRange | null, typed: boolean): Promise<NonNullable<RangeResult['fingerprint']>> {
+  const params = new Params();
+  return fingerprintRows(client, schema, source.table, typed, rangeWhere(source, range, params), params);
 }
 
 /**

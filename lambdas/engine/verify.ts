@@ -199,7 +199,7 @@ async function itemChunk(o: ItemOptions, row: ItemRow, live: RangeResult['live']
     const version = Number((await client.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
     const c = { client, run, table, unit, ctx, width: row.sizes.bucketWidth, columns: checksummedColumns(unit), typedHash: supportsTypedRowHash(version) };
     let chunk = await rangeChunk(c, unit.source.key ? range : null, span, prev.mismatchCount === 0);
-    if (spec.fingerprint) chunk = { ...chunk, fingerprint: await fingerprintRange(client, ctx.sourceSchema, unit.source, unit.source.key ? range : null) };
+    if (spec.fingerprint) chunk = { ...chunk, fingerprint: await fingerprintRange(client, ctx.sourceSchema, unit.source, unit.source.key ? range : null, c.typedHash) };
     return { result: { kind: 'range', ...mergeRange(prev, { ...chunk, live }) }, cursor: range.hi, last };
   }
   if (spec.kind === 'extra') return { result: { kind: 'extra', ...(await extraRows(client, run, plan, tablePlan(spec.table), ctx, Boolean(live))), ...liveField }, cursor: null, last: true };

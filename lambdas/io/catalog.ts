@@ -2,6 +2,7 @@ import pg from 'pg';
 import { INTEGER_TYPES, type Catalog, type ColumnInfo, type ForeignKeyInfo, type TableInfo } from '../core/catalog';
 import { InputError } from '../core/errors';
 import { escapeIdentifier, qualified } from '../core/sql/ident';
+import type { RowColumn } from '../core/verify';
 import { toMigrationError } from './pg';
 
 /**
@@ -16,6 +17,20 @@ export async function readCatalog(client: pg.ClientBase, schema: string): Promis
     return { schema, serverVersion, tables };
   } catch (err) {
     throw toMigrationError(err, `Reading the catalog of schema ${JSON.stringify(schema)}`);
+  }
+}
+
+/** A table's columns in order with their types' names (a fingerprint hashes them: core/verify.ts fingerprintHashExpr). */
+export async function readRowColumns(client: pg.ClientBase, schema: string, table: string): Promise<RowColumn[]> {
+  try {
+    const r = await client.query<RowColumn>(
+      `SELECT a.attname AS name, t.typname AS type FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+      [qualified(schema, table)],
+    );
+    return r.rows;
+  } catch (err) {
+    throw toMigrationError(err, `Reading the columns of table ${JSON.stringify(table)} in schema ${JSON.stringify(schema)}`);
   }
 }
 
