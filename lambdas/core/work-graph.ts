@@ -44,20 +44,19 @@ export interface WorkGraph {
 /** The steps that hash legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
 export const PASSWORDS_STEP = 'passwords';
 /**
- * The hashing (CPU only, ~63 ms of scrypt a password, one at a time in the process: HASH_SLOTS) is split by key
- * (hash of the key mod the sum of PASSWORD_SHARES) into items that spread over the waves after `user`: the first as
- * early as it can (beside bag, when one database core is idle), the last beside finalize (which does not wait for it:
- * finalize leaves a core idle once its small jobs are done), any other as late as it can (beside scan), so that no
- * wave waits for it alone. With two thirds beside scan, once scan loaded in two parts, that wave waited 6 s for its
- * hashing at scale 1 (scan:1/2 19.5 s, passwords:2-3/3 done 6 s later); with half beside bag (the first version) the
- * wave of bag waited 3 s (bag 5.1 s, passwords:1/2 8.1 s).
+ * The hashing (CPU only, ~63 ms of scrypt a password, one at a time in the process: HASH_SLOTS) runs as one item in
+ * each wave after `user` that has a core to spare: the first as early as it can (beside bag, whose one connection
+ * leaves a core idle), the middle one as late as it can (beside scan), the last beside finalize (which does not wait
+ * for it). Each but the last hashes the passwords still pending, in key order, only while the other steps of its wave
+ * run (hashingCompanions), and leaves the rest to the next; the last hashes whatever is left. Fixed shares could not
+ * fit the waves on every machine: with a quarter, a half and a quarter by hash of the key, bag finished 1.5 s after
+ * its hashing and the hashing beside scan ran 2 s past the scan parts (scale 1, 20:43 on 18).
  */
-export const PASSWORD_SHARES: readonly number[] = [1, 2, 1];
+export const PASSWORD_SHARES: readonly number[] = [1, 1, 1];
 
 /**
- * The plan's hashing steps: `passwords:<first>[-<last>]/<buckets>`, the buckets (hash of the key mod <buckets>, plus one)
- * that the step hashes: `passwords:1/4`, `passwords:2-3/4`, `passwords:4/4`. (Runs planned by earlier versions have
- * `passwords:1/2` and `passwords:2/2`, or `passwords:1/3` and `passwords:2-3/3`.)
+ * The plan's hashing steps: `passwords:<i>/<n>` (runs planned by earlier versions: `passwords:<first>-<last>/<buckets>`,
+ * such as `passwords:2-3/4`, parsed alike; a step that is not the last hashes beside its wave, the last what is left).
  */
 export function passwordSteps(shares: readonly number[] = PASSWORD_SHARES): string[] {
   const buckets = shares.reduce((a, n) => a + n, 0);
@@ -69,15 +68,15 @@ export function passwordSteps(shares: readonly number[] = PASSWORD_SHARES): stri
   });
 }
 
-/** The buckets a hashing step takes: part..through (1-based) of `parts`. */
-export interface PasswordBuckets {
+/** A hashing step's place among them: part..through (1-based) of `parts`; the last has through = parts. */
+export interface HashingPlace {
   readonly part: number;
   readonly through: number;
   readonly parts: number;
 }
 
-/** The buckets of a hashing step (`passwords:2-3/3` → { part: 2, through: 3, parts: 3 }), null for any other step. */
-export function parsePasswordsStep(step: string): PasswordBuckets | null {
+/** A hashing step's place (`passwords:2-3/3` → { part: 2, through: 3, parts: 3 }), null for any other step. */
+export function parsePasswordsStep(step: string): HashingPlace | null {
   const m = /^passwords:([0-9]+)(?:-([0-9]+))?\/([0-9]+)$/.exec(step);
   if (!m) return null;
   const part = Number(m[1]);
@@ -324,6 +323,22 @@ function startRank(step: string): number {
 /** The waves of a plan (what Analyse hands the workflow). */
 export function planWaves(plan: Pick<Plan, 'steps'> & { readonly tables?: Plan['tables'] }, options: GraphOptions = {}): string[][] {
   return resolveWaves(withEarlyIndexItems(planWorkItems(plan, options))).waves.map((w) => [...w]);
+}
+
+/** The graph options of a run (Analyse plans its waves with them; a hashing step finds its wave again with them). */
+export function graphOptionsOf(run: { readonly crossDatabase?: boolean; readonly live?: boolean; readonly batchSize: number; readonly concurrency?: number }): GraphOptions {
+  return { stage: run.crossDatabase === true, live: run.live === true, batchSize: run.batchSize, concurrency: run.concurrency ?? 1 };
+}
+
+/**
+ * The steps a hashing step hashes beside: the other steps of its wave (not hashing ones); it stops once they are
+ * done. Null: it hashes every password left (the last hashing step, or one in none of the waves).
+ */
+export function hashingCompanions(waves: readonly (readonly string[])[], step: string): string[] | null {
+  const place = parsePasswordsStep(step);
+  if (!place || place.through === place.parts) return null;
+  const wave = waves.find((w) => w.includes(step));
+  return wave ? wave.filter((s) => s !== step && !parsePasswordsStep(s)) : null;
 }
 
 /** The steps that build a table's indexes before finalize (engine/migrate.ts runIndexesStep). */

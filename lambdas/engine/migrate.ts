@@ -4,7 +4,7 @@ import type { Plan, SourcePlan, TablePlan } from '../core/planner';
 import { TARGET_ORDER, type TargetTable } from '../core/rules';
 import { plaintextPasswordSql } from '../core/sql/values';
 import { PENDING_PASSWORD_HASH } from '../core/transforms';
-import { defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseTablePartStep, partRange, planFinalizeJobs, splitKeys, tablePartStep, type FinalizeJob, type PasswordBuckets, type TablePart } from '../core/work-graph';
+import { defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseTablePartStep, partRange, planFinalizeJobs, splitKeys, tablePartStep, type FinalizeJob, type TablePart } from '../core/work-graph';
 import { escapeIdentifier as id, Params, qualified } from '../core/sql/ident';
 import {
   buildBatchInsert,
@@ -75,6 +75,11 @@ export interface StepOptions {
   readonly shouldStop?: () => boolean;
   /** At most this many target connections at once (the run's concurrency; default 1). */
   readonly concurrency?: number;
+  /**
+   * A hashing step that is not the last: the steps beside it in its wave (core/work-graph.ts hashingCompanions); it
+   * hashes until they are done. Absent or null: it hashes every password left.
+   */
+  readonly hashingBeside?: readonly string[] | null;
   /** Another connection to the target, for work beside `client` (finalize's jobs); absent: all on `client`. */
   readonly openClient?: () => Promise<{ readonly client: pg.ClientBase; readonly close: () => Promise<void> }>;
 }
@@ -148,7 +153,7 @@ export async function runMigrateStep(o: StepOptions, step: string): Promise<Step
   if (step === 'prepare') return prepare(o);
   if (step === 'finalize') return finalize(o);
   const passwordsPart = parsePasswordsStep(step);
-  if (passwordsPart) return runPasswordsStep(o, step, passwordsPart);
+  if (passwordsPart) return runPasswordsStep(o, step);
   const indexed = parseIndexesStep(step);
   if (indexed) return runIndexesStep(o, step, indexed);
   const table = o.plan.tables.find((t) => t.target === step);
@@ -581,32 +586,44 @@ export async function hashPlaintextPasswords(
 // ---------------------------------------------------------------- passwords
 
 /**
- * The `passwords:<part>[-<through>]/<parts>` steps: the legacy plaintext passwords that the user batches left pending
- * (PENDING_PASSWORD_HASH, see defersPasswordHashing) are hashed the werkzeug way (scrypt, random
- * 16-character salt, as in the batches) and written over the pending value, by key; a step takes the keys whose
- * hash (hashint8) mod <parts> is part − 1 to through − 1: disjoint, so no key is hashed by two steps, and even where
- * the legacy plaintext rows have ids of one parity (the seeded data's do). They depend only on the `user` step, so their CPU time (~34 ms of scrypt per password) overlaps the bag/scan/link loads
- * instead of delaying them. Batches of PASSWORD_BATCH keys; each batch is one transaction with its
- * checkpoint, so a key is hashed into the target exactly once however invocations interleave or retry.
+ * The `passwords:<i>/<n>` steps: the legacy plaintext passwords that the user batches left pending
+ * (PENDING_PASSWORD_HASH, see defersPasswordHashing) are hashed the werkzeug way (scrypt, random 16-character salt,
+ * as in the batches) and written over the pending value, by key, in key order. A step that is not the last hashes
+ * only while the steps beside it in its wave run (StepOptions.hashingBeside), then stops; the next takes the
+ * passwords still pending, the last all of them. They depend only on the `user` step, so their CPU time overlaps the
+ * loads instead of delaying them. Batches of PASSWORD_BATCH keys; each batch is one transaction with its checkpoint
+ * and writes only a row still pending, so a password is hashed into the target exactly once however steps and
+ * invocations interleave or retry.
  */
 
-/** Plaintext passwords per batch: about 1 s of scrypt on two threads, well inside a time budget. */
-export const PASSWORD_BATCH = 64;
+/** Plaintext passwords per batch: ~0.5 s of scrypt, so a step beside others stops soon after they are done. */
+export const PASSWORD_BATCH = 8;
 
-export async function runPasswordsStep(o: StepOptions, step: string, part: PasswordBuckets): Promise<StepResult> {
+export async function runPasswordsStep(o: StepOptions, step: string): Promise<StepResult> {
   const totals = { migrated: 0, rejected: 0, batches: 0 };
   const user = o.plan.tables.find((t) => t.target === 'user');
   for (const source of user?.sources ?? []) {
     if (!defersPasswordHashing(o.run.live === true, source)) continue;
-    const done = await hashSource(o, step, part, source, totals);
+    const done = await hashSource(o, step, source, totals);
     if (!done) return { ...totals, done: false, cursor: `${step}:${source.table}` };
   }
   await withTransaction(o.client, () => markStepDone(o, step));
   return { ...totals, done: true, cursor: null };
 }
 
+/** Whether every one of `steps` is done. */
+async function stepsDone(o: StepOptions, steps: readonly string[]): Promise<boolean> {
+  if (steps.length === 0) return true;
+  const r = await o.client.query(
+    `SELECT count(DISTINCT step)::int AS n FROM ${qualified(o.run.targetSchema, '_migration_checkpoint')}
+      WHERE run_id = $1 AND source_table = $2 AND batch_no = $3 AND step = ANY($4::text[])`,
+    [o.run.runId, STEP_DONE_SOURCE, COMPLETE, [...steps]],
+  );
+  return r.rows[0].n === new Set(steps).size;
+}
+
 /** One source's pending passwords, batch by batch; false when out of time. */
-async function hashSource(o: StepOptions, step: string, part: PasswordBuckets, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
+async function hashSource(o: StepOptions, step: string, source: SourcePlan, totals: { migrated: number; batches: number }): Promise<boolean> {
   const { client, run } = o;
   const schema = run.targetSchema;
   const ctx = mappingContext(run, o.readSchema ?? run.sourceSchema, {}, 'load');
@@ -618,11 +635,15 @@ async function hashSource(o: StepOptions, step: string, part: PasswordBuckets, s
     if (last?.batchNo === COMPLETE) return true;
     if (totals.batches > 0 && outOfTime(o)) return false;
     const lo = last?.keyHi ?? null;
-    const r = await client.query(
+    // Beside other steps: done once they are (a batch after their end at most); what is still pending is the next step's.
+    const stop = o.hashingBeside ? await stepsDone(o, o.hashingBeside) : false;
+    // The user rows still pending, in key order (the target's ids are the source keys: defersPasswordHashing).
+    const r = stop ? { rows: [] } : await client.query(
       `SELECT DISTINCT ON (${key}) ${key}::bigint AS k, ${col} AS p FROM ${sourceRowsFrom(source, ctx)}
-        WHERE ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL AND mod(mod(hashint8(${key}::bigint)::bigint, $2) + $2, $2) BETWEEN $3 AND $4${lo === null ? '' : ` AND ${key} > $5`}
+         JOIN ${qualified(schema, 'user')} t ON t.id = ${key}::bigint
+        WHERE t.password_hash = $2 AND ${plaintextPasswordSql(col)} AND ${key} IS NOT NULL${lo === null ? '' : ` AND ${key} > $3`}
         ORDER BY ${key} LIMIT $1`,
-      [PASSWORD_BATCH, part.parts, part.part - 1, part.through - 1, ...(lo === null ? [] : [lo])],
+      [PASSWORD_BATCH, PENDING_PASSWORD_HASH, ...(lo === null ? [] : [lo])],
     );
     if (r.rows.length === 0) {
       await claimCheckpoint(client, schema, run.runId, step, source.table, { batchNo: COMPLETE, keyLo: lo, keyHi: null });
@@ -634,7 +655,7 @@ async function hashSource(o: StepOptions, step: string, part: PasswordBuckets, s
     const batchNo = (last?.batchNo ?? 0) + 1;
     await withTransaction(client, async () => {
       if (!(await claimCheckpoint(client, schema, run.runId, step, source.table, { batchNo, keyLo: lo, keyHi: keys[keys.length - 1]! }))) return;
-      // Only a row still pending: one that a retry round or catch-up re-derived meanwhile keeps its own hash.
+      // Only a row still pending: one that another hashing step, a retry round or catch-up wrote meanwhile keeps its own hash.
       const u = await client.query(
         `UPDATE ${qualified(schema, 'user')} t SET password_hash = x.h FROM unnest($1::bigint[], $2::text[]) AS x(k, h)
           WHERE t.id = x.k AND t.password_hash = $3`,

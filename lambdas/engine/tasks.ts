@@ -33,7 +33,7 @@ import { writeLegacyJsonBackup } from '../io/legacy-json-backup';
 import { readTableInfo, readTableNames } from '../io/catalog';
 import { assertSourceReadable, assertTargetWritable } from '../io/privileges';
 import { resolveExecutionInput } from '../core/execution-input';
-import { parseStageStep, planWaves, stagedTables, stageStep, stepReads } from '../core/work-graph';
+import { graphOptionsOf, hashingCompanions, parseStageStep, planWaves, stagedTables, stageStep, stepReads } from '../core/work-graph';
 import { connect, describeDatabase, toMigrationError, withClient, type DatabaseConfig } from '../io/pg';
 import { analyseSource, assertPlan } from './analyse';
 import { createTargetTables, runMigrateStep, type EngineRun, type PasswordHasher, type Progress } from './migrate';
@@ -253,7 +253,7 @@ export async function analyseTask(event: RunEvent, deps: TaskDeps): Promise<Anal
   deps.log?.(`Analyse: ${plan.tables.length} target tables from ${plan.tables.flatMap((t) => t.sources).length} source tables; ${plan.warnings.length} warnings`);
   for (const w of plan.warnings) deps.log?.(`  warning: ${w}`);
   const steps = run.crossDatabase ? [...stagedTables(plan).map(stageStep), ...plan.steps] : plan.steps;
-  const waves = planWaves(plan, { stage: run.crossDatabase, live: run.live === true, batchSize: run.batchSize, concurrency: run.concurrency ?? 1 });
+  const waves = planWaves(plan, graphOptionsOf(run));
   return { planKey, steps, waves, waveCount: waves.length, decisions: plan.decisions.length, warnings: plan.warnings.length };
 }
 
@@ -297,6 +297,7 @@ export async function migrateStepTask(event: MigrateStepEvent, deps: TaskDeps): 
     const options = {
       client: c, run: engineRun(run), plan, deadline, hashPasswords: deps.hashPasswords, onProgress: deps.onProgress, readSchema: readSchemaOf(run),
       concurrency: run.concurrency ?? 1,
+      hashingBeside: hashingCompanions(planWaves(plan, graphOptionsOf(run)), step),
       openClient: async () => {
         const extra = await connect(target);
         return { client: extra, close: () => extra.end() };

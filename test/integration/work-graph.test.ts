@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { Plan } from '../../lambdas/core/planner';
 import { TARGET_TABLES } from '../../lambdas/core/rules';
 import { PENDING_PASSWORD_HASH } from '../../lambdas/core/transforms';
-import { planWaves } from '../../lambdas/core/work-graph';
+import { hashingCompanions, planWaves } from '../../lambdas/core/work-graph';
 import { analyseSource, assertPlan } from '../../lambdas/engine/analyse';
 import { deferredUniqueKeyTables } from '../../lambdas/core/sql/mapping';
 import { renderIndexes, renderUniqueKeys } from '../../lambdas/core/sql/target-ddl';
@@ -87,16 +87,17 @@ async function runGraph(url: string, concurrency: number): Promise<{ plan: Plan;
       const extra = await connected(url);
       return { client: extra, close: () => extra.end() };
     };
+    const waves = planWaves(plan, { batchSize: base.batchSize, concurrency });
     const invokeUntilDone = async (step: string) => {
       const { client, close } = await openClient();
       try {
-        const o: StepOptions = { client, run, plan, deadline: 0, hashPasswords: (p) => hashPasswords(p), concurrency, openClient };
+        const o: StepOptions = { client, run, plan, deadline: 0, hashPasswords: (p) => hashPasswords(p), concurrency, openClient, hashingBeside: hashingCompanions(waves, step) };
         while (!(await runMigrateStep(o, step)).done);
       } finally {
         await close();
       }
     };
-    for (const wave of planWaves(plan, { batchSize: base.batchSize, concurrency })) {
+    for (const wave of waves) {
       const queue = [...wave];
       await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
         for (let step = queue.shift(); step; step = queue.shift()) await Promise.all([invokeUntilDone(step), invokeUntilDone(step)]);
@@ -142,7 +143,7 @@ async function sequentialAndParallel(names: [string, string], extra: string | nu
 describe('the work graph run in parallel', () => {
   it('gives the target of the one-at-a-time run (shape A: concurrency 4, interleaved batches, every item twice at once)', async () => {
     await sequentialAndParallel(['wgs', 'wgp'], null, async ({ s, p, plan, run }) => {
-      expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/4', 'passwords:2-3/4', 'passwords:4/4']));
+      expect(plan.steps).toEqual(expect.arrayContaining(['passwords:1/3', 'passwords:2/3', 'passwords:3/3']));
       expect(await dumpTargets(p)).toEqual(await dumpTargets(s));
       // The unique keys built after the load (bag, link, bill_bag) are those of tables created with them.
       expect(deferredUniqueKeyTables(plan, false)).toEqual(['bag', 'link', 'bill_bag']);
@@ -160,15 +161,9 @@ describe('the work graph run in parallel', () => {
       const plaintext = await p.query(`SELECT count(*)::int AS n FROM ${q('user')} t JOIN public."user" s ON s.id = t.id WHERE t.password_hash <> s.password AND t.password_hash <> ''`);
       expect(hashed.rows[0].n).toBe(plaintext.rows[0].n);
       expect(plaintext.rows[0].n).toBeGreaterThan(0);
-      // Each part hashes exactly the plaintext users of its buckets (hash of the key mod 4: 0, 1-2, 3).
-      const parts = await p.query(`SELECT step, sum(migrated)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%' GROUP BY 1 ORDER BY 1`);
-      const buckets = await p.query(
-        `SELECT count(*) FILTER (WHERE b = 0)::int AS first, count(*) FILTER (WHERE b IN (1, 2))::int AS second, count(*) FILTER (WHERE b = 3)::int AS third
-           FROM (SELECT mod(mod(hashint8(t.id::bigint)::bigint, 4) + 4, 4) AS b FROM ${q('user')} t JOIN public."user" s ON s.id = t.id
-                  WHERE t.password_hash <> s.password AND t.password_hash <> '') x`,
-      );
-      expect(parts.rows.map((r) => [r.step, r.n])).toEqual([['passwords:1/4', buckets.rows[0].first], ['passwords:2-3/4', buckets.rows[0].second], ['passwords:4/4', buckets.rows[0].third]]);
-      expect(buckets.rows[0].third).toBeGreaterThan(0);
+      // The hashing steps took the pending passwords in key order, each after the one before (beside their waves).
+      const parts = await p.query(`SELECT step, min(key_hi)::int AS lo, max(key_hi)::int AS hi FROM ${q('_migration_checkpoint')} WHERE run_id = 'graph' AND step LIKE 'passwords:%' AND batch_no > 0 GROUP BY 1 ORDER BY 1`);
+      for (let i = 1; i < parts.rows.length; i++) expect(parts.rows[i].lo).toBeGreaterThan(parts.rows[i - 1].hi);
       expect((await p.query(`SELECT count(*)::int AS n FROM ${q('user')} WHERE password_hash = $1`, [PENDING_PASSWORD_HASH])).rows[0].n).toBe(0);
       // Foreign keys added NOT VALID were all validated.
       const fks = await p.query(`SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' AND connamespace = $1::regnamespace ORDER BY 1`, [SCHEMA]);
@@ -177,6 +172,53 @@ describe('the work graph run in parallel', () => {
       const verdict = await verifyRun({ client: p, run, plan });
       expect(verdict.checks.filter((x) => !x.passed)).toEqual([]);
     });
+  }, 120_000);
+
+  it('a hashing step hashes only while the steps beside it run, the next takes the passwords still pending, the last all that is left', async () => {
+    const db = await createTestDatabase('wgh');
+    const c = await connected(db.url);
+    try {
+      await loadFixture(db.url, 'a');
+      // 40 more users with legacy plaintext passwords: five batches of PASSWORD_BATCH.
+      await c.query(`INSERT INTO public."user" (id, name, email, password, role) SELECT g, 'plain' || g, 'plain' || g || '@tracetrack.example', 'secret-' || g, 'user' FROM generate_series(101, 140) g`);
+      const base: EngineRun = { runId: 'hash', sourceSchema: 'public', targetSchema: SCHEMA, runTime: '2026-01-01T00:00:00', batchSize: 7 };
+      const { plan } = await analyseSource(c, { sourceSchema: 'public', targetSchema: SCHEMA });
+      await ensureInternalTables(c, SCHEMA);
+      const rec = await recordRun(c, SCHEMA, base);
+      await updateRun(c, SCHEMA, base.runId, { plan });
+      await createTargetTables(c, SCHEMA, deferredUniqueKeyTables(plan, false));
+      const run = { ...base, runTime: rec.runTime };
+      const o = (beside: string[] | null): StepOptions => ({ client: c, run, plan, deadline: 0, hashPasswords: (x) => hashPasswords(x), hashingBeside: beside });
+      for (const step of ['prepare', 'user']) while (!(await runMigrateStep(o(null), step)).done);
+      const pending = async () => Number((await c.query(`SELECT count(*)::int AS n FROM ${q('user')} WHERE password_hash = $1`, [PENDING_PASSWORD_HASH])).rows[0].n);
+      const all = await pending();
+      expect(all).toBeGreaterThanOrEqual(42);
+      // Beside bag (not done): one batch per invocation (zero budget), twice.
+      const first = [await runMigrateStep(o(['bag']), 'passwords:1/3'), await runMigrateStep(o(['bag']), 'passwords:1/3')];
+      expect(first.map((r) => [r.done, r.migrated])).toEqual([[false, 8], [false, 8]]);
+      // bag done: the next invocation stops at once, the step done with 16 hashed, the rest still pending.
+      while (!(await runMigrateStep(o(null), 'bag')).done);
+      expect(await runMigrateStep(o(['bag']), 'passwords:1/3')).toMatchObject({ done: true, migrated: 0 });
+      expect(await pending()).toBe(all - 16);
+      // A step whose companions are done before it starts hashes nothing; the last hashes all that is left.
+      expect(await runMigrateStep(o(['bag']), 'passwords:2/3')).toMatchObject({ done: true, migrated: 0 });
+      let hashed = 0;
+      for (let r = await runMigrateStep(o(null), 'passwords:3/3'); ; r = await runMigrateStep(o(null), 'passwords:3/3')) {
+        hashed += r.migrated;
+        if (r.done) break;
+      }
+      expect(hashed).toBe(all - 16);
+      expect(await pending()).toBe(0);
+      // Each once: the steps' batches in key order, one after the other; every hash logs in with its legacy password.
+      const byStep = await c.query(`SELECT step, sum(migrated)::int AS n, min(key_hi)::int AS lo, max(key_hi)::int AS hi FROM ${q('_migration_checkpoint')} WHERE run_id = 'hash' AND step LIKE 'passwords:%' AND batch_no > 0 GROUP BY 1 ORDER BY 1`);
+      expect(byStep.rows.map((r) => [r.step, r.n])).toEqual([['passwords:1/3', 16], ['passwords:3/3', all - 16]]);
+      expect(byStep.rows[1].lo).toBeGreaterThan(byStep.rows[0].hi);
+      const users = await c.query(`SELECT t.password_hash AS hash, s.password AS plain FROM ${q('user')} t JOIN public."user" s ON s.id = t.id WHERE s.id IN (3, 101, 125, 140) ORDER BY s.id`);
+      for (const u of users.rows) expect(await checkPasswordWerkzeug(u.hash, u.plain)).toBe(true);
+    } finally {
+      await c.end();
+      await db.drop();
+    }
   }, 120_000);
 
   it('scan cut into key-range parts (scan:1/3 … 3/3) beside each other: the target, rejects and counts of the one-at-a-time run', async () => {

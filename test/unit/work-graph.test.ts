@@ -3,7 +3,7 @@ import type { Catalog, ColumnInfo, TableInfo } from '../../lambdas/core/catalog'
 import { EMPTY_OVERRIDES } from '../../lambdas/core/mapping-file';
 import { planMigration, type Plan } from '../../lambdas/core/planner';
 import {
-  defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, parseTablePartStep, partRange, passwordSteps, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, splitKeys, stepReads, tableParts, withEarlyIndexItems,
+  graphOptionsOf, hashingCompanions, defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, parseTablePartStep, partRange, passwordSteps, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, splitKeys, stepReads, tableParts, withEarlyIndexItems,
 } from '../../lambdas/core/work-graph';
 import { TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 
@@ -154,13 +154,20 @@ describe('the migration work graph', () => {
     expect(parsePasswordsStep(step)).toEqual(part);
   });
 
-  it('names the hashing steps by their buckets: a quarter beside bag, half beside scan, a quarter beside finalize', () => {
-    expect(passwordSteps()).toEqual(['passwords:1/4', 'passwords:2-3/4', 'passwords:4/4']);
+  it('plans a hashing step beside bag, one beside scan, one beside finalize; each but the last hashes beside its wave', () => {
+    expect(passwordSteps()).toEqual(['passwords:1/3', 'passwords:2/3', 'passwords:3/3']);
     expect(passwordSteps([1, 2])).toEqual(['passwords:1/3', 'passwords:2-3/3']);
-    expect(passwordSteps([1, 1])).toEqual(['passwords:1/2', 'passwords:2/2']);
-    expect(planWaves({ steps: ['prepare', 'user', 'bag', 'scan', ...passwordSteps(), 'finalize'] })).toEqual(
-      [['prepare'], ['user'], ['bag', 'passwords:1/4'], ['scan', 'passwords:2-3/4', 'indexes:bag'], ['finalize', 'passwords:4/4']],
-    );
+    const waves = planWaves({ steps: ['prepare', 'user', 'bag', 'scan', ...passwordSteps(), 'finalize'] });
+    expect(waves).toEqual([['prepare'], ['user'], ['bag', 'passwords:1/3'], ['scan', 'passwords:2/3', 'indexes:bag'], ['finalize', 'passwords:3/3']]);
+    expect(hashingCompanions(waves, 'passwords:1/3')).toEqual(['bag']);
+    expect(hashingCompanions(waves, 'passwords:2/3')).toEqual(['scan', 'indexes:bag']);
+    // The last hashes what is left; so does a step in none of the waves, and one of a run planned with buckets (2-3/4: not the last).
+    expect(hashingCompanions(waves, 'passwords:3/3')).toBeNull();
+    expect(hashingCompanions(waves, 'passwords:1/2')).toBeNull();
+    expect(hashingCompanions([['bag', 'passwords:1/4'], ['scan', 'passwords:2-3/4'], ['finalize', 'passwords:4/4']], 'passwords:2-3/4')).toEqual(['scan']);
+    expect(hashingCompanions(waves, 'bag')).toBeNull();
+    expect(graphOptionsOf({ crossDatabase: true, live: false, batchSize: 500, concurrency: 3 })).toEqual({ stage: true, live: false, batchSize: 500, concurrency: 3 });
+    expect(graphOptionsOf({ batchSize: 500 })).toEqual({ stage: false, live: false, batchSize: 500, concurrency: 1 });
   });
 
   it('cuts the largest table without other unique keys into key-range parts, at least PART_BATCHES batches each, no more than the concurrency', () => {
@@ -175,7 +182,7 @@ describe('the migration work graph', () => {
     for (const t of ['bag', 'bill_bag', 'link', 'user'] as const) expect(tableParts(plan, t, { ...options, batchSize: 1000 })).toBe(1);
     const waves = planWaves(plan, options);
     // The wave's Map starts the parts first, then the other steps, the hashing, the index builds.
-    expect(waves.find((w) => w.includes('scan:1/2'))).toEqual(['scan:1/2', 'scan:2/2', 'link', 'bill_bag', 'passwords:2-3/4', 'indexes:bag', 'indexes:bill']);
+    expect(waves.find((w) => w.includes('scan:1/2'))).toEqual(['scan:1/2', 'scan:2/2', 'link', 'bill_bag', 'passwords:2/3', 'indexes:bag', 'indexes:bill']);
     expect(waves.flat()).not.toContain('scan');
     // What waits for the table waits for every part; the parts wait for what the table did.
     const items = planWorkItems(plan, options);
