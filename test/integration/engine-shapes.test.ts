@@ -274,3 +274,30 @@ describe('engine on every source shape', () => {
     });
   });
 });
+
+describe('duplicate QR codes renamed in prepare', () => {
+  it('refuses, naming it, a renamed code that another bag already has (the unique QR index would reject it), and writes nothing', async () => {
+    const db = await createTestDatabase('qrclash');
+    try {
+      await loadFixture(db.url, 'a');
+      await withTestClient(db.url, async (c) => {
+        // Bag 3 ('sb00001 ') folds to bag 1's SB00001 and is renamed SB00001_DUP_3: a bag that already has that code clashes.
+        await c.query(`INSERT INTO bag (id, qr_code, created_at) VALUES (900, 'sb00001_dup_3', '2024-03-01 08:00:00'), (901, 'SB00002_DUP_9', '2024-03-01 08:00:00')`);
+        await expect(runEngine(c, { runId: 'clash' })).rejects.toThrow(
+          /Renaming duplicate QR codes would produce codes that other bags already have: SB00001_DUP_3\. Fix those QR codes in the source \(or map them in a mapping file\) and rerun\./,
+        );
+        const renamed = await c.query(`SELECT count(*)::int AS n FROM ${q('_mig_qr_rename')}`);
+        expect(renamed.rows[0].n).toBe(0);
+        const done = await c.query(`SELECT count(*)::int AS n FROM ${q('_migration_checkpoint')} WHERE run_id = 'clash' AND step = 'prepare'`);
+        expect(done.rows[0].n).toBe(0);
+        // Without the clashing bag the same data migrates, bag 3 renamed.
+        await c.query(`DELETE FROM bag WHERE id = 900`);
+        await runEngine(c, { runId: 'clash-2' });
+        const bag3 = await c.query(`SELECT qr_id FROM ${q('bag')} WHERE id = 3`);
+        expect(bag3.rows[0].qr_id).toBe('SB00001_DUP_3');
+      });
+    } finally {
+      await db.drop();
+    }
+  });
+});
