@@ -766,6 +766,9 @@ async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: Finali
       if (summaries) await client.query(summaries);
       await client.query(renderResetSequence(schema, table));
       await client.query(`ANALYZE ${qualified(schema, table)}`);
+    } else if (job.kind === 'indexes') {
+      const builds = renderIndexes(schema, job.table!);
+      for (const i of job.indexes ?? []) await client.query(builds[i]!);
     } else if (job.kind === 'foreign-keys') {
       for (const table of TARGET_ORDER) for (const sql of renderForeignKeys(schema, table)) await client.query(sql);
     } else {
@@ -777,7 +780,8 @@ async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: Finali
     }
     await completeCheckpoint(client, schema, run.runId, 'finalize', job.name, 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
   }).catch((err) => {
-    throw toMigrationError(err, `Finalizing ${job.table ?? ''}${job.table ? ' ' : ''}(${job.kind === 'table' ? 'indexes, summaries, sequence' : job.kind === 'validate' ? 'validating its foreign keys' : 'adding the foreign keys'})`);
+    const what = { table: 'indexes, summaries, sequence', indexes: 'building indexes', validate: 'validating its foreign keys', 'foreign-keys': 'adding the foreign keys' }[job.kind];
+    throw toMigrationError(err, `Finalizing ${job.table ?? ''}${job.table ? ' ' : ''}(${what})`);
   });
 }
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { Plan } from '../../lambdas/core/planner';
 import { TARGET_TABLES } from '../../lambdas/core/rules';
 import { PENDING_PASSWORD_HASH } from '../../lambdas/core/transforms';
-import { hashingCompanions, planWaves } from '../../lambdas/core/work-graph';
+import { hashingCompanions, planFinalizeJobs, planWaves } from '../../lambdas/core/work-graph';
 import { analyseSource, assertPlan } from '../../lambdas/engine/analyse';
 import { deferredUniqueKeyTables } from '../../lambdas/core/sql/mapping';
 import { renderIndexes, renderUniqueKeys } from '../../lambdas/core/sql/target-ddl';
@@ -303,13 +303,18 @@ describe('the work graph run in parallel', () => {
       await loadFixture(db.url, 'a');
       const c = await connected(db.url);
       try {
+        await c.query('ANALYZE public.scan, public.bag'); // row estimates: the largest table (scan) gets its index builds split
         const opened = { n: 0 };
         const o = await migratedButFinalize(c, db.url, 'fin', opened);
+        expect(planFinalizeJobs(o.plan).filter((j) => j.kind === 'indexes').map((j) => [j.name, j.indexes])).toEqual([['scan:indexes-1/2', [0, 2]], ['scan:indexes-2/2', [1, 3]]]);
         expect((await runMigrateStep(o, 'finalize')).done).toBe(true);
         // Three connections at most: the step's own and two more.
         expect(opened.n).toBe(2);
         const jobs = await c.query(`SELECT source_table FROM ${q('_migration_checkpoint')} WHERE run_id = 'fin' AND step = 'finalize' AND source_table <> '*' ORDER BY 1`);
-        expect(jobs.rows.map((r) => r.source_table)).toContain('validate:scan');
+        expect(jobs.rows.map((r) => r.source_table)).toEqual(expect.arrayContaining(['validate:scan', 'scan', 'scan:indexes-1/2', 'scan:indexes-2/2']));
+        // Every one of scan's indexes built (valid), whichever job built it.
+        const indexes = await c.query(`SELECT i.indexrelid::regclass::text AS name, i.indisvalid AS valid FROM pg_index i WHERE i.indrelid = $1::regclass AND NOT i.indisprimary ORDER BY 1`, [`${SCHEMA}.scan`]);
+        expect(indexes.rows).toEqual(renderIndexes(SCHEMA, 'scan').map((sql) => ({ name: `${SCHEMA}.${/INDEX IF NOT EXISTS "?([a-z_]+)"?/.exec(sql)![1]}`, valid: true })).sort((x, y) => x.name.localeCompare(y.name)));
       } finally {
         await c.end();
       }

@@ -5,7 +5,7 @@ import { planMigration, type Plan } from '../../lambdas/core/planner';
 import {
   graphOptionsOf, hashingCompanions, defersPasswordHashing, offsetNeedsMaxKey, parseIndexesStep, parsePasswordsStep, parseStageStep, parseTablePartStep, partRange, passwordSteps, planFinalizeJobs, planWaves, planWorkItems, resolveWaves, splitKeys, stepReads, tableParts, withEarlyIndexItems,
 } from '../../lambdas/core/work-graph';
-import { TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
+import { renderIndexes, TARGET_TABLE_DDL } from '../../lambdas/core/sql/target-ddl';
 
 /** Hand-built legacy catalogs (as in planner.test.ts): pure, no database. */
 function table(name: string, columns: (string | [string, string])[], rowEstimate = 10): TableInfo {
@@ -239,6 +239,17 @@ describe('the migration work graph', () => {
     } as never;
     const jobs = planFinalizeJobs(plan);
     expect(jobs.filter((j) => j.kind === 'table').map((j) => j.name).slice(0, 5)).toEqual(['scan', 'bag', 'link', 'bill_bag', 'user']);
+    // The largest table's index builds first, in two jobs (every other index each), its table job after them.
+    const builds = renderIndexes('s', 'scan').length;
+    expect(jobs.slice(0, 2)).toEqual([
+      { name: 'scan:indexes-1/2', kind: 'indexes', table: 'scan', indexes: [0, 2], after: [] },
+      { name: 'scan:indexes-2/2', kind: 'indexes', table: 'scan', indexes: [1, 3], after: [] },
+    ]);
+    expect(builds).toBe(4);
+    expect(jobs.find((j) => j.name === 'scan')!.after).toEqual(['scan:indexes-1/2', 'scan:indexes-2/2']);
+    expect(jobs.filter((j) => j.kind === 'indexes' && j.table !== 'scan')).toEqual([]);
+    // No row estimates: no split.
+    expect(planFinalizeJobs().filter((j) => j.kind === 'indexes')).toEqual([]);
     expect(jobs.filter((j) => j.kind === 'validate').map((j) => j.name).slice(0, 3)).toEqual(['validate:scan', 'validate:bag', 'validate:link']);
   });
 
