@@ -3,6 +3,7 @@ import { fingerprintHashExpr } from '../../lambdas/core/verify';
 import type { Plan } from '../../lambdas/core/planner';
 import { sourceFingerprints } from '../../lambdas/engine/cutover';
 import { fingerprintRows } from '../../lambdas/engine/verify-checks';
+import { readRowColumns } from '../../lambdas/io/catalog';
 import { createTestDatabase, withTestClient } from '../support/pg';
 
 /**
@@ -25,8 +26,8 @@ describe('source fingerprints', () => {
           (1, 1.0, 0, '{"a":1}', '{"a":1}', 'x', 'Bag', 'Bag', '2024-05-01 10:00:00', '2024-05-01 10:00:00+00', '2024-05-01', true,
            '00000000-0000-0000-0000-000000000001', '\\x01', 2.0, '{1.0}', 9007199254740993, 7),
           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)`);
-        const columns = (await c.query(`SELECT a.attname AS name, t.typname AS type FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-          WHERE a.attrelid = '"Fp Rows"'::regclass AND a.attnum > 0 ORDER BY a.attnum`)).rows;
+        const columns = await readRowColumns(c, 'public', 'Fp Rows');
+        expect(columns.map((x) => x.type)).toEqual(['int4', 'numeric', 'float8', 'json', 'jsonb', 'text', 'varchar', 'text', 'timestamp', 'timestamptz', 'date', 'bool', 'uuid', 'bytea', 'weight_kg', '_numeric', 'int8', 'int2']);
         // Typed where the value is the value; the rest by its text, bytewise.
         expect(fingerprintHashExpr('s', columns)).toContain('s."id", (s."n"::text COLLATE "C"), (s."f"::text COLLATE "C")');
         const both = async () => ({ typed: await fingerprintRows(c, 'public', 'Fp Rows', true), text: await fingerprintRows(c, 'public', 'Fp Rows', false) });
