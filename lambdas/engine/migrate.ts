@@ -241,30 +241,7 @@ async function prepare(o: StepOptions): Promise<StepResult> {
     const bag = plan.tables.find((t) => t.target === 'bag');
     await client.query(`TRUNCATE ${qualified(schema, '_mig_qr_rename')}, ${qualified(schema, '_mig_bag_parent')}, ${qualified(schema, '_mig_bag_child')}`);
     if (bag) {
-      const union = bag.sources
-        .map((s) => `SELECT ${targetIdExpr(s, ctx)} AS target_id, ${foldedQrExpr(s, ctx)} AS folded, ${createdAtExpr(s, ctx)} AS created_at FROM ${sourceFrom(s, ctx)}`)
-        .join('\nUNION ALL\n');
-      // One pass over the bags: the renames, and the renamed codes that another bag already has (which would collide
-      // on the unique QR index). A renamed code holds '_DUP_', so only folded codes holding it can equal one: the check
-      // joins those few instead of reading the bags a second time (0.4 s for 1,000,000 bags).
-      const r = await client.query<{ renamed: string; clash: string[] | null }>(
-        `WITH u AS MATERIALIZED (${union}),
-              d AS (SELECT folded FROM u GROUP BY folded HAVING count(*) > 1),
-              ins AS (
-                INSERT INTO ${qualified(schema, '_mig_qr_rename')} (target_id, qr_id)
-                SELECT target_id, folded || '_DUP_' || target_id FROM (
-                  SELECT u.target_id, u.folded, row_number() OVER (PARTITION BY u.folded ORDER BY u.created_at NULLS LAST, u.target_id) AS rn
-                    FROM u JOIN d ON d.folded = u.folded) x
-                WHERE rn > 1
-                RETURNING qr_id)
-         SELECT (SELECT count(*) FROM ins)::bigint AS renamed,
-                (SELECT array_agg(qr_id ORDER BY qr_id) FROM (SELECT DISTINCT i.qr_id FROM ins i JOIN (SELECT folded FROM u WHERE strpos(folded, '_DUP_') > 0) v ON v.folded = i.qr_id ORDER BY 1 LIMIT 5) c) AS clash`,
-      );
-      stats.qrRenamed = Number(r.rows[0]!.renamed);
-      const clash = r.rows[0]!.clash ?? [];
-      if (clash.length) {
-        throw new PlanError(`Renaming duplicate QR codes would produce codes that other bags already have: ${clash.join(', ')}. Fix those QR codes in the source (or map them in a mapping file) and rerun.`);
-      }
+      stats.qrRenamed = await renameDuplicateQrCodes(client, schema, bag, ctx);
       if (bagRolesNeeded(plan)) {
         await computeBagRoles(client, plan, ctx, run.live === true);
         // Catch-up relies on the per-row references (a run prepared without them is refused there):
@@ -276,6 +253,37 @@ async function prepare(o: StepOptions): Promise<StepResult> {
   });
   await recordStep(client, schema, run.runId, 'migrate:prepare', { status: 'done', seconds: (Date.now() - started) / 1000, ...stats });
   return { done: true, cursor: null, migrated: 0, rejected: 0, batches: 1 };
+}
+
+/**
+ * Bags whose QR codes are equal once folded: all but the earliest get `<code>_DUP_<id>` (written to _mig_qr_rename);
+ * refused when a renamed code is another bag's code. Returns how many were renamed.
+ */
+async function renameDuplicateQrCodes(client: pg.ClientBase, schema: string, bag: TablePlan, ctx: MappingContext): Promise<number> {
+  const union = bag.sources
+    .map((s) => `SELECT ${targetIdExpr(s, ctx)} AS target_id, ${foldedQrExpr(s, ctx)} AS folded, ${createdAtExpr(s, ctx)} AS created_at FROM ${sourceFrom(s, ctx)}`)
+    .join('\nUNION ALL\n');
+  // One pass over the bags: the renames, and the renamed codes that another bag already has (which would collide
+  // on the unique QR index). A renamed code holds '_DUP_', so only folded codes holding it can equal one: the check
+  // joins those few instead of reading the bags a second time (0.4 s for 1,000,000 bags).
+  const r = await client.query<{ renamed: string; clash: string[] | null }>(
+    `WITH u AS MATERIALIZED (${union}),
+          d AS (SELECT folded FROM u GROUP BY folded HAVING count(*) > 1),
+          ins AS (
+            INSERT INTO ${qualified(schema, '_mig_qr_rename')} (target_id, qr_id)
+            SELECT target_id, folded || '_DUP_' || target_id FROM (
+              SELECT u.target_id, u.folded, row_number() OVER (PARTITION BY u.folded ORDER BY u.created_at NULLS LAST, u.target_id) AS rn
+                FROM u JOIN d ON d.folded = u.folded) x
+            WHERE rn > 1
+            RETURNING qr_id)
+     SELECT (SELECT count(*) FROM ins)::bigint AS renamed,
+            (SELECT array_agg(qr_id ORDER BY qr_id) FROM (SELECT DISTINCT i.qr_id FROM ins i JOIN (SELECT folded FROM u WHERE strpos(folded, '_DUP_') > 0) v ON v.folded = i.qr_id ORDER BY 1 LIMIT 5) c) AS clash`,
+  );
+  const clash = r.rows[0]!.clash ?? [];
+  if (clash.length) {
+    throw new PlanError(`Renaming duplicate QR codes would produce codes that other bags already have: ${clash.join(', ')}. Fix those QR codes in the source (or map them in a mapping file) and rerun.`);
+  }
+  return Number(r.rows[0]!.renamed);
 }
 
 /** Which bags the data says are parents or children (core/sql/bag-roles.ts); live runs keep each row's references too. */
