@@ -19,8 +19,8 @@ import { isTargetTable, TARGET_ORDER, UNIQUE_KEYS, type TargetTable } from './ru
  * the run's concurrency. Two items never write the same rows: each item is one target table
  * (or one of the bookkeeping phases) and every checkpoint is keyed by its step.
  *
- * Example (shape A, in place, scale 1): prepare → user → {bag, bill, passwords:1/4} → {scan:1/2, scan:2/2, link, bill_bag,
- * passwords:2-3/4, indexes:bag, indexes:bill} → {finalize, passwords:4/4}.
+ * Example (shape A, in place, scale 1): prepare → user → {bag, bill, passwords:1/3} → {scan:1/2, scan:2/2, link, bill_bag,
+ * passwords:2/3, indexes:bag, indexes:bill} → {finalize, passwords:3/3}.
  */
 
 export interface WorkItem {
