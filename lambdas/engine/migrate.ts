@@ -120,8 +120,18 @@ export function mappingContext(run: EngineRun, readSchema: string, offsets: Reco
 }
 
 async function stepIsDone(o: StepOptions, step: string): Promise<boolean> {
-  const cp = await lastCheckpoint(o.client, o.run.targetSchema, o.run.runId, step, STEP_DONE_SOURCE);
-  return cp?.batchNo === COMPLETE;
+  return stepsDone(o, [step]);
+}
+
+/** Whether every one of `steps` is done (its completion checkpoint claimed: markStepDone). */
+async function stepsDone(o: StepOptions, steps: readonly string[]): Promise<boolean> {
+  if (steps.length === 0) return true;
+  const r = await o.client.query(
+    `SELECT count(DISTINCT step)::int AS n FROM ${qualified(o.run.targetSchema, '_migration_checkpoint')}
+      WHERE run_id = $1 AND source_table = $2 AND batch_no = $3 AND step = ANY($4::text[])`,
+    [o.run.runId, STEP_DONE_SOURCE, COMPLETE, [...steps]],
+  );
+  return r.rows[0].n === new Set(steps).size;
 }
 
 /** `from`: the steps whose checkpoints the record sums (a table cut into parts: its parts'). */
@@ -411,7 +421,7 @@ async function completePartedTable(o: StepOptions, table: TablePlan, part: Table
   return withTransaction(client, async () => {
     await lockParts(o, table);
     if (await stepIsDone(o, table.target)) return false;
-    for (const s of steps) if (!(await stepIsDone(o, s))) return false;
+    if (!(await stepsDone(o, steps))) return false;
     await markStepDone(o, table.target, { parts: part.parts }, steps);
     return true;
   });
@@ -619,17 +629,6 @@ export async function runPasswordsStep(o: StepOptions, step: string): Promise<St
   }
   await withTransaction(o.client, () => markStepDone(o, step));
   return { ...totals, done: true, cursor: null };
-}
-
-/** Whether every one of `steps` is done. */
-async function stepsDone(o: StepOptions, steps: readonly string[]): Promise<boolean> {
-  if (steps.length === 0) return true;
-  const r = await o.client.query(
-    `SELECT count(DISTINCT step)::int AS n FROM ${qualified(o.run.targetSchema, '_migration_checkpoint')}
-      WHERE run_id = $1 AND source_table = $2 AND batch_no = $3 AND step = ANY($4::text[])`,
-    [o.run.runId, STEP_DONE_SOURCE, COMPLETE, [...steps]],
-  );
-  return r.rows[0].n === new Set(steps).size;
 }
 
 /** One source's pending passwords, batch by batch; false when out of time. */
