@@ -1,7 +1,8 @@
-import { pbkdf2 as pbkdf2Callback, randomInt, scrypt as scryptCallback, timingSafeEqual } from 'node:crypto';
-import type { BinaryLike, ScryptOptions } from 'node:crypto';
+import { pbkdf2 as pbkdf2Callback, randomInt, timingSafeEqual } from 'node:crypto';
+import type { BinaryLike } from 'node:crypto';
 import { BCRYPT_HASH_PATTERN, WERKZEUG_PBKDF2_HASH_PATTERN, WERKZEUG_SCRYPT_HASH_PATTERN } from '../core/rules';
 import { createLimiter } from '../core/limiter';
+import { opensslScrypt, scryptKey } from './scrypt';
 
 /**
  * Password hashes the TraceTrack application (Flask + werkzeug.security) can check.
@@ -49,21 +50,10 @@ export function classifyPasswordValue(value: string | null): PasswordValueKind {
   return 'other';
 }
 
-function scrypt(password: BinaryLike, salt: BinaryLike, keyLength: number, options: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) =>
-    scryptCallback(password, salt, keyLength, options, (err, key) => (err ? reject(err) : resolve(key))),
-  );
-}
-
 function pbkdf2(password: BinaryLike, salt: BinaryLike, iterations: number, keyLength: number, digest: string): Promise<Buffer> {
   return new Promise((resolve, reject) =>
     pbkdf2Callback(password, salt, iterations, keyLength, digest, (err, key) => (err ? reject(err) : resolve(key))),
   );
-}
-
-/** Node refuses scrypt when 128·N·r exceeds `maxmem` (default 32 MiB, exactly werkzeug's default need). */
-function scryptMaxmem(N: number, r: number, p: number): number {
-  return 256 * N * r * p + 16 * 1024 * 1024;
 }
 
 function generateSalt(length = SALT_LENGTH): string {
@@ -76,8 +66,8 @@ function generateSalt(length = SALT_LENGTH): string {
  * Scrypt computations in flight in this process, hashing or checking, whichever work items ask. Each
  * needs 32 MiB: the two hashing items of a run beside each other held four, and the CLI's peak RSS
  * went past 300 MB at scale 1 (319 MB; 297–303 MB with two slots). One slot costs no wall time: the
- * hashing items run beside the long loads (bag, scan), which take longer than the ~100 hashes each
- * has at scale 1 (34 ms apiece).
+ * hashing items run beside the loads, on a core the loads would otherwise share (51–57 ms a hash in
+ * io/scrypt.ts's WebAssembly ROMix, 111–120 ms in OpenSSL's, on this project's 2-core machine).
  */
 export const HASH_SLOTS = 1;
 const hashSlots = createLimiter(HASH_SLOTS);
@@ -85,11 +75,13 @@ const hashSlots = createLimiter(HASH_SLOTS);
 /** Scrypt computations running in this process now (at most HASH_SLOTS). */
 export const hashesInFlight = (): number => hashSlots.inFlight();
 
-/** The werkzeug scrypt key of `plain` for `salt`, as hex (at most HASH_SLOTS at once in the process). */
-export async function scryptHex(plain: string, salt: string, N: number, r: number, p: number): Promise<string> {
-  const key = await hashSlots.run(() =>
-    scrypt(Buffer.from(plain, 'utf8'), Buffer.from(salt, 'utf8'), WERKZEUG_SCRYPT_DEFAULTS.keyLength, { N, r, p, maxmem: scryptMaxmem(N, r, p) }),
-  );
+/**
+ * The werkzeug scrypt key of `plain` for `salt`, as hex (at most HASH_SLOTS at once in the process): OpenSSL's to
+ * check a password, so that checking stays independent of the WebAssembly ROMix that hashes them (`hashing`).
+ */
+export async function scryptHex(plain: string, salt: string, N: number, r: number, p: number, hashing = false): Promise<string> {
+  const params = { N, r, p, keyLength: WERKZEUG_SCRYPT_DEFAULTS.keyLength };
+  const key = await hashSlots.run(() => (hashing ? scryptKey : opensslScrypt)(Buffer.from(plain, 'utf8'), Buffer.from(salt, 'utf8'), params));
   return key.toString('hex');
 }
 
@@ -97,7 +89,7 @@ export async function scryptHex(plain: string, salt: string, N: number, r: numbe
 export async function hashPasswordWerkzeug(plain: string): Promise<string> {
   const { N, r, p } = WERKZEUG_SCRYPT_DEFAULTS;
   const salt = generateSalt();
-  return `scrypt:${N}:${r}:${p}$${salt}$${await scryptHex(plain, salt, N, r, p)}`;
+  return `scrypt:${N}:${r}:${p}$${salt}$${await scryptHex(plain, salt, N, r, p, true)}`;
 }
 
 const PBKDF2_DIGEST_BYTES: Record<string, number> = { sha1: 20, sha224: 28, sha256: 32, sha384: 48, sha512: 64 };
