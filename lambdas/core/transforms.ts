@@ -67,7 +67,12 @@ export interface TransformSql {
   readonly value: string;
   /** Extra level-1 columns (raw values the problems look at). */
   readonly level1?: readonly string[];
-  /** `CASE WHEN … THEN <reason> END` expressions over level-1 columns: a non-NULL one rejects the row. */
+  /**
+   * `CASE WHEN … THEN <reason> END` expressions over level-1 columns: a non-NULL one rejects the row. Every row of
+   * every batch (and of Verify's re-derivation) evaluates them, and PostgreSQL evaluates an AND's terms in order, so
+   * the cheap test comes first (the parsed value IS NULL) and the raw value's text only for rows that did not parse:
+   * `btrim(weight::text)` first took 0.5 s of a 1.9 s Verify item (350,000 bags, a float's text for every row).
+   */
   readonly problems?: readonly string[];
   readonly joins?: readonly string[];
 }
@@ -224,7 +229,7 @@ export const TRANSFORMS: Readonly<Record<ValueKind, Transform>> = {
       return {
         value: `(${floatExpr(col, m.sourceType)})`,
         level1: [`${col} AS ${raw}`],
-        problems: [`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND ${name} IS NULL THEN ${label('unparseable weight ')} || quote_literal(left(${raw}::text, 40)) WHEN ${name} < 0 THEN ${label('negative weight ')} || ${name}::text WHEN ${name} = 'NaN'::float8 OR ${name} IN ('Infinity'::float8, '-Infinity'::float8) THEN ${label('not a number')} END`],
+        problems: [`CASE WHEN ${name} IS NULL AND ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' THEN ${label('unparseable weight ')} || quote_literal(left(${raw}::text, 40)) WHEN ${name} < 0 THEN ${label('negative weight ')} || ${name}::text WHEN ${name} = 'NaN'::float8 OR ${name} IN ('Infinity'::float8, '-Infinity'::float8) THEN ${label('not a number')} END`],
       };
     },
     examples: [
@@ -247,7 +252,7 @@ export const TRANSFORMS: Readonly<Record<ValueKind, Transform>> = {
       return {
         value: `CASE WHEN lower(btrim(${col}::text)) IN ('t','true','1','yes','y','on') THEN TRUE WHEN lower(btrim(${col}::text)) IN ('f','false','0','no','n','off') THEN FALSE END`,
         level1: [`${col} AS ${raw}`],
-        problems: [`CASE WHEN ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' AND ${name} IS NULL THEN ${label('not a boolean: ')} || quote_literal(left(${raw}::text, 40)) END`],
+        problems: [`CASE WHEN ${name} IS NULL AND ${raw} IS NOT NULL AND btrim(${raw}::text) <> '' THEN ${label('not a boolean: ')} || quote_literal(left(${raw}::text, 40)) END`],
       };
     },
     examples: [
@@ -268,7 +273,7 @@ export const TRANSFORMS: Readonly<Record<ValueKind, Transform>> = {
       return {
         value,
         level1: [`${col} AS _r${n}`, `${parsed} AS _t${n}`],
-        problems: [`CASE WHEN _r${n} IS NOT NULL AND btrim(_r${n}::text) <> '' AND _t${n} IS NULL THEN ${label('unparseable timestamp ')} || quote_literal(left(_r${n}::text, 40)) END`],
+        problems: [`CASE WHEN _t${n} IS NULL AND _r${n} IS NOT NULL AND btrim(_r${n}::text) <> '' THEN ${label('unparseable timestamp ')} || quote_literal(left(_r${n}::text, 40)) END`],
       };
     },
     examples: [
