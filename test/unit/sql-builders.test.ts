@@ -141,8 +141,18 @@ describe('mapping and batch SQL', () => {
     expect(m.text).toContain('$3::timestamp AS created_at');
     expect(m.text).toContain('"src"."we""ird; table" s');
     expect(m.text).not.toContain(RUN_TIME);
-    expect(params.values).toEqual([5, 9, RUN_TIME]);
+    // The child's own target bag, looked up in the batch's range of target ids only (key + offset): unbounded, every
+    // batch read all the target's bags.
+    expect(m.text).toMatch(/LEFT JOIN "tgt""; --"\."bag" rc ON rc\.id = s\."id" AND rc\.id > \$4::bigint AND rc\.id <= \$5::bigint\n/);
+    expect(params.values).toEqual([5, 9, RUN_TIME, 5, 9]);
     expect(m.columns).toEqual(['id', 'parent_bag_id', 'child_bag_id', 'created_at']);
+    // A source with an id offset (a second bag source): the bounds and the join through the offset.
+    const shiftedParams = new Params();
+    const shifted = buildDerivedLinkSelect(d, tablePlan('bag').sources[0]!, { ...ctx, offsets: { [WEIRD_TABLE]: 1000 } }, shiftedParams, { lo: 5, hi: 9 });
+    expect(shiftedParams.values.slice(3)).toEqual([1005, 1009]);
+    expect(shifted.text).toMatch(/rc ON rc\.id = \(s\."id"::bigint \+ 1000\) AND rc\.id > \$4::bigint AND rc\.id <= \$5::bigint/);
+    // A key set (catch-up): no bounds.
+    expect(buildDerivedLinkSelect(d, tablePlan('bag').sources[0]!, ctx, new Params(), { keys: [5, 7] }).text).toMatch(/rc ON rc\.id = s\."id"\n/);
   });
 });
 

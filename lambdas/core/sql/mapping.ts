@@ -167,17 +167,8 @@ export function buildMappingSelect(
   b.where.push(...rangeWhere(source, range, params));
   // Checksum mode: references are resolved through the target row where it holds them (transforms.ts refSql).
   if (ctx.mode === 'checksum' && source.columns.some((m) => m.kind === 'ref' && includedColumn(m, source) && m.source)) {
-    // The target rows of the key range only (ids are key + offset): unbounded, the join hashed the whole target table per chunk.
     const t = CHECKSUM_TARGET_ROW;
-    const off = offsetOf(ctx, source.table);
-    const bounds = source.key && range && !isKeySet(range)
-      ? [range.lo === null ? null : `${t}.id > ${params.add(range.lo + off, 'bigint')}`, range.hi === null ? null : `${t}.id <= ${params.add(range.hi + off, 'bigint')}`].filter((x) => x !== null)
-      : [];
-    // Without an offset, the key column itself (an integer, exactly equal to its bigint): both sides then come in key
-    // order from their primary keys and PostgreSQL merges them. Through the cast it hashed the range's target rows:
-    // 450,000 scans, 0.70 s a chunk hashed, 0.47 s merged (kept demo database, quiet).
-    const idOfRow = off === 0 && source.key ? `s.${id(source.key)}` : targetIdExpr(source, ctx);
-    b.joins.unshift(`LEFT JOIN ${qualified(ctx.targetSchema, table.target)} ${t} ON ${[`${t}.id = ${idOfRow}`, ...bounds].join(' AND ')}`);
+    b.joins.unshift(`LEFT JOIN ${qualified(ctx.targetSchema, table.target)} ${t} ON ${targetRowOf(t, source, ctx, params, range)}`);
   }
   const from = fromClause(source, ctx);
   const inner = `SELECT ${b.level1.join(',\n    ')}\n  FROM ${from}\n  ${b.joins.join('\n  ')}${b.where.length ? `\n  WHERE ${b.where.join(' AND ')}` : ''}`;
@@ -198,6 +189,23 @@ function addSingleBagScan(source: SourcePlan, ctx: MappingContext, b: Built): vo
   b.outputColumns.push('parent_bag_id', 'child_bag_id');
   b.level1.push(`${asBigint(`s.${id(single.column)}`, null)} AS _vb`);
   b.problems.push(`CASE WHEN _sbmissing THEN 'scan references bag ' || CASE WHEN _vb IS NULL THEN 'NULL' ELSE ${inTargetTerms('_vb', '_rb')} END || ', which does not exist or was rejected' END`);
+}
+
+/**
+ * The join condition of a source row's own target row (`alias`.id = the row's target id) for a batch or chunk of a key
+ * range, bounded to the range's target ids (key + offset; none for a key set). Unbounded, PostgreSQL read the whole
+ * target table for every batch: each link batch hashed all 997,500 target bags (spilling to disk) to find its
+ * 200,000 children, each Verify chunk likewise. Without an offset the key column itself (an integer, exactly equal to
+ * its bigint): both sides then come in key order from their primary keys and PostgreSQL merges them. Through the cast
+ * it hashed the range's target rows: 450,000 scans, 0.70 s a chunk hashed, 0.47 s merged (kept demo database, quiet).
+ */
+function targetRowOf(alias: string, source: SourcePlan, ctx: MappingContext, params: Params, range: KeySelection | null): string {
+  const off = offsetOf(ctx, source.table);
+  const idOfRow = off === 0 && source.key ? `s.${id(source.key)}` : targetIdExpr(source, ctx);
+  const bounds = source.key && range && !isKeySet(range)
+    ? [range.lo === null ? null : `${alias}.id > ${params.add(range.lo + off, 'bigint')}`, range.hi === null ? null : `${alias}.id <= ${params.add(range.hi + off, 'bigint')}`]
+    : [];
+  return [`${alias}.id = ${idOfRow}`, ...bounds.filter((x) => x !== null)].join(' AND ');
 }
 
 /** The mapping SELECT of links derived from a bag source's parent reference. */
@@ -225,7 +233,7 @@ export function buildDerivedLinkSelect(
     s.${id(link.parentColumn)}::bigint AS _vp, (s.${id(link.key)}::bigint)::text AS _rkey,
     ${withLinkTables ? `(SELECT l.parent_bag_id FROM ${linkTable} l WHERE l.child_bag_id = ${childId} AND l.id <> ${derivedOffset} + ${childId} LIMIT 1)` : 'NULL::bigint'} AS _other_parent
   FROM ${fromClause(bagSource, ctx)}
-  LEFT JOIN ${bag} rc ON rc.id = ${childId}
+  LEFT JOIN ${bag} rc ON ${targetRowOf('rc', bagSource, ctx, params, range)}
   LEFT JOIN ${bag} rp ON rp.id = ${parentRaw}
   WHERE ${where.join(' AND ')}`;
   const problems = `COALESCE(
