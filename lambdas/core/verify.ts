@@ -110,11 +110,24 @@ export function canonicalType(table: TargetTable, column: string): string {
  * md5 + hex parsing: 3.6 s -> 1.7 s for 3,000,000 scans, most of that the row's text itself.
  */
 export function rowHashExpr(alias: string, table: TargetTable, columns: readonly string[], typed = false): string {
-  const fields = columns.map((c) => `${alias}.${id(c)}::${canonicalType(table, c)}`).join(', ');
+  const fields = columns.map((c) => ({ expr: `${alias}.${id(c)}::${canonicalType(table, c)}`, type: canonicalType(table, c) }));
+  if (!typed) return `hashtextextended(ROW(${fields.map((f) => f.expr).join(', ')})::text, 0)`;
   // `typed` (PostgreSQL 14+): the row's values hashed as they are, without their text (timestamps' text above all):
-  // 3x faster (0.38 s -> 0.12 s for 750,000 scans). Equal values of the canonical types hash alike either way.
-  return typed ? `hash_record_extended(ROW(${fields}), 0)` : `hashtextextended(ROW(${fields})::text, 0)`;
+  // 3x faster (0.38 s -> 0.12 s for 750,000 scans). Equal values of the canonical types hash alike either way. Each
+  // column by its type's own extended hash, seeded with its position (so swapped values differ), a NULL by a constant
+  // of its position, XORed: hash_record_extended(ROW(…)) built and took apart a record per row, 31 % of a Verify scan
+  // chunk; this is 18 % faster for scans, 8 % for bags (kept scale-1 demo). Both sides of a chunk hash alike.
+  return `(${fields.map((f, i) => `COALESCE(${TYPED_COLUMN_HASH[f.type]!(f.expr, i + 1)}, ${-(i + 1)})`).join(' # ')})`;
 }
+
+/** The extended hash function of each canonical type (all in PostgreSQL since 11), with a seed. */
+const TYPED_COLUMN_HASH: Readonly<Record<string, (expr: string, seed: number) => string>> = {
+  bigint: (e, seed) => `hashint8extended(${e}, ${seed})`,
+  float8: (e, seed) => `hashfloat8extended(${e}, ${seed})`,
+  timestamp: (e, seed) => `timestamp_hash_extended(${e}, ${seed})`,
+  boolean: (e, seed) => `hashint4extended((${e})::int, ${seed})`,
+  text: (e, seed) => `hashtextextended(${e}, ${seed})`,
+};
 
 /** hash_record_extended exists from PostgreSQL 14 on (server_version_num). */
 export function supportsTypedRowHash(serverVersionNum: number): boolean {
