@@ -44,7 +44,7 @@ export interface WorkGraph {
 /** The steps that hash legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
 export const PASSWORDS_STEP = 'passwords';
 /**
- * The hashing (CPU only, ~63 ms of scrypt a password, one at a time in the process: HASH_SLOTS) runs as one item in
+ * The hashing (CPU only, 51–57 ms of scrypt a password in io/scrypt.ts, one at a time in the process: HASH_SLOTS) runs as one item in
  * each wave after `user` that has a core to spare: the first as early as it can (beside bag, whose one connection
  * leaves a core idle), the middle one as late as it can (beside scan), the last beside finalize (which does not wait
  * for it). Each but the last hashes the passwords still pending, in key order, only while the other steps of its wave

