@@ -758,10 +758,19 @@ async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: Finali
   const { run } = o;
   const schema = run.targetSchema;
   const started = Date.now();
+  // VACUUM runs outside a transaction, before the job's checkpoint: run again after a failure in between, it only
+  // finds less to do.
+  if (job.kind === 'vacuum') {
+    await client.query(`VACUUM ${qualified(schema, job.table!)}`).catch((err) => {
+      throw toMigrationError(err, `Finalizing ${job.table} (vacuuming it)`);
+    });
+  }
   await withTransaction(client, async () => {
     await tuneBatchTransaction(client);
     if (!(await claimCheckpoint(client, schema, run.runId, 'finalize', job.name, { batchNo: 1, keyLo: null, keyHi: null }))) return;
-    if (job.kind === 'table') {
+    if (job.kind === 'vacuum') {
+      // done above
+    } else if (job.kind === 'table') {
       const table = job.table!;
       // Indexes first, then the summaries: an UPDATE before CREATE INDEX in the same transaction leaves broken
       // HOT chains, and PostgreSQL then marks the new index unusable for every snapshot older than this
@@ -787,7 +796,7 @@ async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: Finali
     }
     await completeCheckpoint(client, schema, run.runId, 'finalize', job.name, 1, { migrated: 0, rejected: 0, already: 0, seconds: (Date.now() - started) / 1000 });
   }).catch((err) => {
-    const what = { table: 'indexes, summaries, sequence', indexes: 'building indexes', validate: 'validating its foreign keys', 'foreign-keys': 'adding the foreign keys' }[job.kind];
+    const what = { table: 'indexes, summaries, sequence', indexes: 'building indexes', vacuum: 'vacuuming it', validate: 'validating its foreign keys', 'foreign-keys': 'adding the foreign keys' }[job.kind];
     throw toMigrationError(err, `Finalizing ${job.table ?? ''}${job.table ? ' ' : ''}(${what})`);
   });
 }

@@ -223,7 +223,7 @@ describe('the migration work graph', () => {
     expect(jobs.filter((j) => j.kind === 'validate').map((j) => j.name)).toEqual(
       Object.entries(TARGET_TABLE_DDL).filter(([, d]) => d.foreignKeys.length).map(([t]) => `validate:${t}`),
     );
-    for (const j of jobs.filter((x) => x.kind === 'validate')) expect(j.after).toEqual(['foreign-keys']);
+    for (const j of jobs.filter((x) => x.kind === 'validate')) expect(j.after).toEqual(['foreign-keys', ...jobs.filter((x) => x.kind === 'vacuum').map((x) => x.name)]);
   });
 
   it('finalize starts the tables with the most rows first (derived links count their bag rows)', () => {
@@ -251,6 +251,12 @@ describe('the migration work graph', () => {
     // No row estimates: no split.
     expect(planFinalizeJobs().filter((j) => j.kind === 'indexes')).toEqual([]);
     expect(jobs.filter((j) => j.kind === 'validate').map((j) => j.name).slice(0, 3)).toEqual(['validate:scan', 'validate:bag', 'validate:link']);
+    // Every table is vacuumed once every table job is done (their summaries' UPDATEs), and the validations, which read
+    // both sides from their indexes, wait for all of them.
+    const vacuums = jobs.filter((j) => j.kind === 'vacuum');
+    expect(vacuums.map((j) => j.name)).toEqual(['vacuum:scan', 'vacuum:bag', 'vacuum:link', 'vacuum:bill_bag', 'vacuum:user', 'vacuum:bill', 'vacuum:promotionrequest', 'vacuum:audit_log']);
+    for (const v of vacuums) expect(v.after).toEqual(['user', 'bag', 'link', 'bill', 'bill_bag', 'scan', 'promotionrequest', 'audit_log']);
+    for (const j of jobs.filter((x) => x.kind === 'validate')) expect(j.after).toEqual(['foreign-keys', ...vacuums.map((v) => v.name)]);
   });
 
   it.each([
