@@ -44,8 +44,8 @@ export interface WorkGraph {
 /** The steps that hash legacy plaintext passwords after their rows are in (engine/migrate.ts, runPasswordsStep). */
 export const PASSWORDS_STEP = 'passwords';
 /**
- * The hashing (CPU only, 51–57 ms of scrypt a password in io/scrypt.ts, one at a time in the process: HASH_SLOTS) runs as one item in
- * each wave after `user` that has a core to spare: the first as early as it can (beside bag, whose one connection
+ * The hashing (CPU only, 51–57 ms of scrypt a password in io/scrypt.ts, one at a time in the process: HASH_SLOTS)
+ * runs as one item in each wave after `user` that has a core to spare: the first as early as it can (beside bag, whose one connection
  * leaves a core idle), the middle one as late as it can (beside scan), the last beside finalize (which does not wait
  * for it). Each but the last hashes the passwords still pending, in key order, only while the other steps of its wave
  * run (hashingCompanions), and leaves the rest to the next; the last hashes whatever is left. Fixed shares could not
@@ -416,8 +416,9 @@ export const FINALIZE_INDEX_JOBS = 2;
  * The jobs in the order they start when ready: the tables with the most rows first (their index builds and validations
  * are the longest), so that the largest does not wait for a free connection while the small ones run. At scale 1 the
  * scan table's job started 0.36 s after the others in TARGET_ORDER, and its validation last of five. The largest
- * table with two or more secondary indexes left to finalize has its index builds first, in FINALIZE_INDEX_JOBS jobs, and its table job (unique keys, summaries, sequence,
- * statistics: after every index, as in one job) waits for them.
+ * table with two or more secondary indexes left to finalize has its index builds first, in FINALIZE_INDEX_JOBS jobs,
+ * and its table job (unique keys, summaries, sequence, statistics: after every index, as in one job) waits for them.
+ * Then the foreign keys (NOT VALID), every table's vacuum, and the validations.
  */
 export function planFinalizeJobs(plan: Pick<Plan, 'tables'> & { readonly steps?: Plan['steps'] } = { tables: [] }): FinalizeJob[] {
   const order = [...TARGET_ORDER].sort((a, b) => tableRows(plan, b) - tableRows(plan, a));

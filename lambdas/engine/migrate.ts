@@ -768,9 +768,8 @@ async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: Finali
   await withTransaction(client, async () => {
     await tuneBatchTransaction(client);
     if (!(await claimCheckpoint(client, schema, run.runId, 'finalize', job.name, { batchNo: 1, keyLo: null, keyHi: null }))) return;
-    if (job.kind === 'vacuum') {
-      // done above
-    } else if (job.kind === 'table') {
+    // (A vacuum job's work was done above; its transaction only records it.)
+    if (job.kind === 'table') {
       const table = job.table!;
       // Indexes first, then the summaries: an UPDATE before CREATE INDEX in the same transaction leaves broken
       // HOT chains, and PostgreSQL then marks the new index unusable for every snapshot older than this
@@ -787,7 +786,7 @@ async function runFinalizeJob(o: StepOptions, client: pg.ClientBase, job: Finali
       for (const i of job.indexes ?? []) await client.query(builds[i]!);
     } else if (job.kind === 'foreign-keys') {
       for (const table of TARGET_ORDER) for (const sql of renderForeignKeys(schema, table)) await client.query(sql);
-    } else {
+    } else if (job.kind === 'validate') {
       // PostgreSQL checks the rows with one anti-join per key, planned with this transaction's settings: hashed, the
       // referenced ids are probed once per row, with a cache miss each time; merged from the two indexes (the table's
       // are built by now) they are read in order. Scan's three keys at scale 1: 2.1 s hashed, 0.6 s merged (kept demo DB).

@@ -1,4 +1,4 @@
-import { scrypt as scryptCallback, scryptSync } from 'node:crypto';
+import { scrypt as scryptCallback } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { ROMIX_WASM_BASE64 } from './scrypt-romix-wasm';
 
@@ -95,7 +95,7 @@ class RomixWorker {
     const { password, salt, params } = SELF_CHECK;
     try {
       const got = await this.post(password, salt, params);
-      const want = scryptSync(password, salt, params.keyLength, { N: params.N, r: params.r, p: params.p });
+      const want = await opensslScrypt(password, salt, params);
       if (got.equals(want)) return true;
     } catch {
       // fall through: node:crypto from now on
