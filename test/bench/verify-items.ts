@@ -26,7 +26,7 @@ async function main() {
   const rec = await latestRun(c0, 'tracetrack');
   if (!rec?.plan) throw new Error('No migrated run in schema tracetrack: run `npm run demo -- --scale 1 --keep` first.');
   const run = { runId: rec.runId, sourceSchema: rec.sourceSchema, targetSchema: 'tracetrack', runTime: rec.runTime, batchSize: 200_000 };
-  const base: VerifyOptions = { client: c0, run, plan: rec.plan, fingerprints: true };
+  const base: VerifyOptions = { client: c0, run, plan: rec.plan, fingerprints: !process.argv.includes('--no-fingerprints') };
   const { round, items } = await planVerification(base);
   const queue = [...items];
   const times: [string, number][] = [];
