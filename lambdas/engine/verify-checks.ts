@@ -14,6 +14,7 @@ import {
   type MappingContext,
 } from '../core/sql/mapping';
 import { indexedReference, TARGET_TABLE_DDL } from '../core/sql/target-ddl';
+import { CHECKSUM_TARGET_ROW } from '../core/transforms';
 import { compareBuckets, fingerprintHashExpr, rowHashExpr, type Bucket, type BucketMismatch, type CheckResult } from '../core/verify';
 import type { RangeResult, RejectedLinks } from '../core/verify-items';
 import { READINESS_LIST_LIMIT } from '../core/verify-target-items';
@@ -31,14 +32,14 @@ const SAMPLE = 5;
 /** A unit of the table (core's tableUnits) with its target-id offset and its mapping over a key range. */
 export interface Unit extends TableUnit {
   readonly offset: number;
-  readonly mapping: (params: Params, range?: KeyRange | null) => { text: string; columns: string[] };
+  readonly mapping: (params: Params, range?: KeyRange | null, targetRowHash?: string | null) => { text: string; columns: string[] };
 }
 
 export function unitsFor(plan: Plan, table: TablePlan, ctx: MappingContext): Unit[] {
   return tableUnits(plan, table).map((u) => ({
     ...u,
     offset: unitOffset(u, ctx.offsets),
-    mapping: (params: Params, range: KeyRange | null = null) => buildUnitSelect(table, u, ctx, params, range),
+    mapping: (params: Params, range: KeyRange | null = null, targetRowHash: string | null = null) => buildUnitSelect(table, u, ctx, params, range, null, targetRowHash),
   }));
 }
 
@@ -81,28 +82,54 @@ export interface ChunkContext {
   readonly typedHash: boolean;
 }
 
+interface SourceBucket {
+  readonly bucket: number;
+  readonly rows: number;
+  readonly rejected: number;
+  readonly kept: number;
+  readonly unstored: number;
+  readonly hash: string;
+  /** With the target rows read in the same pass (withTargetRows): the bucket's rows' own target rows, and their summed hash. */
+  readonly targetRows?: number;
+  readonly targetHash?: string;
+}
+
 /**
- * The source side per bucket without touching the target rows: rows, rejects in the store, rows kept for the
- * target (and their summed hash), and rows the mapping rejects that the store does not hold.
+ * Whether a unit's target rows are read in its source pass, through each row's own target row (id = key + offset):
+ * a source table keyed by its primary key. The target rows no source row of the range joins are then only counted
+ * (targetRowCount). Derived links (their target id is not the row's) and keys that may repeat are hashed apart.
  */
-async function sourceAggregates(c: ChunkContext, range: KeyRange | null): Promise<{ bucket: number; rows: number; rejected: number; kept: number; unstored: number; hash: string }[]> {
+function readsTargetInSourcePass(unit: Unit): boolean {
+  return unit.kind === 'source' && unit.source.keyStrategy === 'primary-key';
+}
+
+/**
+ * The source side per bucket: rows, rejects in the store, rows kept for the target (and their summed hash), and rows
+ * the mapping rejects that the store does not hold; `withTargetRows`: also the rows' own target rows and their hash,
+ * one pass instead of a second scan of the target (6-10 % of a range item's time).
+ */
+async function sourceAggregates(c: ChunkContext, range: KeyRange | null, withTargetRows = false): Promise<SourceBucket[]> {
   const params = new Params();
-  const mapping = c.unit.mapping(params, range);
+  const mapping = c.unit.mapping(params, range, withTargetRows ? rowHashExpr(CHECKSUM_TARGET_ROW, c.table.target, c.columns, c.typedHash) : null);
   const runP = params.add(c.run.runId);
   const labelP = params.add(c.unit.label);
   const kept = `m._reject IS NULL AND r.source_key IS NULL`;
+  const targetSide = withTargetRows ? `, count(m._tid)::bigint AS target_rows, COALESCE(sum(m._th) FILTER (WHERE m._tid IS NOT NULL), 0)::text AS target_hash` : '';
   const r = await c.client.query(
     `WITH m AS (${mapping.text})
      SELECT floor(m._key / ${c.width})::bigint AS bucket, count(*)::bigint AS rows, count(r.source_key)::bigint AS rejected,
             count(*) FILTER (WHERE ${kept})::bigint AS kept,
             count(*) FILTER (WHERE m._reject IS NOT NULL AND r.source_key IS NULL)::bigint AS unstored,
-            COALESCE(sum(${rowHashExpr('m', c.table.target, c.columns, c.typedHash)}) FILTER (WHERE ${kept}), 0)::text AS hash
+            COALESCE(sum(${rowHashExpr('m', c.table.target, c.columns, c.typedHash)}) FILTER (WHERE ${kept}), 0)::text AS hash${targetSide}
        FROM m
        LEFT JOIN ${qualified(c.run.targetSchema, '_migration_reject')} r ON r.run_id = ${runP} AND r.source_table = ${labelP} AND r.source_key = m._rkey
       GROUP BY 1`,
     params.values,
   );
-  return r.rows.map((row) => ({ bucket: Number(row.bucket), rows: Number(row.rows), rejected: Number(row.rejected), kept: Number(row.kept), unstored: Number(row.unstored), hash: String(row.hash) }));
+  return r.rows.map((row) => ({
+    bucket: Number(row.bucket), rows: Number(row.rows), rejected: Number(row.rejected), kept: Number(row.kept), unstored: Number(row.unstored), hash: String(row.hash),
+    ...(withTargetRows ? { targetRows: Number(row.target_rows), targetHash: String(row.target_hash) } : {}),
+  }));
 }
 
 /**
@@ -146,9 +173,8 @@ async function exactSourcePass(c: ChunkContext, range: KeyRange | null): Promise
   };
 }
 
-/** The unit's target rows of a key range, hashed per bucket: ids inside the unit's span (and below the derived links of a link source). */
-async function targetBuckets(c: ChunkContext, range: KeyRange | null, span: { min: number; max: number } | null): Promise<Bucket[]> {
-  if (!span) return [];
+/** The ids of the unit's target rows in a key range: inside the unit's span (and below the derived links of a link source). */
+function targetBounds(c: ChunkContext, range: KeyRange | null, span: { min: number; max: number }): string {
   const { unit, table, ctx } = c;
   const bounds = [`t.id > ${unit.offset + span.min - 1}`, `t.id <= ${unit.offset + span.max}`];
   if (range?.lo != null) bounds.push(`t.id > ${unit.offset + range.lo}`);
@@ -156,12 +182,40 @@ async function targetBuckets(c: ChunkContext, range: KeyRange | null, span: { mi
   // A link source's ids stop where the derived links' begin.
   const derivedFrom = unit.kind === 'source' && table.derivedLinks.length ? ctx.offsets[derivedSourceName(table.derivedLinks[0]!)] ?? null : null;
   if (derivedFrom !== null) bounds.push(`t.id <= ${derivedFrom}`);
+  return bounds.join(' AND ');
+}
+
+/** The unit's target rows of a key range, hashed per bucket. */
+async function targetBuckets(c: ChunkContext, range: KeyRange | null, span: { min: number; max: number } | null): Promise<Bucket[]> {
+  if (!span) return [];
   const r = await c.client.query(
-    `SELECT floor((t.id - ${unit.offset}) / ${c.width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', table.target, c.columns, c.typedHash)})::text AS hash
-       FROM ${qualified(c.run.targetSchema, table.target)} t WHERE ${bounds.join(' AND ')}
+    `SELECT floor((t.id - ${c.unit.offset}) / ${c.width})::bigint AS bucket, count(*)::bigint AS rows, sum(${rowHashExpr('t', c.table.target, c.columns, c.typedHash)})::text AS hash
+       FROM ${qualified(c.run.targetSchema, c.table.target)} t WHERE ${targetBounds(c, range, span)}
       GROUP BY 1`,
   );
   return r.rows.map((row) => ({ bucket: Number(row.bucket), rows: Number(row.rows), hash: String(row.hash) }));
+}
+
+/** How many target rows of the unit a key range holds (its primary key's index only). */
+async function targetRowCount(c: ChunkContext, range: KeyRange | null, span: { min: number; max: number } | null): Promise<number> {
+  if (!span) return 0;
+  const r = await c.client.query(`SELECT count(*)::bigint AS n FROM ${qualified(c.run.targetSchema, c.table.target)} t WHERE ${targetBounds(c, range, span)}`);
+  return Number(r.rows[0].n);
+}
+
+/**
+ * Whether a range is clean: no rejected row outside the store, and per bucket the rows kept are the target's rows
+ * with the same summed hash. Read in one pass (SourceBucket.targetRows): every target row of the range must be a
+ * joined one (`targetRows`, their count); otherwise compared with the target's own buckets (`tgt`).
+ */
+function isCleanRange(agg: readonly SourceBucket[], target: { targetRows: number } | { tgt: readonly Bucket[] }): boolean {
+  if (agg.some((s) => s.unstored !== 0)) return false;
+  if ('targetRows' in target) {
+    return agg.every((s) => s.targetRows === s.kept && (s.kept === 0 || s.targetHash === s.hash)) && agg.reduce((a, s) => a + s.targetRows!, 0) === target.targetRows;
+  }
+  const byBucket = new Map(target.tgt.map((b) => [b.bucket, b]));
+  return agg.every((s) => (s.kept === 0 ? !byBucket.has(s.bucket) : byBucket.get(s.bucket)?.rows === s.kept && byBucket.get(s.bucket)?.hash === s.hash))
+    && target.tgt.every((t) => agg.some((s) => s.bucket === t.bucket));
 }
 
 /**
@@ -171,10 +225,10 @@ async function targetBuckets(c: ChunkContext, range: KeyRange | null, span: { mi
  * otherwise the exact row-by-row pass gives the counts, and the differing keys are sampled.
  */
 export async function rangeChunk(c: ChunkContext, range: KeyRange | null, span: { min: number; max: number } | null, wantSample: boolean): Promise<RangeResult> {
-  const [agg, tgt] = [await sourceAggregates(c, range), await targetBuckets(c, range, span)];
-  const byBucket = new Map(tgt.map((b) => [b.bucket, b]));
-  const clean = agg.every((s) => s.unstored === 0 && (s.kept === 0 ? !byBucket.has(s.bucket) : byBucket.get(s.bucket)?.rows === s.kept && byBucket.get(s.bucket)?.hash === s.hash))
-    && tgt.every((t) => agg.some((s) => s.bucket === t.bucket));
+  const onePass = readsTargetInSourcePass(c.unit);
+  const agg = await sourceAggregates(c, range, onePass);
+  let tgt: Bucket[] | null = onePass ? null : await targetBuckets(c, range, span);
+  const clean = isCleanRange(agg, tgt ? { tgt } : { targetRows: await targetRowCount(c, range, span) });
   const sourceBuckets = agg.filter((s) => s.kept > 0).map((s) => ({ bucket: s.bucket, rows: s.kept, hash: s.hash }));
   const base = { columns: c.columns.length, fingerprint: null, live: null };
   if (clean) {
@@ -186,6 +240,7 @@ export async function rangeChunk(c: ChunkContext, range: KeyRange | null, span: 
     };
   }
   const exact = await exactSourcePass(c, range);
+  tgt ??= await targetBuckets(c, range, span);
   const mismatches = compareBuckets(exact.buckets, tgt);
   const sample = wantSample && mismatches.length ? await differingKeys(c, mismatches[0]!) : [];
   return { ...base, counts: exact.counts, buckets: exact.buckets.length, mismatchCount: mismatches.length, mismatches: mismatches.slice(0, 20), sample };

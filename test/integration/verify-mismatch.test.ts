@@ -22,4 +22,20 @@ describe('verification of content', () => {
       expect(failed[0]!.detail).toMatch(new RegExp(`differing keys e\\.g\\. ${changed}$`));
     }, 'vmis');
   });
+
+  // The range items read a primary-keyed source's target rows through each source row (one pass): a target row
+  // that no source row of its range joins must still fail the range, not just be left out of the sums.
+  it.each(['user', 'bag'] as const)('a %s target row whose source row was deleted after the migration fails its range', async (table) => {
+    await withFixtureDatabase('a', async (c) => {
+      const r = await runEngine(c, { runId: 'orph', batchSize: 4 });
+      expect((await verifyRun({ client: c, run: r.run, plan: r.plan })).passed).toBe(true);
+      const inside = (await c.query<{ id: number }>(`SELECT id FROM public.${table === 'user' ? '"user"' : 'bag'} ORDER BY id OFFSET 1 LIMIT 1`)).rows[0]!.id;
+      await c.query(`ALTER TABLE public.${table === 'user' ? '"user"' : 'bag'} DISABLE TRIGGER ALL`);
+      await c.query(`DELETE FROM public.${table === 'user' ? '"user"' : 'bag'} WHERE id = $1`, [inside]);
+      expect((await c.query(`SELECT count(*)::int AS n FROM tracetrack.${table === 'user' ? '"user"' : 'bag'} WHERE id = $1`, [inside])).rows[0].n).toBe(1);
+      const v = await verifyRun({ client: c, run: r.run, plan: r.plan, bucketWidth: 1000 });
+      expect(v.passed).toBe(false);
+      expect(v.checks.filter((ch) => !ch.passed).map((ch) => ch.name)).toContain(`checksum:${table}:${table}`);
+    }, 'vorph');
+  });
 });

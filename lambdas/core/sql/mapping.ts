@@ -150,6 +150,11 @@ export function buildMappingSelect(
   params: Params,
   range: KeySelection | null,
   passwords: PasswordHashes | null = null,
+  /**
+   * Checksum mode: an expression over the row's own target row (alias CHECKSUM_TARGET_ROW), output as `_th` with
+   * that row's id as `_tid` (NULL without one), so that Verify reads the target rows in the same pass as the source.
+   */
+  targetRowHash: string | null = null,
 ): { text: string; columns: string[] } {
   const b: Built = { level1: [], problems: [], joins: [], where: [], outputColumns: [] };
   b.level1.push(`${keyExpr(source)} AS _key`, `${rejectKeyExpr(source)} AS _rkey`, `${targetIdExpr(source, ctx)} AS id`);
@@ -166,9 +171,11 @@ export function buildMappingSelect(
   if (table.target === 'link') b.problems.push(`CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END`);
   b.where.push(...rangeWhere(source, range, params));
   // Checksum mode: references are resolved through the target row where it holds them (transforms.ts refSql).
-  if (ctx.mode === 'checksum' && source.columns.some((m) => m.kind === 'ref' && includedColumn(m, source) && m.source)) {
+  const withTargetRow = targetRowHash !== null || source.columns.some((m) => m.kind === 'ref' && includedColumn(m, source) && m.source);
+  if (ctx.mode === 'checksum' && withTargetRow) {
     const t = CHECKSUM_TARGET_ROW;
     b.joins.unshift(`LEFT JOIN ${qualified(ctx.targetSchema, table.target)} ${t} ON ${targetRowOf(t, source, ctx, params, range)}`);
+    if (targetRowHash !== null) b.level1.push(`${targetRowHash} AS _th`, `${t}.id AS _tid`);
   }
   const from = fromClause(source, ctx);
   const inner = `SELECT ${b.level1.join(',\n    ')}\n  FROM ${from}\n  ${b.joins.join('\n  ')}${b.where.length ? `\n  WHERE ${b.where.join(' AND ')}` : ''}`;
@@ -336,8 +343,19 @@ export function renderDuplicateKeyCheck(table: TablePlan, ctx: MappingContext): 
 }
 
 /** The unit's mapping SELECT over one key range (null: the whole source). */
-export function buildUnitSelect(table: TablePlan, unit: TableUnit, ctx: MappingContext, params: Params, range: KeySelection | null, passwords: PasswordHashes | null = null): { text: string; columns: string[] } {
-  return unit.derived ? buildDerivedLinkSelect(unit.derived, unit.source, ctx, params, range, table.sources.length > 0) : buildMappingSelect(table, unit.source, ctx, params, range, passwords);
+export function buildUnitSelect(
+  table: TablePlan,
+  unit: TableUnit,
+  ctx: MappingContext,
+  params: Params,
+  range: KeySelection | null,
+  passwords: PasswordHashes | null = null,
+  /** A source unit's own target row, hashed (buildMappingSelect); derived links have none. */
+  targetRowHash: string | null = null,
+): { text: string; columns: string[] } {
+  return unit.derived
+    ? buildDerivedLinkSelect(unit.derived, unit.source, ctx, params, range, table.sources.length > 0)
+    : buildMappingSelect(table, unit.source, ctx, params, range, passwords, targetRowHash);
 }
 
 /** Target ids of a unit are `unitOffset + source key`. */
