@@ -131,6 +131,15 @@ describe('mapping and batch SQL', () => {
     expect(q.text).toMatch(/- ARRAY\['password', 'password_hash'/);
   });
 
+  // Both levels of a mapping are subqueries of their own: a query that names a value or `_reject` several times
+  // (Verify's aggregates filter on `_reject` three times) must not get them computed once per mention.
+  it('a mapping keeps both its levels fenced (OFFSET 0), a derived link too', () => {
+    const bag = tablePlan('bag');
+    const fenced = /^SELECT q\.\*, [\s\S]+ AS _reject FROM \(\n {2}SELECT [\s\S]+\n {2}OFFSET 0\) q OFFSET 0$/;
+    expect(buildMappingSelect(bag, bag.sources[0]!, ctx, new Params(), { lo: 40, hi: 4711 }).text).toMatch(fenced);
+    expect(buildDerivedLinkSelect(tablePlan('link').derivedLinks[0]!, bag.sources[0]!, ctx, new Params(), { lo: 5, hi: 9 }).text).toMatch(fenced);
+  });
+
   it('buildDerivedLinkSelect quotes the parent column and binds the run time by name', () => {
     const link = tablePlan('link');
     expect(link.derivedLinks).toHaveLength(1);

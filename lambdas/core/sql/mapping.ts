@@ -16,9 +16,11 @@ export { foldedQrExpr, targetIdExpr } from './values';
  * Shape of a mapping SELECT (level 1 reads and transforms, level 2 collects the reasons):
  *   SELECT q.*, COALESCE(q._p1, q._p2, …) AS _reject FROM (
  *     SELECT <key> AS _key, <target id> AS id, <value> AS "col", …, <problem> AS _p1, …
- *     FROM source s LEFT JOIN … WHERE <key range> OFFSET 0) q
+ *     FROM source s LEFT JOIN … WHERE <key range> OFFSET 0) q OFFSET 0
  * `OFFSET 0` keeps level 1 a subquery of its own: flattened into level 2, every value expression
  * (a regex, a timestamp parse, a lookup subquery) was computed again for each problem that names it.
+ * The second keeps level 2 one too: flattened into a query that names `_reject` several times (Verify's
+ * aggregates filter on it three times), the reasons were computed for each (a bag range: 1.04 s, 0.85 s fenced).
  */
 
 export interface KeyRange {
@@ -180,7 +182,7 @@ export function buildMappingSelect(
   const from = fromClause(source, ctx);
   const inner = `SELECT ${b.level1.join(',\n    ')}\n  FROM ${from}\n  ${b.joins.join('\n  ')}${b.where.length ? `\n  WHERE ${b.where.join(' AND ')}` : ''}`;
   const problems = b.problems.length ? `COALESCE(${b.problems.join(',\n    ')})` : 'NULL::text';
-  return { text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n  OFFSET 0) q`, columns: ['id', ...b.outputColumns] };
+  return { text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n  OFFSET 0) q OFFSET 0`, columns: ['id', ...b.outputColumns] };
 }
 
 function addSingleBagScan(source: SourcePlan, ctx: MappingContext, b: Built): void {
@@ -248,7 +250,7 @@ export function buildDerivedLinkSelect(
     CASE WHEN _other_parent IS NOT NULL THEN 'child already linked to another parent (bag ' || _other_parent::text || ', by a link row)' END,
     CASE WHEN parent_bag_id = child_bag_id THEN 'a bag cannot be linked to itself' END)`;
   return {
-    text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n  OFFSET 0) q`,
+    text: `SELECT q.*, ${problems} AS _reject FROM (\n  ${inner}\n  OFFSET 0) q OFFSET 0`,
     columns: ['id', 'parent_bag_id', 'child_bag_id', 'created_at'],
   };
 }
