@@ -29,10 +29,11 @@ describe('verification of content', () => {
     await withFixtureDatabase('a', async (c) => {
       const r = await runEngine(c, { runId: 'orph', batchSize: 4 });
       expect((await verifyRun({ client: c, run: r.run, plan: r.plan })).passed).toBe(true);
-      const inside = (await c.query<{ id: number }>(`SELECT id FROM public.${table === 'user' ? '"user"' : 'bag'} ORDER BY id OFFSET 1 LIMIT 1`)).rows[0]!.id;
-      await c.query(`ALTER TABLE public.${table === 'user' ? '"user"' : 'bag'} DISABLE TRIGGER ALL`);
-      await c.query(`DELETE FROM public.${table === 'user' ? '"user"' : 'bag'} WHERE id = $1`, [inside]);
-      expect((await c.query(`SELECT count(*)::int AS n FROM tracetrack.${table === 'user' ? '"user"' : 'bag'} WHERE id = $1`, [inside])).rows[0].n).toBe(1);
+      const name = table === 'user' ? '"user"' : 'bag';
+      const inside = (await c.query<{ id: number }>(`SELECT id FROM public.${name} ORDER BY id OFFSET 1 LIMIT 1`)).rows[0]!.id;
+      await c.query(`ALTER TABLE public.${name} DISABLE TRIGGER ALL`);
+      await c.query(`DELETE FROM public.${name} WHERE id = $1`, [inside]);
+      expect((await c.query(`SELECT count(*)::int AS n FROM tracetrack.${name} WHERE id = $1`, [inside])).rows[0].n).toBe(1);
       const v = await verifyRun({ client: c, run: r.run, plan: r.plan, bucketWidth: 1000 });
       expect(v.passed).toBe(false);
       expect(v.checks.filter((ch) => !ch.passed).map((ch) => ch.name)).toContain(`checksum:${table}:${table}`);
