@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { to as copyTo } from 'pg-copy-streams';
+import { copyOut } from '../io/copy-out';
 import { escapeLiteral, qualified } from '../core/sql/ident';
 import type { VerificationResult } from '../core/verify';
 import type { RejectGroup } from '../core/report-html';
@@ -44,7 +44,7 @@ export async function exportRejects(client: pg.ClientBase, schema: string, runId
     s3, bucket, key, contentType: 'application/gzip', kmsKeyId,
     produce: async (body) => {
       const copy = client.query(
-        copyTo(`COPY (SELECT json_build_object('target_table', target_table, 'source_table', source_table, 'source_key', source_key, 'reason', reason, 'row', row_data)::text
+        copyOut(`COPY (SELECT json_build_object('target_table', target_table, 'source_table', source_table, 'source_key', source_key, 'reason', reason, 'row', row_data)::text
                         FROM ${qualified(schema, '_migration_reject')} WHERE run_id = ${literal} ORDER BY target_table, source_table, source_key)
                 TO STDOUT WITH (FORMAT text)`),
       );

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { pipeline } from 'node:stream/promises';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { from as copyFrom } from 'pg-copy-streams';
+import { copyOut } from '../io/copy-out';
 import { renderCreateTable } from '../core/backup-ddl';
 import { MigrationBatchError, MigrationError } from '../core/errors';
 import type { Plan } from '../core/planner';
@@ -214,7 +215,7 @@ async function copyBatch(o: StageOptions, name: string, copy: { cols: string; wh
       try {
         await applyCopySettings(source);
         await applyCopySettings(target);
-        const out = source.query(copyTo(`COPY (SELECT ${cols} FROM ${qualified(run.sourceSchema, name)} ${where}) TO STDOUT${format}`));
+        const out = source.query(copyOut(`COPY (SELECT ${cols} FROM ${qualified(run.sourceSchema, name)} ${where}) TO STDOUT${format}`));
         const into = target.query(copyFrom(`COPY ${qualified(stage, name)} (${cols}) FROM STDIN${format}`));
         await pipeline(out, into);
         await source.query('COMMIT');

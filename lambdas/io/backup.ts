@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { type S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
+import { copyOut } from './copy-out';
 import { denseKeyThrough, parseBackupCursor, renderBackupCursor, resolveSplitKey, type KeyStats } from '../core/backup-cursor';
 import { assertRunId, backupRootKey, encodeKeySegment, manifestKey, partDataKey, partRecordKey, tableRecordKey } from '../core/backup-keys';
 import { BACKUP_FORMAT_VERSION, COPY_SESSION_SETTINGS, DEFAULT_PART_ROWS, buildManifest, buildTableRecord, parsePartRecord, parseTableRecord, renderJson, tableSha256Input, type BackupManifest, type BackupPartRecord, type BackupTableRecord } from '../core/backup-manifest';
@@ -345,7 +345,7 @@ async function writePart(input: BackupTableOptions & {
         contentType: 'application/gzip',
         kmsKeyId: input.kmsKeyId,
         produce: async (body) => {
-          const copy = client.query(copyTo(`COPY (SELECT * FROM ${source}${filter}) TO STDOUT`));
+          const copy = client.query(copyOut(`COPY (SELECT * FROM ${source}${filter}) TO STDOUT`));
           await pipeline(copy, new Coalescer(), hasher, createGzip({ level: GZIP_LEVEL, chunkSize: COPY_CHUNK_BYTES }), compressed, body);
           rowCount = copy.rowCount;
         },

@@ -119,7 +119,7 @@ async function run(url: string): Promise<void> {
   const s3 = createS3Client({ endpoint: server.endpoint, localServer: true });
   const deps = {
     source: async () => ({ host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), database: u.pathname.slice(1), ssl: 'disable' }),
-    s3, bucket: 'bench', prefix: '', timeBudgetMs: 600_000,
+    s3, bucket: 'bench', prefix: '', timeBudgetMs: Number(arg('budget-ms', '600000')),
   } as unknown as TaskDeps;
   try {
     for (let round = 1; round <= rounds; round += 1) {
