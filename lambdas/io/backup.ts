@@ -12,7 +12,7 @@ import { BACKUP_FORMAT_VERSION, COPY_SESSION_SETTINGS, DEFAULT_PART_ROWS, buildM
 import type { TableInfo } from '../core/catalog';
 import { BackupError, InputError, MigrationError } from '../core/errors';
 import { withTransaction, toMigrationError } from './pg';
-import { isStorageError, listObjectKeys, putJsonObject, readObjectText, toStorageError, uploadStream } from './s3';
+import { isStorageError, listObjectKeys, putJsonObject, readObjectText, readObjectTexts, toStorageError, uploadStream } from './s3';
 
 /** gzip -1: the backup runs at COPY speed; a higher level costs more CPU than it saves in S3 bytes. */
 export const GZIP_LEVEL = 1;
@@ -377,9 +377,10 @@ async function writePart(input: BackupTableOptions & {
 async function finishTable(input: BackupTableOptions & { lastPart: number }): Promise<BackupTableRecord> {
   const { client, s3, bucket, prefix, runId, table } = input;
   const parts: BackupPartRecord[] = [];
-  for (let part = 1; part <= input.lastPart; part += 1) {
-    const key = partRecordKey(prefix, runId, table.name, part);
-    const text = await readObjectText(s3, bucket, key);
+  const keys = Array.from({ length: input.lastPart }, (_, i) => partRecordKey(prefix, runId, table.name, i + 1));
+  const texts = await readObjectTexts(s3, bucket, keys);
+  for (const [i, key] of keys.entries()) {
+    const text = texts[i]!;
     if (text === null) {
       throw new BackupError(
         `Table ${JSON.stringify(table.name)}: part record ${key} disappeared while the backup was finishing. Rerun BackupTable for the table with a null cursor.`,
@@ -428,19 +429,21 @@ export async function finalizeBackup(options: FinalizeBackupOptions): Promise<{ 
   const keys = await listObjectKeys(s3, bucket, root);
   const tables: BackupTableRecord[] = [];
   const parts = new Map<string, BackupPartRecord[]>();
-  for (const key of keys) {
-    const rest = key.slice(root.length);
-    const match = /^([^/]+)\/(table|part-\d+)\.json$/.exec(rest);
-    if (!match) continue;
-    const text = await readObjectText(s3, bucket, key);
+  const records = keys.flatMap((key) => {
+    const match = /^([^/]+)\/(table|part-\d+)\.json$/.exec(key.slice(root.length));
+    return match ? [{ key, folder: match[1]!, kind: match[2]! }] : [];
+  });
+  const texts = await readObjectTexts(s3, bucket, records.map((r) => r.key));
+  for (const [i, { key, folder, kind }] of records.entries()) {
+    const text = texts[i]!;
     if (text === null) continue;
-    if (match[2] === 'table') {
+    if (kind === 'table') {
       const record = parseTableRecord(text, key);
-      assertInFolder(record.table, match[1]!, key);
+      assertInFolder(record.table, folder, key);
       tables.push(record);
     } else {
       const record = parsePartRecord(text, key);
-      assertInFolder(record.table, match[1]!, key);
+      assertInFolder(record.table, folder, key);
       parts.set(record.table, [...(parts.get(record.table) ?? []), record]);
     }
   }

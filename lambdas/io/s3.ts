@@ -3,6 +3,7 @@ import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, typ
 import { Upload } from '@aws-sdk/lib-storage';
 import { renderJson } from '../core/backup-manifest';
 import { BackupError, LocalStorageError, MigrationError, TransientStorageError } from '../core/errors';
+import { createLimiter } from '../core/limiter';
 
 
 /**
@@ -181,6 +182,12 @@ export async function readObjectText(s3: S3Client, bucket: string, key: string, 
     if (e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404) return null;
     throw toStorageError(err, `Reading s3://${bucket}/${key}`, fallback);
   }
+}
+
+/** {@link readObjectText} of every key, up to `concurrency` requests at once; the texts in the keys' order. */
+export async function readObjectTexts(s3: S3Client, bucket: string, keys: readonly string[], concurrency = 8): Promise<(string | null)[]> {
+  const limiter = createLimiter(concurrency);
+  return Promise.all(keys.map((key) => limiter.run(() => readObjectText(s3, bucket, key))));
 }
 
 export async function putJsonObject(s3: S3Client, bucket: string, key: string, value: unknown, kmsKeyId?: string): Promise<void> {
