@@ -52,7 +52,7 @@ export class CopyDataDecoder {
         r += t;
         this.left -= t;
         if (this.left > 0) break;
-        if (!INTERSPERSED.has(this.code)) {
+        if (this.code !== COPY_DATA && !INTERSPERSED.has(this.code)) {
           done = true;
           break;
         }
