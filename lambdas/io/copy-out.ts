@@ -15,6 +15,8 @@ const ERROR_RESPONSE = 0x45; // E
 /** Messages that may come between CopyData messages and are skipped; any other one ends copy-out mode. */
 const INTERSPERSED = new Set([0x48 /* H CopyOutResponse */, COPY_DATA, 0x53 /* S ParameterStatus */, 0x4e /* N NoticeResponse */, 0x41 /* A NotificationResponse */]);
 const HEADER_BYTES = 5;
+/** Whether a message of this type ends copy-out mode (CopyData, the usual one, is asked first). */
+const endsCopyOut = (code: number): boolean => code !== COPY_DATA && !INTERSPERSED.has(code);
 
 export interface DecodedChunk {
   /** The CopyData payloads of the chunk, in order (a slice of the chunk), or null when it held none. */
@@ -52,7 +54,7 @@ export class CopyDataDecoder {
         r += t;
         this.left -= t;
         if (this.left > 0) break;
-        if (this.code !== COPY_DATA && !INTERSPERSED.has(this.code)) {
+        if (endsCopyOut(this.code)) {
           done = true;
           break;
         }
@@ -79,7 +81,7 @@ export class CopyDataDecoder {
         this.code = this.header[0]!;
         this.left = this.header.readUInt32BE(1) - 4;
       }
-      if (this.left === 0 && !INTERSPERSED.has(this.code)) {
+      if (this.left === 0 && endsCopyOut(this.code)) {
         done = true;
         break;
       }
