@@ -85,11 +85,13 @@ class ByteCounter extends Transform {
   }
 }
 
-/** `SET LOCAL` of the COPY settings (values as parameters), so text COPY round-trips exactly. */
-export async function applyCopySettings(client: pg.ClientBase): Promise<void> {
-  for (const [name, value] of Object.entries(COPY_SESSION_SETTINGS)) {
-    await client.query('SELECT set_config($1, $2, true)', [name, value]);
-  }
+/**
+ * `SET LOCAL` of the COPY settings, so text COPY round-trips exactly whatever the role's or the database's own
+ * DateStyle, TimeZone, … are, and of `extra` transaction-local settings: names and values as parameters, one round trip.
+ */
+export async function applyCopySettings(client: pg.ClientBase, extra: Readonly<Record<string, string>> = {}): Promise<void> {
+  const settings = { ...COPY_SESSION_SETTINGS, ...extra };
+  await client.query('SELECT set_config(s.name, s.value, true) FROM unnest($1::text[], $2::text[]) AS s(name, value)', [Object.keys(settings), Object.values(settings)]);
 }
 
 // ---------------------------------------------------------------- backupTable
@@ -320,14 +322,13 @@ async function writePart(input: BackupTableOptions & {
   try {
     return await withTransaction(client, async () => {
       await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-      await applyCopySettings(client);
+      // COPY takes no bind parameters: a split table's bounds travel as parameters into transaction-local settings.
+      await applyCopySettings(client, splitKey === null ? {} : { 'tracetrack.backup_after': after ?? '', 'tracetrack.backup_through': through ?? '' });
       const readAt = new Date().toISOString();
       let keyRange: BackupPartRecord['keyRange'] = null;
       let filter = '';
       if (splitKey !== null) {
-        // COPY takes no bind parameters: the bounds travel as parameters into transaction-local settings.
         const k = escapeIdentifier(splitKey);
-        await client.query("SELECT set_config('tracetrack.backup_after', $1, true), set_config('tracetrack.backup_through', $2, true)", [after ?? '', through ?? '']);
         const lower = after === null ? 'TRUE' : `${k} > current_setting('tracetrack.backup_after')::int8`;
         const upper = through === null ? 'TRUE' : `${k} <= current_setting('tracetrack.backup_through')::int8`;
         filter = ` WHERE ${lower} AND ${upper} ORDER BY ${k}`;

@@ -167,6 +167,36 @@ describe('backup and restore', () => {
       .rejects.toThrow(/has no table "missing"/);
   });
 
+  it('backs up in one session\'s date, time zone, interval, float and bytea styles and restores in others to the same values', async () => {
+    // A TraceTrack role set up in India: IST is also the abbreviation of Israel's time (+02), SQL style writes
+    // day-first dates, extra_float_digits 0 rounds floats, escape bytea and sql_standard intervals read back
+    // differently. The backup and the restore each pin their own session's settings for the COPY.
+    const session = async (options: string) => {
+      const c = new pg.Client({ connectionString: db.url, options });
+      await c.connect();
+      return c;
+    };
+    const india = await session('-c DateStyle=SQL,DMY -c TimeZone=Asia/Kolkata -c IntervalStyle=sql_standard -c extra_float_digits=0 -c bytea_output=escape');
+    const newYork = await session('-c DateStyle=German -c TimeZone=America/New_York -c IntervalStyle=iso_8601 -c extra_float_digits=-15 -c bytea_output=escape');
+    try {
+      const table = await readTableInfo(india, SRC, 'kitchen_sink');
+      const r = await backupTable({ client: india, s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId: 'styles', table, cursor: null, deadlineMs: Date.now() + 60_000 });
+      expect(r).toMatchObject({ done: true, rows: 5 });
+      await finalizeBackup({ s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId: 'styles', expectedTables: ['kitchen_sink'] });
+      const data = gunzipSync(await bytesOf(partDataKey(PREFIX, 'styles', 'kitchen_sink', 1))).toString('utf8');
+      expect(data).toContain('\t2030-06-15 07:04:56.789+00\t');
+      expect(data).toContain('\t1.0000000000000002\t');
+      await restoreTables({ client: newYork, s3: s3env.s3, bucket: s3env.bucket, prefix: PREFIX, runId: 'styles', schema: 'restored_styles' });
+      expect(await differences(SRC, 'restored_styles', 'kitchen_sink')).toBe(0);
+      // The sessions keep their own settings afterwards (SET LOCAL: the transaction's only).
+      expect((await india.query('SHOW TimeZone')).rows[0].TimeZone).toBe('Asia/Kolkata');
+      expect((await newYork.query('SHOW DateStyle')).rows[0].DateStyle).toBe('German, DMY');
+    } finally {
+      await india.end();
+      await newYork.end();
+    }
+  });
+
   it('resumes under a tiny time budget to the same parts as a one-shot backup, never writing a part twice', async () => {
     const table = await readTableInfo(client, SRC, 'multi');
     const oneShot = await backupUntilDone('oneshot', table, { partRows: 100 });
