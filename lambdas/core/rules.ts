@@ -275,13 +275,3 @@ export const DERIVED_COLUMNS: Readonly<Record<string, DerivedColumnRule>> = {
     rule: 'parent_bag_count × 30 kg (Bill.recalculate_weights; parent_bag_count is the capacity target)',
   },
 };
-
-/**
- * The target tables whose rows a table's summaries aggregate where they are computed (sql/derived.ts `aggregates`:
- * a parent's children through link; a bill's bill_bag rows and the child links of its parent bags). Finalize weighs a
- * table job by them: at scale 1 bill's summaries (50,000 bills, 3 M rows read) took 5.7 s, as long as a table of millions.
- */
-export const DERIVED_COLUMNS_READ: Readonly<Record<DerivedColumnRule['table'], readonly TargetTable[]>> = {
-  bag: ['link'],
-  bill: ['bill_bag', 'bag', 'link'],
-};

@@ -1,9 +1,8 @@
 import type { Plan, SourcePlan, TablePlan } from './plan';
 import { bagRoleSourceTables, bagRolesNeeded } from './sql/bag-roles';
 import { tableUnits } from './sql/mapping';
-import { derivedColumnScopes } from './sql/derived';
 import { renderIndexes, TARGET_TABLE_DDL } from './sql/target-ddl';
-import { DERIVED_COLUMNS_READ, isTargetTable, TARGET_ORDER, UNIQUE_KEYS, type TargetTable } from './rules';
+import { isTargetTable, TARGET_ORDER, UNIQUE_KEYS, type TargetTable } from './rules';
 
 /**
  * The migration as a dependency graph of work items, derived from the plan and from the target's
@@ -416,19 +415,16 @@ export const FINALIZE_INDEX_JOBS = 2;
 /**
  * The jobs in the order they start when ready: the tables with the most rows first (their index builds and validations
  * are the longest), so that the largest does not wait for a free connection while the small ones run. At scale 1 the
- * scan table's job started 0.36 s after the others in TARGET_ORDER, and its validation last of five. A table whose
- * summaries are computed counts the rows they read too (DERIVED_COLUMNS_READ): bill's job (50,000 rows, 5.7 s of
- * summaries over 3 M) started after link's and ended 0.6 s after scan's index builds, the last table job of 15's run. The largest
+ * scan table's job started 0.36 s after the others in TARGET_ORDER, and its validation last of five. The largest
  * table with two or more secondary indexes left to finalize has its index builds first, in FINALIZE_INDEX_JOBS jobs,
  * and its table job (unique keys, summaries, sequence, statistics: after every index, as in one job) waits for them.
  * Then the foreign keys (NOT VALID), every table's vacuum, and the validations.
  */
 export function planFinalizeJobs(plan: Pick<Plan, 'tables'> & { readonly steps?: Plan['steps'] } = { tables: [] }): FinalizeJob[] {
-  const order = [...TARGET_ORDER].sort((a, b) => jobRows(plan, b) - jobRows(plan, a));
+  const order = [...TARGET_ORDER].sort((a, b) => tableRows(plan, b) - tableRows(plan, a));
   // Tables whose indexes an `indexes:<table>` item built before finalize (withEarlyIndexItems) have none left to build.
   const built = new Set(plan.steps ? withEarlyIndexItems(planWorkItems({ ...plan, steps: plan.steps })).map((i) => parseIndexesStep(i.step)) : []);
-  const largest = [...TARGET_ORDER].sort((a, b) => tableRows(plan, b) - tableRows(plan, a))
-    .find((t) => !built.has(t) && renderIndexes('', t).length >= 2 && tableRows(plan, t) > 0);
+  const largest = order.find((t) => !built.has(t) && renderIndexes('', t).length >= 2 && tableRows(plan, t) > 0);
   const builds = largest ? renderIndexes('', largest).length : 0;
   const jobs = Math.min(FINALIZE_INDEX_JOBS, builds);
   const split: FinalizeJob[] = Array.from({ length: jobs }, (_, k) => ({
@@ -449,14 +445,6 @@ export function planFinalizeJobs(plan: Pick<Plan, 'tables'> & { readonly steps?:
   const validate: FinalizeJob[] = order.filter((t) => TARGET_TABLE_DDL[t].foreignKeys.length)
     .map((t) => ({ name: `validate:${t}`, kind: 'validate', table: t, after: vacuum.map((v) => v.name) }));
   return [...split, ...tables, fks, ...vacuum, ...validate];
-}
-
-/** The rows a table job reads: its table's, and where its summaries are computed the rows they aggregate. */
-function jobRows(plan: Pick<Plan, 'tables'>, target: TargetTable): number {
-  const table = plan.tables.find((t) => t.target === target);
-  const computes = table !== undefined && derivedColumnScopes(table, {}).some((s) => s.computed !== 'FALSE');
-  const read = computes && (target === 'bag' || target === 'bill') ? DERIVED_COLUMNS_READ[target] : [];
-  return [target, ...read].reduce((a, t) => a + tableRows(plan, t), 0);
 }
 
 /** A target table's expected rows: its sources' estimates, and for links the bag rows they are derived from. */

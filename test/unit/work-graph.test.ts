@@ -227,7 +227,7 @@ describe('the migration work graph', () => {
   });
 
   it('finalize starts the tables with the most rows first (derived links count their bag rows)', () => {
-    const source = (table: string, rowEstimate: number) => ({ table, rowEstimate, columns: [] });
+    const source = (table: string, rowEstimate: number) => ({ table, rowEstimate });
     const plan = {
       tables: [
         { target: 'user', sources: [source('users', 10)], derivedLinks: [] },
@@ -260,28 +260,6 @@ describe('the migration work graph', () => {
     for (const j of jobs.filter((x) => x.kind === 'validate')) expect(j.after).toEqual(vacuums.map((v) => v.name));
   });
 
-
-  it('finalize starts a table whose summaries are computed by the rows they read, and still splits the largest table', () => {
-    const source = (table: string, rowEstimate: number, columns: object[] = []) => ({ table, rowEstimate, columns });
-    const plan = (billBags: number, derived: boolean) => ({
-      tables: [
-        { target: 'bag', sources: [source('bags', 1_000)], derivedLinks: [] },
-        { target: 'link', sources: [], derivedLinks: [{ fromSource: 'bags' }] },
-        { target: 'scan', sources: [source('scans', 3_000)], derivedLinks: [] },
-        { target: 'bill', sources: [source('bills', 50, [{ target: 'total_child_bags', derived }])], derivedLinks: [] },
-        { target: 'bill_bag', sources: [source('bill_bags', billBags)], derivedLinks: [] },
-      ],
-    }) as never;
-    const tableJobs = (p: never) => planFinalizeJobs(p).filter((j) => j.kind === 'table').map((j) => j.name).slice(0, 5);
-    // Computed: bill's job reads its 50 rows, 900 bill_bag rows, 1,000 bags and 1,000 links (2,950), after scan's 3,000.
-    expect(tableJobs(plan(900, true))).toEqual(['scan', 'bill', 'bag', 'link', 'bill_bag']);
-    // Copied: its 50 rows only.
-    expect(tableJobs(plan(900, false))).toEqual(['scan', 'bag', 'link', 'bill_bag', 'bill']);
-    // Heavier than scan: first, and scan (the most rows) still builds its indexes in two jobs.
-    const heavy = planFinalizeJobs(plan(1_500, true));
-    expect(heavy.filter((j) => j.kind === 'table')[0]!.name).toBe('bill');
-    expect(heavy.filter((j) => j.kind === 'indexes').map((j) => j.name)).toEqual(['scan:indexes-1/2', 'scan:indexes-2/2']);
-  });
   it.each([
     [false, { key: 'id', idStrategy: 'keep' }, true],
     [true, { key: 'id', idStrategy: 'keep' }, false],

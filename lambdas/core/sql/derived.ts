@@ -1,4 +1,4 @@
-import type { TablePlan } from '../plan';
+import type { TablePlan } from '../planner';
 import { DERIVED_COLUMNS, type DerivedColumnRule } from '../rules';
 import { escapeIdentifier as id, qualified } from './ident';
 
