@@ -1,5 +1,5 @@
 #!/bin/bash
-# CPU accounting beside a bench run (README "Where the misses come from"):
+# CPU accounting beside a bench run (test/bench/HISTORY.md, "Where the misses come from"):
 #   bash test/bench/cpu-sample.sh > cpu.txt &  npm run bench -- --scale 1; kill %1
 # Bash builtins only (no process started per sample, so the sampler itself stays near 1 % of a core). Every 0.5 s one line: time, the machine's busy ticks (user+nice+system+irq+softirq+steal, cumulative, 1/100 s),
 # and the cumulative ticks of the live node processes (the CLI, its local S3 server). The difference of two lines at
