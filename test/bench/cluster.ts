@@ -45,7 +45,7 @@ async function startDebianCluster(bin: string, options: EmbeddedClusterOptions):
     chownSync(dir, uid, gid);
     chownSync(pwfile, uid, gid);
   }
-  run(path.join(bin, 'initdb'), ['-D', data, '-U', USER, '--pwfile', pwfile, '--auth=scram-sha-256', '--encoding=UTF8', '--locale=C']);
+  run(path.join(bin, 'initdb'), ['-D', data, '-U', USER, '--pwfile', pwfile, '--auth=scram-sha-256', '--encoding=UTF8', '--locale=C', ...(options.initdbFlags ?? [])]);
   const port = options.port ?? (await findFreePort());
   const flags = [
     `-c port=${port}`, '-c listen_addresses=127.0.0.1', `-c unix_socket_directories=${dir}`, '-c max_connections=200',
