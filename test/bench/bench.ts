@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [--scale S] [--batch-size N] [--postgres 15] [--no-results] [--explain-slow MS [--pg-log FILE]]
+ * npm run bench -- [--scale S] [--batch-size N] [--postgres 15] [--data-checksums on|off] [--no-results] [--explain-slow MS [--pg-log FILE]]
  *
  * One run on a fresh embedded PostgreSQL (stopped at the end): seeds shape A at scale S, measures the
  * floors (INSERT…SELECT into schema `floor`; COPY|gzip -1 of every source table; psql COPY pipe into a
