@@ -15,7 +15,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
 import type { EmbeddedCluster } from '../../lib/runner/embedded-postgres';
-import { benchPostgresVersion, startBenchCluster } from './cluster';
+import { benchPostgresVersion, dataChecksumFlags, startBenchCluster } from './cluster';
 import { seedLegacyShapeA } from '../../lib/runner/demo-seed';
 import { BARE_SCHEMA, bareFloor, copyGzipFloor, FLOOR_SCHEMA, FLOOR_SESSION_OPTIONS, GZIP_BINARY, insertSelectFloor, psqlPipeFloor, type FloorTableTiming } from './floor';
 import { parseTablePartStep } from '../../lambdas/core/work-graph';
@@ -329,14 +329,12 @@ async function main() {
     // into the file --pg-log names (default bench-postgres.log), to find out where a slow phase spends its time.
     const explainSlow = arg('explain-slow');
     const pgLog = arg('pg-log', 'bench-postgres.log')!;
-    // --data-checksums on|off (default on, on every version): initdb's page checksums. initdb 18 enables them
-    // by default and knows --no-data-checksums; before 18 they are off by default and initdb has no flag to say
-    // so. The versions' runs are compared, so they get the same setting: on, what a cluster made today gets.
+    // --data-checksums on|off (default on, on every version): initdb's page checksums (cluster.ts dataChecksumFlags).
+    // The versions' runs are compared, so they get the same setting: on, what initdb 18 gives a cluster made today.
     const checksumsFlag = arg('data-checksums');
     if (checksumsFlag !== undefined && checksumsFlag !== 'on' && checksumsFlag !== 'off') throw new Error(`--data-checksums takes on or off, not ${JSON.stringify(checksumsFlag)}`);
     const checksums = checksumsFlag ?? 'on';
-    const checksumsOnByDefault = postgresVersion === undefined || postgresVersion === 'embedded' || Number(postgresVersion) >= 18;
-    const initdbFlags = checksums === 'on' ? (checksumsOnByDefault ? [] : ['--data-checksums']) : checksumsOnByDefault ? ['--no-data-checksums'] : [];
+    const initdbFlags = dataChecksumFlags(postgresVersion, checksums);
     cluster = await startBenchCluster(postgresVersion, {
       initdbFlags,
       ...(explainSlow

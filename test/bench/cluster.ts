@@ -17,6 +17,17 @@ export function benchPostgresVersion(argv: readonly string[] = process.argv): st
   return argv.find((a) => a.startsWith('--postgres='))?.slice('--postgres='.length);
 }
 
+/**
+ * initdb's flags for page checksums `on` or `off` on the cluster startBenchCluster starts for `version`:
+ * initdb 18 (the embedded one) turns them on by default and knows --no-data-checksums; before 18 they are
+ * off by default and initdb knows only --data-checksums.
+ */
+export function dataChecksumFlags(version: string | undefined, checksums: 'on' | 'off'): string[] {
+  const onByDefault = version === undefined || version === 'embedded' || Number(version) >= 18;
+  if ((checksums === 'on') === onByDefault) return [];
+  return [onByDefault ? '--no-data-checksums' : '--data-checksums'];
+}
+
 export async function startBenchCluster(version: string | undefined, options: EmbeddedClusterOptions = {}): Promise<EmbeddedCluster> {
   if (version === undefined || version === 'embedded') return startEmbeddedCluster(options);
   if (!/^\d+$/.test(version)) throw new Error(`--postgres takes a major version (e.g. 15), not ${JSON.stringify(version)}`);
